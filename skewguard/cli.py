@@ -1,0 +1,46 @@
+"""The ``skewguard`` command line: thin wiring from typer commands to the library.
+
+Exit codes follow one convention across commands: 0 success / clean, 1 a finding (violations, a failed
+gate), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from skewguard import __version__
+
+app = typer.Typer(
+    name="skewguard",
+    help="Catch training-serving skew, data and prediction drift, bad shadow models and unlearnable "
+    "retraining runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"skewguard {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Catch training-serving skew, drift, bad shadow models and unlearnable retraining runs."""
+
+
+@app.command()
+def demo() -> None:
+    """Run the end-to-end demo: broker, traffic, gate, baseline, daemon, injected problems."""
+    typer.echo("skewguard demo: the end-to-end demo is not built yet (see README, 'Status').")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
