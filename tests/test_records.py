@@ -1,0 +1,415 @@
+"""The serving-log codec: round trips, every refusal reason, batches, and agreement with the JSON Schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
+from skewguard.errors import RecordError
+from skewguard.records import (
+    LABEL_REQUIRED_FIELDS,
+    RECORD_OPTIONAL_FIELDS,
+    RECORD_REQUIRED_FIELDS,
+    LabelRecord,
+    Reason,
+    ServingRecord,
+    decode_label_message,
+    decode_message,
+    encode_label,
+    encode_labels,
+    encode_record,
+    encode_records,
+    load_json_schema,
+)
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 250_000, tzinfo=UTC)
+
+
+def make_record(i: int = 0, **overrides: Any) -> ServingRecord:
+    fields: dict[str, Any] = {
+        "request_id": f"req-{i}",
+        "event_time": T0 + timedelta(seconds=i),
+        "model": "churn",
+        "model_version": "v3",
+        "feature_state_hash": "3f2a9c",
+        "features": {"age": 41.5, "plan": "pro", "is_new": False, "tenure": 7, "missing": None},
+        "prediction": 0.73,
+    }
+    fields.update(overrides)
+    return ServingRecord(**fields)
+
+
+def record_dict(**overrides: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = orjson.loads(encode_record(make_record()))
+    obj.update(overrides)
+    return obj
+
+
+def decode_one(obj: Any) -> ServingRecord:
+    result = decode_message(orjson.dumps(obj))
+    assert len(result.records) == 1
+    return result.records[0]
+
+
+def refusal(raw: bytes, **kwargs: Any) -> RecordError:
+    with pytest.raises(RecordError) as info:
+        decode_message(raw, **kwargs)
+    return info.value
+
+
+SERVING_VALIDATOR = Draft202012Validator(load_json_schema("serving_record"))
+LABEL_VALIDATOR = Draft202012Validator(load_json_schema("label_record"))
+
+# ------------------------------------------------------------------------------------------ strategies
+
+names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=12)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+feature_values = st.one_of(finite, int64, names, st.booleans(), st.none())
+predictions = st.one_of(
+    finite, int64, names, st.booleans(), st.lists(st.floats(0, 1), min_size=1, max_size=5)
+)
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), int64, finite, names),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3),
+    max_leaves=8,
+)
+offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+# hypothesis takes naive bounds and attaches the zones itself
+aware_times = st.datetimes(
+    min_value=datetime(1971, 1, 1),  # noqa: DTZ001
+    max_value=datetime(2200, 1, 1),  # noqa: DTZ001
+    timezones=st.just(UTC) | offsets,
+)
+records = st.builds(
+    ServingRecord,
+    request_id=names,
+    event_time=aware_times,
+    model=names,
+    model_version=names,
+    feature_state_hash=names,
+    features=st.dictionaries(names, feature_values, max_size=8),
+    prediction=predictions,
+    raw_inputs=st.none() | st.dictionaries(names, json_values, max_size=4),
+    shadow_predictions=st.dictionaries(names, predictions, max_size=3),
+    defaulted=st.lists(names, max_size=3),
+)
+labels = st.builds(
+    LabelRecord,
+    request_id=names,
+    event_time=aware_times,
+    label=st.one_of(finite, int64, names, st.booleans()),
+)
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# ---------------------------------------------------------------------------------------------- round trips
+
+
+@FAST
+@given(records)
+def test_single_record_round_trips_exactly(record: ServingRecord) -> None:
+    raw = encode_record(record)
+    result = decode_message(raw)
+    assert result.rejected == []
+    assert result.records == [record]
+    assert result.records[0].event_time.tzinfo is UTC
+
+
+@FAST
+@given(st.lists(records, min_size=1, max_size=6))
+def test_batch_envelope_round_trips_in_order(batch: list[ServingRecord]) -> None:
+    result = decode_message(encode_records(batch))
+    assert result.records == batch
+    assert result.rejected == []
+
+
+@FAST
+@given(st.lists(labels, min_size=1, max_size=6))
+def test_labels_round_trip_single_and_batched(batch: list[LabelRecord]) -> None:
+    assert decode_label_message(encode_labels(batch)).records == batch
+    assert decode_label_message(encode_label(batch[0])).records == [batch[0]]
+
+
+def test_event_time_with_offset_is_normalised_to_the_same_instant_in_utc() -> None:
+    local = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    raw = orjson.dumps(record_dict(event_time=local.isoformat()))
+    decoded = decode_message(raw).records[0].event_time
+    assert decoded == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert decoded.tzinfo is UTC
+
+
+def test_event_time_is_written_as_iso_8601_with_offset() -> None:
+    obj = orjson.loads(encode_record(make_record()))
+    assert obj["event_time"] == "2024-05-01T12:00:00.250000+00:00"
+    assert obj["v"] == 1
+
+
+def test_numpy_values_and_nan_are_written_as_plain_json() -> None:
+    record = make_record(
+        features={"x": np.float64(1.5), "n": np.int32(4), "gap": float("nan"), "g32": np.float32(0.5)},
+        prediction=np.array([0.25, 0.75]),
+        raw_inputs={"when": datetime(2024, 5, 1, 9, 30, tzinfo=timezone(timedelta(hours=-4))), "xs": [1, 2]},
+    )
+    decoded = decode_message(encode_record(record)).records[0]
+    assert decoded.features == {"x": 1.5, "n": 4, "gap": None, "g32": 0.5}
+    assert decoded.prediction == [0.25, 0.75]
+    assert decoded.raw_inputs == {"when": "2024-05-01T09:30:00-04:00", "xs": [1, 2]}
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b"", b'{"v": 1,'])
+def test_undecodable_bytes_are_refused_as_undecodable(raw: bytes) -> None:
+    assert refusal(raw).reason == Reason.UNDECODABLE
+
+
+def test_tombstone_without_value_is_refused_as_undecodable() -> None:
+    err = refusal(None)  # type: ignore[arg-type]
+    assert err.reason == "undecodable"
+    assert "tombstone" in str(err)
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'"a string"', b"42", b"null"])
+def test_json_that_is_not_an_object_is_refused_as_not_an_object(raw: bytes) -> None:
+    err = refusal(raw)
+    assert err.reason == "not_an_object"
+    assert "expected a JSON object" in str(err)
+
+
+@pytest.mark.parametrize("name", RECORD_REQUIRED_FIELDS)
+def test_each_missing_required_field_is_named(name: str) -> None:
+    obj = record_dict()
+    del obj[name]
+    err = refusal(orjson.dumps(obj))
+    assert err.reason == "missing_field"
+    assert f"'{name}'" in str(err)
+    if name != "request_id":
+        assert err.record_id == "req-0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("request_id", 17, "request_id"),
+        ("model", None, "model"),
+        ("model_version", 3, "model_version"),
+        ("feature_state_hash", ["a"], "feature_state_hash"),
+        ("features", [1.0, 2.0], "features"),
+        ("features", {"age": 3, "bad": [1, 2]}, "features['bad']"),
+        ("features", {"nested": {"a": 1}}, "features['nested']"),
+        ("prediction", None, "prediction"),
+        ("prediction", [], "prediction"),
+        ("prediction", [[0.1, 0.9]], "prediction"),
+        ("prediction", {"p": 0.3}, "prediction"),
+        ("event_time", 1714564800000, "event_time"),
+        ("event_time", "yesterday", "event_time"),
+        ("raw_inputs", [1], "raw_inputs"),
+        ("shadow_predictions", {"v4": "ok", "v5": None}, "shadow_predictions['v5']"),
+        ("shadow_predictions", ["v4"], "shadow_predictions"),
+        ("defaulted", "age", "defaulted"),
+        ("defaulted", ["age", 3], "defaulted"),
+        ("v", "1", "v"),
+        ("v", True, "v"),
+    ],
+)
+def test_wrong_types_are_refused_naming_the_field_and_expectation(name: str, value: Any, named: str) -> None:
+    err = refusal(orjson.dumps(record_dict(**{name: value})))
+    assert err.reason == "wrong_type"
+    assert f"'{named}'" in str(err)
+    assert "expected" in str(err)
+
+
+def test_timestamp_without_offset_is_refused_as_naive() -> None:
+    err = refusal(orjson.dumps(record_dict(event_time="2024-05-01T12:00:00")))
+    assert err.reason == "naive_timestamp"
+    assert "'event_time'" in str(err)
+    assert err.record_id == "req-0"
+
+
+@pytest.mark.parametrize("version", [0, 2, 99])
+def test_other_schema_versions_are_refused_as_unsupported(version: int) -> None:
+    err = refusal(orjson.dumps(record_dict(v=version)))
+    assert err.reason == "unsupported_version"
+    envelope = orjson.dumps({"v": version, "batch": [record_dict()]})
+    assert refusal(envelope).reason == "unsupported_version"
+
+
+def test_message_larger_than_the_limit_is_refused_as_oversized_before_parsing() -> None:
+    raw = encode_record(make_record())
+    assert decode_message(raw, max_bytes=len(raw)).records
+    err = refusal(raw, max_bytes=len(raw) - 1)
+    assert err.reason == "oversized"
+    assert str(len(raw)) in str(err)
+    assert refusal(b"x" * 200, max_bytes=100).reason == "oversized"
+
+
+def test_batch_field_that_is_not_a_list_is_refused() -> None:
+    err = refusal(orjson.dumps({"v": 1, "batch": {"a": 1}}))
+    assert err.reason == "wrong_type"
+    assert "'batch'" in str(err)
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    assert decode_one(record_dict(added_in_v1_1="x")).request_id == "req-0"
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+def test_batch_with_bad_records_keeps_the_good_ones_and_reports_each_bad_one() -> None:
+    good = [orjson.loads(encode_record(make_record(i))) for i in range(5)]
+    bad_type = dict(good[1], prediction=None)
+    missing = {k: v for k, v in good[3].items() if k != "features"}
+    items = [good[0], bad_type, good[2], missing, "not a record", good[4]]
+    result = decode_message(orjson.dumps({"v": 1, "batch": items}))
+
+    assert [r.request_id for r in result.records] == ["req-0", "req-2", "req-4"]
+    assert [(r.index, r.error.reason) for r in result.rejected] == [
+        (1, "wrong_type"),
+        (3, "missing_field"),
+        (4, "not_an_object"),
+    ]
+    assert "batch[1].prediction" in str(result.rejected[0].error)
+    assert result.rejected[0].error.record_id == "req-1"
+    assert orjson.loads(result.rejected[1].raw) == missing
+
+
+def test_batch_member_with_wrong_version_is_rejected_alone() -> None:
+    good = record_dict()
+    result = decode_message(orjson.dumps({"v": 1, "batch": [good, dict(good, v=2)]}))
+    assert len(result.records) == 1
+    assert result.rejected[0].error.reason == "unsupported_version"
+
+
+def test_envelope_without_version_is_refused_as_missing_field() -> None:
+    err = refusal(orjson.dumps({"batch": [record_dict()]}))
+    assert err.reason == "missing_field"
+    assert "'v'" in str(err)
+
+
+# ------------------------------------------------------------------------------------ encoding refusals
+
+
+def test_constructing_a_record_with_a_naive_event_time_is_refused() -> None:
+    with pytest.raises(RecordError) as info:
+        make_record(event_time=datetime(2024, 5, 1, 12, 0))  # noqa: DTZ001 - the naive input under test
+    assert info.value.reason == "naive_timestamp"
+    assert "event_time" in str(info.value)
+
+
+def test_naive_datetime_inside_raw_inputs_is_refused_at_encoding() -> None:
+    naive = datetime(2024, 5, 1, 12, 0)  # noqa: DTZ001 - the naive input under test
+    with pytest.raises(RecordError) as info:
+        encode_record(make_record(raw_inputs={"signup": naive}))
+    assert info.value.reason == "naive_timestamp"
+    assert info.value.record_id == "req-0"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"features": {"bad": [1, 2]}},
+        {"features": {"bad": object()}},
+        {"prediction": None},
+        {"prediction": [[1.0]]},
+        {"defaulted": [1]},
+        {"features": {"huge": 2**70}},
+    ],
+)
+def test_encoding_refuses_what_decoding_would_refuse(overrides: dict[str, Any]) -> None:
+    with pytest.raises(RecordError) as info:
+        encode_record(make_record(**overrides))
+    assert info.value.reason == "wrong_type"
+
+
+def test_encoding_refuses_a_record_above_the_size_limit() -> None:
+    with pytest.raises(RecordError) as info:
+        encode_record(make_record(raw_inputs={"blob": "x" * 2000}), max_bytes=1000)
+    assert info.value.reason == "oversized"
+
+
+def test_label_with_a_non_scalar_label_is_refused() -> None:
+    raw = orjson.dumps({"v": 1, "request_id": "r", "event_time": T0.isoformat(), "label": [1]})
+    with pytest.raises(RecordError) as info:
+        decode_label_message(raw)
+    assert info.value.reason == "wrong_type"
+    assert "'label'" in str(info.value)
+
+
+@pytest.mark.parametrize("name", LABEL_REQUIRED_FIELDS)
+def test_label_missing_field_is_named(name: str) -> None:
+    obj = orjson.loads(encode_label(LabelRecord("r-1", T0, 1)))
+    del obj[name]
+    with pytest.raises(RecordError) as info:
+        decode_label_message(orjson.dumps(obj))
+    assert info.value.reason == "missing_field"
+    assert f"'{name}'" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- JSON Schema
+
+
+@FAST
+@given(st.lists(records, min_size=1, max_size=3))
+def test_encoded_records_validate_against_the_json_schema(batch: list[ServingRecord]) -> None:
+    SERVING_VALIDATOR.validate(orjson.loads(encode_record(batch[0])))
+    SERVING_VALIDATOR.validate(orjson.loads(encode_records(batch)))
+
+
+@FAST
+@given(st.lists(labels, min_size=1, max_size=3))
+def test_encoded_labels_validate_against_the_json_schema(batch: list[LabelRecord]) -> None:
+    LABEL_VALIDATOR.validate(orjson.loads(encode_label(batch[0])))
+    LABEL_VALIDATOR.validate(orjson.loads(encode_labels(batch)))
+
+
+def test_schema_and_codec_agree_on_required_and_known_fields() -> None:
+    schema = load_json_schema("serving_record")
+    defs = schema["$defs"]
+    assert set(defs["single_record"]["required"]) == set(RECORD_REQUIRED_FIELDS)
+    assert set(defs["batch_record"]["required"]) == set(RECORD_REQUIRED_FIELDS) - {"v"}
+    known = set(defs["record_body"]["properties"])
+    assert known == set(RECORD_REQUIRED_FIELDS) | set(RECORD_OPTIONAL_FIELDS)
+    label_defs = load_json_schema("label_record")["$defs"]
+    assert set(label_defs["single_label"]["required"]) == set(LABEL_REQUIRED_FIELDS)
+
+
+@pytest.mark.parametrize("name", RECORD_REQUIRED_FIELDS)
+def test_schema_and_codec_both_refuse_a_record_missing_a_required_field(name: str) -> None:
+    obj = record_dict()
+    del obj[name]
+    assert not SERVING_VALIDATOR.is_valid(obj)
+    assert refusal(orjson.dumps(obj)).reason == "missing_field"
+    # inside an envelope, only "v" becomes optional, for both
+    member = {"v": 1, "batch": [obj]}
+    codec_ok = not decode_message(orjson.dumps(member)).rejected
+    assert SERVING_VALIDATOR.is_valid(member) == codec_ok == (name == "v")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"event_time": "2024-05-01T12:00:00"},
+        {"features": {"a": [1]}},
+        {"prediction": []},
+        {"prediction": ["a"]},
+        {"defaulted": [3]},
+        {"v": 2},
+        {"request_id": 5},
+    ],
+)
+def test_schema_and_codec_both_refuse_bad_values(overrides: dict[str, Any]) -> None:
+    obj = record_dict(**overrides)
+    assert not SERVING_VALIDATOR.is_valid(obj)
+    with pytest.raises(RecordError):
+        decode_message(orjson.dumps(obj))
