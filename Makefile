@@ -14,8 +14,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	@echo "installing skewguard and its dev tools into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/pip install --upgrade "pip>=24" > $(VENV)/install.log 2>&1 \
+	  && $(BIN)/pip install -c constraints.txt -e ".[dev]" >> $(VENV)/install.log 2>&1 \
+	  || { tail -40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	touch $(STAMP)
 
 lint: install

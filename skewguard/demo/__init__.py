@@ -1,0 +1,1 @@
+"""The end-to-end demo and its synthetic click-through-rate traffic."""
