@@ -1,0 +1,1 @@
+"""Benchmarks: skewguard against its peers on identical data, timed in one run."""

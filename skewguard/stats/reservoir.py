@@ -1,0 +1,203 @@
+"""A bounded row sample whose merge is exact and associative: bottom-k by a hash of the row key.
+
+Classic reservoir sampling (Algorithm R) depends on arrival order, so two partitions' reservoirs can
+only be merged approximately. Keeping instead the k rows with the smallest *hash priority* of a stable
+per-row key (a request id in the stream, a row number in a file) makes the sample a pure function of
+the set of rows seen: ``merge(sample(A), sample(B)) == sample(A ∪ B)`` exactly, in any order and any
+grouping. Because every column shares the same priorities, the columns' samples are the *same* rows, so
+the reservoir doubles as a joint row sample (what the Evidently HTML report needs).
+
+Ties in priority only happen when a key repeats; they are broken by a hash of the row's content so the
+order stays total and the merge stays exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pandas.util import hash_array, hash_pandas_object
+
+from skewguard.errors import DataError, StatisticsError
+
+# splitmix64's increment: without it, key 0 would hash to priority 0 and always be sampled.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def row_priorities(
+    n_rows: int, row_keys: Sequence[Any] | npt.ArrayLike | None, key_offset: int
+) -> npt.NDArray[np.uint64]:
+    """Hash priorities for a batch: of ``row_keys`` when given, else of ``key_offset + position``.
+
+    Integer keys are hashed as int64 (so ``3`` and ``np.int32(3)`` agree); any other key is hashed by
+    its object value (SipHash with pandas' fixed key), so ``"3"`` and ``3`` are different keys.
+    """
+    if row_keys is None:
+        keys: npt.NDArray[Any] = np.arange(key_offset, key_offset + n_rows, dtype=np.int64)
+    else:
+        keys = np.asarray(row_keys)
+        if keys.ndim != 1 or len(keys) != n_rows:
+            msg = f"row_keys must be one key per row: got shape {keys.shape} for {n_rows} rows"
+            raise DataError(msg)
+    if keys.dtype.kind in "iu":
+        mixed = keys.astype(np.int64).view(np.uint64) + _GOLDEN
+        return np.asarray(hash_array(mixed), dtype=np.uint64)
+    if keys.dtype.kind == "b":
+        msg = "row_keys must be integers or strings, got booleans"
+        raise DataError(msg)
+    return np.asarray(hash_array(keys.astype(object), categorize=False), dtype=np.uint64)
+
+
+def _empty_values(kind: str, n: int) -> npt.NDArray[Any]:
+    if kind == "f":
+        return np.full(n, np.nan, dtype=np.float64)
+    return np.full(n, None, dtype=object)
+
+
+@dataclass(eq=False)
+class Reservoir:
+    """The ``capacity`` rows with the smallest (priority, tiebreak), kept sorted by that order.
+
+    ``values[name]`` holds one entry per kept row: float64 (NaN = null) for numeric columns, object
+    (``None`` = null) for categorical ones.
+    """
+
+    capacity: int
+    priorities: npt.NDArray[np.uint64]
+    tiebreaks: npt.NDArray[np.uint64]
+    values: dict[str, npt.NDArray[Any]]
+
+    @classmethod
+    def empty(cls, capacity: int, kinds: Mapping[str, str]) -> Reservoir:
+        """An empty reservoir; ``kinds`` maps column name to ``"f"`` (float) or ``"O"`` (object)."""
+        if capacity < 0:
+            msg = f"reservoir capacity must be >= 0, got {capacity}"
+            raise StatisticsError(msg)
+        return cls(
+            capacity=capacity,
+            priorities=np.empty(0, dtype=np.uint64),
+            tiebreaks=np.empty(0, dtype=np.uint64),
+            values={name: _empty_values(kind, 0) for name, kind in kinds.items()},
+        )
+
+    def __len__(self) -> int:
+        return len(self.priorities)
+
+    def copy(self) -> Reservoir:
+        """A deep copy (arrays are copied, so folding into the copy leaves this one alone)."""
+        return Reservoir(
+            capacity=self.capacity,
+            priorities=self.priorities.copy(),
+            tiebreaks=self.tiebreaks.copy(),
+            values={name: column.copy() for name, column in self.values.items()},
+        )
+
+    def offer(self, priorities: npt.NDArray[np.uint64], columns: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Offer a batch of rows; keeps the bottom-``capacity`` of old and new together.
+
+        Only the batch's own bottom-k candidates (plus ties) are materialised, so the cost is one
+        ``np.partition`` over the batch priorities, not a sort.
+        """
+        if self.capacity == 0 or len(priorities) == 0:
+            return
+        n = len(priorities)
+        if n > self.capacity:
+            kth = np.partition(priorities, self.capacity - 1)[self.capacity - 1]
+            if len(self) >= self.capacity and kth > self.priorities[-1]:
+                # Only rows at or below the current worst kept priority can enter.
+                kth = self.priorities[-1]
+            candidates = np.flatnonzero(priorities <= kth)
+        else:
+            candidates = np.arange(n)
+        if len(candidates) == 0:
+            return
+        batch = {name: np.asarray(column)[candidates] for name, column in columns.items()}
+        frame = pd.DataFrame({name: batch[name] for name in self.values})
+        tiebreaks = np.asarray(hash_pandas_object(frame, index=False).to_numpy(), dtype=np.uint64)
+        self._absorb(priorities[candidates], tiebreaks, batch)
+
+    def merge(self, other: Reservoir) -> Reservoir:
+        """The exact reservoir of the union of both rows sets (capacity: the smaller of the two)."""
+        if set(self.values) != set(other.values):
+            msg = "cannot merge reservoirs over different columns"
+            raise StatisticsError(msg)
+        merged = self.copy()
+        merged.capacity = min(self.capacity, other.capacity)
+        merged._absorb(other.priorities, other.tiebreaks, other.values)
+        return merged
+
+    def _absorb(
+        self,
+        priorities: npt.NDArray[np.uint64],
+        tiebreaks: npt.NDArray[np.uint64],
+        columns: Mapping[str, npt.NDArray[Any]],
+    ) -> None:
+        all_priorities = np.concatenate([self.priorities, priorities])
+        all_tiebreaks = np.concatenate([self.tiebreaks, tiebreaks])
+        order = np.lexsort((all_tiebreaks, all_priorities))[: self.capacity]
+        self.priorities = all_priorities[order]
+        self.tiebreaks = all_tiebreaks[order]
+        for name, kept in self.values.items():
+            combined = np.concatenate([kept, np.asarray(columns[name], dtype=kept.dtype)])
+            self.values[name] = combined[order]
+
+    def equals(self, other: Reservoir) -> bool:
+        """Exact equality of capacity, kept rows and their values (NaN equal to NaN)."""
+        if self.capacity != other.capacity or set(self.values) != set(other.values):
+            return False
+        if not (
+            np.array_equal(self.priorities, other.priorities)
+            and np.array_equal(self.tiebreaks, other.tiebreaks)
+        ):
+            return False
+        for name, mine in self.values.items():
+            theirs = other.values[name]
+            if mine.dtype.kind == "f":
+                if not np.array_equal(mine, theirs, equal_nan=True):
+                    return False
+            elif list(mine) != list(theirs):
+                return False
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; NaN / None become ``null``, floats keep their exact repr."""
+        values: dict[str, list[Any]] = {}
+        for name, column in self.values.items():
+            if column.dtype.kind == "f":
+                values[name] = [None if np.isnan(v) else float(v) for v in column.tolist()]
+            else:
+                values[name] = [None if v is None else str(v) for v in column.tolist()]
+        return {
+            "capacity": self.capacity,
+            "priorities": [int(p) for p in self.priorities.tolist()],
+            "tiebreaks": [int(t) for t in self.tiebreaks.tolist()],
+            "values": values,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], kinds: Mapping[str, str]) -> Reservoir:
+        """Inverse of :meth:`to_dict`; ``kinds`` as in :meth:`empty`."""
+        try:
+            priorities = np.asarray(data["priorities"], dtype=np.uint64)
+            tiebreaks = np.asarray(data["tiebreaks"], dtype=np.uint64)
+            values: dict[str, npt.NDArray[Any]] = {}
+            for name, kind in kinds.items():
+                raw = data["values"][name]
+                if kind == "f":
+                    values[name] = np.asarray([np.nan if v is None else v for v in raw], dtype=np.float64)
+                else:
+                    values[name] = np.asarray(raw, dtype=object).reshape(-1)
+            capacity = int(data["capacity"])
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"malformed reservoir in profile JSON: {exc}"
+            raise DataError(msg) from exc
+        if not (
+            len(priorities) == len(tiebreaks) and all(len(v) == len(priorities) for v in values.values())
+        ):
+            msg = "malformed reservoir in profile JSON: arrays of different lengths"
+            raise DataError(msg)
+        return cls(capacity=capacity, priorities=priorities, tiebreaks=tiebreaks, values=values)

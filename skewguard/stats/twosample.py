@@ -1,0 +1,318 @@
+"""Two-sample tests and effect sizes, on raw samples or on the binned counts of two profiles.
+
+Every function returns a number or a small typed result and is checked in the test-suite against scipy
+on the same data. Conventions:
+
+* Binned inputs are counts over the same ordered bins (nulls excluded); proportions are formed here.
+* Jensen–Shannon *distance* (square root of the divergence) uses base 2, so it lies in [0, 1].
+* Normalised Wasserstein is ``W1(reference, current) / scale`` where ``scale`` is the reference's
+  sample standard deviation (ddof=1): a value of 0.25 means "the mass moved a quarter of a training
+  standard deviation on average". A constant reference (std 0) is compared in raw units (scale 1).
+* PSI smooths both distributions by adding ``epsilon`` to every proportion and renormalising, so that
+  an empty bin on one side gives a large but finite value; it then equals the symmetrised KL divergence
+  ``KL(p‖q) + KL(q‖p)`` of the smoothed distributions.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import stats
+from scipy.spatial import distance
+
+from skewguard.errors import StatisticsError
+
+
+@dataclass(frozen=True, slots=True)
+class KSResult:
+    """Two-sample Kolmogorov–Smirnov: sup-distance between the ECDFs and its two-sided p-value."""
+
+    statistic: float
+    p_value: float
+    n_reference: int
+    n_current: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChiSquareResult:
+    """Chi-square test of homogeneity over bins; ``pooled_bins`` sparse bins were merged into one."""
+
+    statistic: float
+    p_value: float
+    dof: int
+    pooled_bins: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProportionTestResult:
+    """Two-proportion z-test (pooled variance); ``difference`` is current minus reference."""
+
+    reference_rate: float
+    current_rate: float
+    difference: float
+    statistic: float
+    p_value: float
+
+
+def _as_counts(counts: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
+    array = np.asarray(counts, dtype=np.float64)
+    if array.ndim != 1 or len(array) == 0:
+        msg = f"{what} must be a non-empty 1-D array of counts, got shape {array.shape}"
+        raise StatisticsError(msg)
+    if np.any(array < 0) or not np.all(np.isfinite(array)):
+        msg = f"{what} must be finite and non-negative"
+        raise StatisticsError(msg)
+    return array
+
+
+def _pair(
+    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], ...]:
+    ref = _as_counts(reference_counts, "reference_counts")
+    cur = _as_counts(current_counts, "current_counts")
+    if ref.shape != cur.shape:
+        msg = f"reference and current counts must cover the same bins: {len(ref)} vs {len(cur)}"
+        raise StatisticsError(msg)
+    if ref.sum() == 0 or cur.sum() == 0:
+        msg = "both samples need at least one counted value"
+        raise StatisticsError(msg)
+    return ref, cur
+
+
+def _sample(values: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
+    array = np.asarray(values, dtype=np.float64).ravel()
+    array = array[np.isfinite(array)]
+    if len(array) == 0:
+        msg = f"the {what} sample has no finite values"
+        raise StatisticsError(msg)
+    return array
+
+
+# -- Kolmogorov–Smirnov ------------------------------------------------------------------------------
+
+
+def ks_exact(reference: npt.ArrayLike, current: npt.ArrayLike) -> KSResult:
+    """KS on two raw samples (e.g. two reservoirs): ``scipy.stats.ks_2samp`` with its automatic method.
+
+    Non-finite values are dropped first. When scipy's exact computation cannot converge it falls back
+    to the asymptotic p-value with a RuntimeWarning; that fallback is expected here and silenced.
+    """
+    ref = _sample(reference, "reference")
+    cur = _sample(current, "current")
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="ks_2samp: Exact calculation unsuccessful", category=RuntimeWarning
+        )
+        warnings.filterwarnings(
+            "ignore", message="Exact ks_2samp calculation not possible", category=RuntimeWarning
+        )
+        result = stats.ks_2samp(ref, cur)
+    return KSResult(float(result.statistic), float(result.pvalue), len(ref), len(cur))
+
+
+def ks_binned(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> KSResult:
+    """KS from counts over ordered bins: the sup-distance of the two ECDFs at the bin boundaries.
+
+    It is exactly the KS statistic of the data with every value moved to its bin's lower edge, so it
+    never exceeds the exact statistic (a conservative approximation whose resolution is one bin). The
+    p-value uses the same asymptotic distribution as ``ks_2samp(method="asymp")``: Kolmogorov's
+    distribution at ``n_eff = n·m / (n + m)``.
+    """
+    ref, cur = _pair(reference_counts, current_counts)
+    n, m = ref.sum(), cur.sum()
+    gap = np.abs(np.cumsum(ref) / n - np.cumsum(cur) / m)
+    d = float(min(1.0, gap.max()))
+    n_eff = n * m / (n + m)
+    p = float(np.clip(stats.kstwo.sf(d, np.round(n_eff)), 0.0, 1.0))
+    return KSResult(d, p, int(n), int(m))
+
+
+# -- chi-square ---------------------------------------------------------------------------------------
+
+
+def chi_square(
+    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike, *, min_expected: float = 5.0
+) -> ChiSquareResult:
+    """Chi-square homogeneity test of two count vectors (``scipy.stats.chi2_contingency``, no Yates).
+
+    Bins empty in both samples are dropped, and bins whose expected count is below ``min_expected`` in
+    either sample are pooled into one bin (pooled again with the smallest remaining bin if still too
+    sparse): the chi-square approximation is badly anti-conservative on sparse cells, and a stream of
+    windows would otherwise raise false alarms on rare categories. With fewer than two bins left there
+    is nothing to test: statistic 0, p-value 1.
+    """
+    ref, cur = _pair(reference_counts, current_counts)
+    table = np.vstack([ref, cur])
+    table = table[:, table.sum(axis=0) > 0]
+    pooled = 0
+    if min_expected > 0 and table.shape[1] > 1:
+        expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+        sparse = expected.min(axis=0) < min_expected
+        pooled = int(sparse.sum())
+        if pooled:
+            kept = table[:, ~sparse]
+            merged = table[:, sparse].sum(axis=1, keepdims=True)
+            merged_expected = np.outer(table.sum(axis=1), merged.sum(axis=0)) / table.sum()
+            if merged_expected.min() < min_expected and kept.shape[1] > 0:
+                smallest = int(np.argmin(kept.sum(axis=0)))
+                kept = kept.copy()
+                kept[:, smallest] += merged[:, 0]
+            else:
+                kept = np.hstack([kept, merged])
+            table = kept
+    if table.shape[1] < 2:
+        return ChiSquareResult(0.0, 1.0, 0, pooled)
+    result = stats.chi2_contingency(table, correction=False)
+    return ChiSquareResult(float(result.statistic), float(result.pvalue), int(result.dof), pooled)
+
+
+# -- distances over binned distributions -------------------------------------------------------------
+
+
+def psi(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike, *, epsilon: float = 1e-4) -> float:
+    """Population stability index ``Σ (q − p)·ln(q / p)`` over smoothed proportions (module docstring)."""
+    ref, cur = _pair(reference_counts, current_counts)
+    if epsilon <= 0:
+        msg = f"epsilon must be > 0, got {epsilon}"
+        raise StatisticsError(msg)
+    p = ref / ref.sum() + epsilon
+    q = cur / cur.sum() + epsilon
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def js_distance(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> float:
+    """Jensen–Shannon distance in base 2 (``scipy.spatial.distance.jensenshannon``), in [0, 1]."""
+    ref, cur = _pair(reference_counts, current_counts)
+    value = float(distance.jensenshannon(ref / ref.sum(), cur / cur.sum(), base=2.0))
+    # Identical inputs can give sqrt of a tiny negative rounding error -> NaN.
+    return 0.0 if math.isnan(value) else value
+
+
+def linf_distance(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> float:
+    """L-infinity (Chebyshev) distance between the two proportion vectors, as TFDV uses for categories."""
+    ref, cur = _pair(reference_counts, current_counts)
+    return float(distance.chebyshev(ref / ref.sum(), cur / cur.sum()))
+
+
+# -- Wasserstein ---------------------------------------------------------------------------------------
+
+
+def _scale(scale: float) -> float:
+    if not math.isfinite(scale) or scale < 0:
+        msg = f"scale must be finite and >= 0, got {scale}"
+        raise StatisticsError(msg)
+    return scale if scale > 0 else 1.0
+
+
+def wasserstein_normalized(
+    reference: npt.ArrayLike, current: npt.ArrayLike, *, scale: float | None = None
+) -> float:
+    """``scipy.stats.wasserstein_distance(reference, current) / scale`` on raw samples.
+
+    ``scale`` defaults to the reference sample's standard deviation (ddof=1); 0 means raw units.
+    """
+    ref = _sample(reference, "reference")
+    cur = _sample(current, "current")
+    if scale is None:
+        scale = float(np.std(ref, ddof=1)) if len(ref) > 1 else 0.0
+    return float(stats.wasserstein_distance(ref, cur)) / _scale(scale)
+
+
+def wasserstein_binned(
+    reference_counts: npt.ArrayLike,
+    reference_sums: npt.ArrayLike,
+    current_counts: npt.ArrayLike,
+    current_sums: npt.ArrayLike,
+    *,
+    scale: float,
+) -> float:
+    """Normalised W1 between two binned samples, each bin's mass placed at that sample's bin centroid.
+
+    With per-bin sums kept in the sketch, every bin's mass sits at its own mean rather than a fixed
+    midpoint, so a shift inside a bin or in the open under/overflow tails still moves the distance. It
+    equals the raw-sample W1 whenever each bin holds one distinct value, and otherwise differs from it
+    by at most the two samples' mean absolute deviations inside their bins.
+    """
+    ref, cur = _pair(reference_counts, current_counts)
+    ref_sums = np.asarray(reference_sums, dtype=np.float64)
+    cur_sums = np.asarray(current_sums, dtype=np.float64)
+    if ref_sums.shape != ref.shape or cur_sums.shape != cur.shape:
+        msg = "per-bin sums must have the same length as the counts"
+        raise StatisticsError(msg)
+    r, c = ref > 0, cur > 0
+    w = stats.wasserstein_distance(
+        ref_sums[r] / ref[r], cur_sums[c] / cur[c], u_weights=ref[r], v_weights=cur[c]
+    )
+    return float(w) / _scale(scale)
+
+
+# -- shares ------------------------------------------------------------------------------------------
+
+
+def null_rate_change(
+    reference_nulls: int, reference_total: int, current_nulls: int, current_total: int
+) -> ProportionTestResult:
+    """Two-proportion z-test that the null rate changed (pooled standard error, two-sided).
+
+    Its p-value equals ``scipy.stats.chi2_contingency`` on the 2×2 null / non-null table without Yates
+    correction (z² is that chi-square). When nobody or everybody is null on both sides there is no
+    evidence either way: z = 0, p = 1.
+    """
+    for label, nulls, total in (
+        ("reference", reference_nulls, reference_total),
+        ("current", current_nulls, current_total),
+    ):
+        if total <= 0 or not 0 <= nulls <= total:
+            msg = f"{label} null count must be within [0, total] with total > 0, got {nulls} of {total}"
+            raise StatisticsError(msg)
+    p_ref = reference_nulls / reference_total
+    p_cur = current_nulls / current_total
+    pooled = (reference_nulls + current_nulls) / (reference_total + current_total)
+    variance = pooled * (1.0 - pooled) * (1.0 / reference_total + 1.0 / current_total)
+    if variance <= 0:
+        return ProportionTestResult(p_ref, p_cur, p_cur - p_ref, 0.0, 1.0)
+    z = (p_cur - p_ref) / math.sqrt(variance)
+    p_value = float(2.0 * stats.norm.sf(abs(z)))
+    return ProportionTestResult(p_ref, p_cur, p_cur - p_ref, z, min(1.0, p_value))
+
+
+def unseen_category_share(reference_categories: npt.ArrayLike, current: npt.ArrayLike) -> float:
+    """Share of the current non-null values whose category never occurs in the reference."""
+    known = np.unique(np.asarray(reference_categories, dtype=object)[~_isnull(reference_categories)])
+    values = np.asarray(current, dtype=object)
+    values = values[~_isnull(values)]
+    if len(values) == 0:
+        msg = "the current sample has no non-null values"
+        raise StatisticsError(msg)
+    return float(np.mean(~np.isin(values, known)))
+
+
+def out_of_domain_share(
+    values: npt.ArrayLike,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    allowed: frozenset[str] | None = None,
+) -> float:
+    """Share of non-null values outside ``[low, high]`` (numeric) or outside ``allowed`` (categorical)."""
+    if allowed is not None:
+        array = np.asarray(values, dtype=object)
+        array = array[~_isnull(array)]
+        if len(array) == 0:
+            msg = "no non-null values"
+            raise StatisticsError(msg)
+        return float(np.mean(~np.isin(array, np.asarray(sorted(allowed), dtype=object))))
+    numbers = _sample(values, "current")
+    lo = -math.inf if low is None else low
+    hi = math.inf if high is None else high
+    return float(np.mean((numbers < lo) | (numbers > hi)))
+
+
+def _isnull(values: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    return np.asarray(pd.isna(np.asarray(values, dtype=object)), dtype=bool)
