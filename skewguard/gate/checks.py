@@ -1,0 +1,771 @@
+"""The gate's checks, one function each, plus the small pieces of arithmetic they share.
+
+Every function here looks at one thing and returns a :class:`Finding`: the ``CheckResult`` that goes
+into the report and, when it failed, the likely bug in words for the diagnosis. They do not train
+and do not copy models; :mod:`skewguard.gate.gate` owns the model copies, the RNG and the loop.
+
+Exact-zero tests (batch independence, causality) are exact on purpose: in float32 eval mode an
+operation that does not read example j contributes *exactly* nothing to its gradient, so any
+non-zero, however small, is a real dependency, not noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from fnmatch import fnmatchcase
+from typing import Any
+
+import torch
+from torch import nn
+
+from skewguard.errors import GateError
+from skewguard.gate.report import CheckName, CheckResult, Signature, Task
+
+LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
+
+# Required prediction/target agreement per task (GATE_NOTES): every argmax right for
+# classification, 99 % of tokens for sequences, R² of 0.999 for regression.
+REQUIRED_AGREEMENT: dict[Task, float] = {
+    Task.CLASSIFICATION: 1.0,
+    Task.SEQUENCE: 0.99,
+    Task.REGRESSION: 0.999,
+}
+
+# Attribute names every nn.Module has; anything else in a module's __dict__ is the user's.
+_MODULE_INTERNALS = frozenset(vars(nn.Module()).keys())
+_MAX_NAMES = 6
+_SCAN_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A check's report entry and, if it failed, the likely cause for the diagnosis paragraph."""
+
+    result: CheckResult
+    likely_cause: str = ""
+
+
+class TargetKind(StrEnum):
+    """How targets relate to outputs, which decides agreement and the init-loss references."""
+
+    CLASS_INDEX = "class_index"
+    SOFT_LABEL = "soft_label"
+    BINARY = "binary"
+    VALUE = "value"
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where the class axis is and what a "correct prediction" means for this output/target pair."""
+
+    kind: TargetKind
+    class_dim: int | None = None
+    num_classes: int | None = None
+    # The loss consumes probabilities (nn.BCELoss) or log-probabilities (nn.NLLLoss), not logits.
+    probabilities: bool = False
+    log_probabilities: bool = False
+
+
+def _names(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_MAX_NAMES])
+    more = len(items) - _MAX_NAMES
+    return f"{shown} (+{more} more)" if more > 0 else shown
+
+
+def matches_any(name: str, patterns: Sequence[str]) -> bool:
+    """Whether a parameter name matches one of the allow-list's glob patterns (or exact names)."""
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Registered parameters that require a gradient, with their dotted names."""
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+# --------------------------------------------------------------------------------------------------
+# layout, agreement, statistics
+
+
+def infer_layout(task: Task, outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn) -> OutputLayout:
+    """Work out how outputs and targets line up; raises GateError when they cannot be compared."""
+    if task is Task.REGRESSION:
+        return OutputLayout(kind=TargetKind.VALUE)
+    probabilities = isinstance(loss_fn, nn.BCELoss)
+    log_probabilities = isinstance(loss_fn, nn.NLLLoss)
+    if not targets.is_floating_point() and targets.dtype is not torch.bool:
+        if outputs.dim() == targets.dim() + 1:
+            if outputs.shape[:-1] == targets.shape:
+                class_dim = outputs.dim() - 1
+            elif outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]:
+                class_dim = 1
+            else:
+                class_dim = -1
+            if class_dim >= 0:
+                return OutputLayout(
+                    kind=TargetKind.CLASS_INDEX,
+                    class_dim=class_dim,
+                    num_classes=int(outputs.shape[class_dim]),
+                    log_probabilities=log_probabilities,
+                )
+        msg = (
+            f"task={task.value!r} with integer targets of shape {tuple(targets.shape)}: "
+            "expected outputs with "
+            f"one more (class) axis, shape {(*tuple(targets.shape), 'K')} or (N, K, ...), "
+            f"got {tuple(outputs.shape)}"
+        )
+        raise GateError(msg)
+    if outputs.shape == targets.shape:
+        if isinstance(loss_fn, nn.CrossEntropyLoss) and outputs.dim() >= 2:
+            return OutputLayout(kind=TargetKind.SOFT_LABEL, class_dim=1, num_classes=int(outputs.shape[1]))
+        return OutputLayout(kind=TargetKind.BINARY, probabilities=probabilities)
+    msg = (
+        f"task={task.value!r} with floating targets of shape {tuple(targets.shape)}: expected outputs of "
+        f"the same shape (binary / multi-label / soft labels), got {tuple(outputs.shape)}"
+    )
+    raise GateError(msg)
+
+
+def r_squared(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """Coefficient of determination over all outputs (per-column means), computed in float64.
+
+    Predictions whose element count differs from the targets' cannot be matched one-to-one
+    (that is the broadcasting bug), so they get -inf rather than a flattering number.
+    """
+    if predictions.numel() != targets.numel():
+        return -math.inf
+    y = targets.detach().reshape(targets.shape[0], -1).double()
+    y_hat = predictions.detach().reshape(targets.shape[0], -1).double()
+    ss_res = float(((y - y_hat) ** 2).sum())
+    ss_tot = float(((y - y.mean(dim=0, keepdim=True)) ** 2).sum())
+    if ss_tot == 0.0:
+        return 1.0 if ss_res == 0.0 else -math.inf
+    return 1.0 - ss_res / ss_tot
+
+
+def agreement(outputs: torch.Tensor, targets: torch.Tensor, layout: OutputLayout, ignore_index: int) -> float:
+    """Accuracy (class/binary targets) or R² (regression) of outputs against targets."""
+    out = outputs.detach()
+    if layout.kind is TargetKind.VALUE:
+        return r_squared(out, targets)
+    if layout.kind is TargetKind.CLASS_INDEX:
+        predicted = out.argmax(dim=layout.class_dim if layout.class_dim is not None else -1)
+        valid = targets != ignore_index
+        if int(valid.sum()) == 0:
+            return math.nan
+        return float((predicted[valid] == targets[valid]).double().mean())
+    if layout.kind is TargetKind.SOFT_LABEL:
+        dim = layout.class_dim if layout.class_dim is not None else 1
+        return float((out.argmax(dim=dim) == targets.argmax(dim=dim)).double().mean())
+    threshold = 0.5 if layout.probabilities else 0.0
+    return float(((out > threshold) == (targets > 0.5)).double().mean())
+
+
+def smoothed_cross_entropy_floor(num_classes: int, smoothing: float) -> float:
+    """Lowest reachable cross-entropy with label smoothing: the entropy H(q) of the smoothed target.
+
+    q puts 1 - ε + ε/K on the true class and ε/K on each other class; CE(q, p) >= H(q) with
+    equality at p = q, so a gate with floor 0 would wait forever for a loss that cannot come.
+    """
+    if num_classes < 2:
+        msg = f"num_classes={num_classes}: expected at least 2"
+        raise GateError(msg)
+    if not 0.0 <= smoothing <= 1.0:
+        msg = f"smoothing={smoothing}: expected a value in [0, 1]"
+        raise GateError(msg)
+    on = 1.0 - smoothing + smoothing / num_classes
+    off = smoothing / num_classes
+    entropy = -on * math.log(on) if on > 0 else 0.0
+    if off > 0:
+        entropy -= (num_classes - 1) * off * math.log(off)
+    return entropy
+
+
+def probabilities_to_cross_entropy_plateau(num_classes: int) -> float:
+    """Lowest cross-entropy reachable when softmax *probabilities* are fed in as logits.
+
+    With inputs confined to [0, 1] the best case is 1 on the true class and 0 elsewhere, which
+    gives -1 + log(e + K - 1) = log(1 + (K - 1)/e) instead of 0.
+    """
+    return math.log(1.0 + (num_classes - 1) / math.e)
+
+
+def population_variance(targets: torch.Tensor) -> float:
+    """Var(y) with ddof=0 (mean of per-column variances): the floor of MSE broadcast (N,1) vs (N,)."""
+    y = targets.detach().reshape(targets.shape[0], -1).double()
+    return float(y.var(dim=0, unbiased=False).mean())
+
+
+def known_plateaus(layout: OutputLayout, targets: torch.Tensor) -> list[tuple[Signature, float]]:
+    """Loss values at which a known bug makes the curve flatten, for this output layout."""
+    if layout.kind is TargetKind.CLASS_INDEX and layout.num_classes is not None and layout.num_classes >= 2:
+        value = probabilities_to_cross_entropy_plateau(layout.num_classes)
+        return [(Signature.PLATEAU_PROBABILITIES_TO_CROSS_ENTROPY, value)]
+    if layout.kind is TargetKind.VALUE and targets.is_floating_point() and targets.shape[0] >= 2:
+        variance = population_variance(targets)
+        if variance > 0.0:
+            return [(Signature.PLATEAU_BROADCAST_MSE, variance)]
+    return []
+
+
+# --------------------------------------------------------------------------------------------------
+# inventory
+
+
+def _scan_hidden(
+    path: str, value: object, seen_modules: set[int], seen_params: set[int], depth: int
+) -> Iterator[str]:
+    """Yield descriptions of modules / trainable tensors reachable from ``value`` but not registered."""
+    if isinstance(value, nn.Module):
+        if id(value) not in seen_modules:
+            count = sum(p.numel() for p in value.parameters())
+            yield f"{path} ({type(value).__name__}, {count} parameters)"
+        return
+    if isinstance(value, torch.Tensor):
+        if isinstance(value, nn.Parameter):
+            if id(value) not in seen_params:
+                yield f"{path} (Parameter {tuple(value.shape)})"
+        elif value.requires_grad and value.is_leaf:
+            yield f"{path} (tensor with requires_grad=True, {tuple(value.shape)})"
+        return
+    if depth >= _SCAN_DEPTH:
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _scan_hidden(f"{path}[{key!r}]", item, seen_modules, seen_params, depth + 1)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _scan_hidden(f"{path}[{index}]", item, seen_modules, seen_params, depth + 1)
+    elif isinstance(value, set | frozenset):
+        for item in value:
+            yield from _scan_hidden(f"{path}{{...}}", item, seen_modules, seen_params, depth + 1)
+
+
+def find_hidden_submodules(model: nn.Module) -> list[str]:
+    """Modules and trainable tensors kept in plain attributes/containers instead of being registered.
+
+    Such weights are invisible to ``parameters()``: never optimised, never saved in the state dict,
+    never moved by ``.to(device)``, yet they still run in the forward pass.
+    """
+    seen_modules = {id(m) for m in model.modules()}
+    seen_params = {id(p) for p in model.parameters()}
+    hidden: list[str] = []
+    for module_name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if attr in _MODULE_INTERNALS:
+                continue
+            path = f"{module_name}.{attr}" if module_name else attr
+            hidden.extend(_scan_hidden(path, value, seen_modules, seen_params, 0))
+    return hidden
+
+
+def check_inventory(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    pretrained: bool,
+    allow_frozen: Sequence[str],
+) -> Finding:
+    """Every trainable weight registered, in the optimizer, and nothing frozen by accident."""
+    problems: list[str] = []
+    causes: list[str] = []
+    hidden = find_hidden_submodules(model)
+    if hidden:
+        problems.append(f"not registered (plain Python container or attribute): {_names(hidden)}")
+        causes.append(
+            "submodules or weights kept in a plain list/dict/attribute are invisible to parameters(), "
+            "so the optimizer never updates them; use nn.ModuleList / nn.ModuleDict / nn.Parameter"
+        )
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [name for name, p in trainable_parameters(model) if id(p) not in in_optimizer]
+    if missing:
+        problems.append(f"trainable but not in the optimizer: {_names(missing)}")
+        causes.append(
+            "the optimizer was built from a subset of the model's parameters, so the rest never train"
+        )
+    frozen = [
+        name
+        for name, p in model.named_parameters()
+        if not p.requires_grad and not matches_any(name, allow_frozen)
+    ]
+    notes: list[str] = []
+    if frozen and not pretrained:
+        problems.append(f"requires_grad=False on a randomly initialised model: {_names(frozen)}")
+        causes.append(
+            "parameters are frozen although nothing was pre-trained (a leftover requires_grad_(False) "
+            "or freezing loop); allow-list them with allow_frozen if that is intended"
+        )
+    elif frozen:
+        notes.append(f"{len(frozen)} frozen parameter tensors accepted (pretrained model)")
+    decayed = [g.get("weight_decay", 0.0) for g in optimizer.param_groups if g.get("weight_decay", 0.0)]
+    if decayed:
+        notes.append(f"weight decay {max(decayed):g} in the optimizer raises the reachable loss floor")
+    total = sum(p.numel() for _, p in trainable_parameters(model))
+    if problems:
+        detail = "; ".join(problems + notes)
+        return Finding(CheckResult(name=CheckName.INVENTORY, passed=False, detail=detail), "; ".join(causes))
+    detail = (
+        f"{len(trainable_parameters(model))} trainable tensors ({total} values), all registered and all "
+        "in the optimizer"
+    )
+    if notes:
+        detail += "; " + "; ".join(notes)
+    return Finding(CheckResult(name=CheckName.INVENTORY, passed=True, detail=detail))
+
+
+# --------------------------------------------------------------------------------------------------
+# init loss
+
+
+def _class_shape(outputs: torch.Tensor, class_dim: int) -> list[int]:
+    shape = [1] * outputs.dim()
+    shape[class_dim] = int(outputs.shape[class_dim])
+    return shape
+
+
+def reference_losses(
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: LossFn,
+    layout: OutputLayout,
+    ignore_index: int,
+) -> list[tuple[str, float]]:
+    """The loss a freshly initialised model should show, computed by the user's own loss function.
+
+    Two references per layout: an uninformative prediction (uniform classes / p = 0.5 / zero
+    output: ln K, ln 2, E[y²]) and the best constant prediction (label prior / mean target:
+    H(prior), H(p), Var(y)) for heads whose bias was initialised to the prior. Evaluating the
+    user's loss on these outputs, rather than a formula, keeps reductions, ignore_index and label
+    smoothing exactly as the user configured them.
+    """
+    out = outputs.detach()
+    candidates: list[tuple[str, torch.Tensor]] = []
+    if layout.kind is TargetKind.VALUE:
+        y = targets.detach().to(out.dtype)
+        candidates.append(("E[y²] (zero output)", torch.zeros_like(out)))
+        mean = y.mean(dim=0) if y.shape == out.shape else y.mean()
+        candidates.append(("Var(y) (mean output)", torch.zeros_like(out) + mean))
+    elif layout.kind is TargetKind.CLASS_INDEX and layout.class_dim is not None and layout.num_classes:
+        k = layout.num_classes
+        uniform = torch.full_like(out, -math.log(k)) if layout.log_probabilities else torch.zeros_like(out)
+        candidates.append((f"ln K = ln {k} (uniform prediction)", uniform))
+        valid = targets[(targets != ignore_index) & (targets >= 0) & (targets < k)]
+        if valid.numel() > 0:
+            counts = torch.bincount(valid.reshape(-1).long(), minlength=k).to(out.dtype)
+            log_prior = torch.log((counts / counts.sum()).clamp_min(1e-12))
+            candidates.append(
+                (
+                    "H(label prior)",
+                    torch.zeros_like(out) + log_prior.reshape(_class_shape(out, layout.class_dim)),
+                )
+            )
+    elif layout.kind is TargetKind.SOFT_LABEL:
+        candidates.append(("ln K (uniform prediction)", torch.zeros_like(out)))
+    else:
+        p = targets.detach().to(out.dtype).mean(dim=0, keepdim=True).clamp(1e-6, 1 - 1e-6)
+        if layout.probabilities:
+            candidates.append(("ln 2 (p = 0.5)", torch.full_like(out, 0.5)))
+            candidates.append(("H(p) (prior probability)", torch.zeros_like(out) + p))
+        else:
+            candidates.append(("ln 2 (logit 0)", torch.zeros_like(out)))
+            candidates.append(("H(p) (prior logit)", torch.zeros_like(out) + torch.log(p / (1 - p))))
+    references: list[tuple[str, float]] = []
+    with torch.no_grad():
+        for label, prediction in candidates:
+            value = float(loss_fn(prediction, targets))
+            if math.isfinite(value):
+                references.append((label, value))
+    return references
+
+
+def check_init_loss(
+    initial_loss: float,
+    references: list[tuple[str, float]],
+    *,
+    tolerance: float,
+    pretrained: bool,
+) -> Finding:
+    """The initial loss is within ``tolerance`` (relative) of what an untrained model should show."""
+    if pretrained:
+        return Finding(CheckResult.skip(CheckName.INIT_LOSS, "pretrained weights: no expected initial loss"))
+    if not references:
+        return Finding(
+            CheckResult.skip(
+                CheckName.INIT_LOSS, "the loss function gave no finite reference value to compare with"
+            )
+        )
+    described = ", ".join(f"{label} = {value:.4g}" for label, value in references)
+    if not math.isfinite(initial_loss):
+        return Finding(
+            CheckResult(
+                name=CheckName.INIT_LOSS,
+                passed=False,
+                detail=f"initial loss is {initial_loss} (expected {described})",
+            ),
+            "the very first forward pass already produces NaN/Inf (log of a non-positive number, "
+            "division by zero, overflow)",
+        )
+    for label, value in references:
+        if abs(initial_loss - value) <= tolerance * abs(value) + 1e-6:
+            return Finding(
+                CheckResult(
+                    name=CheckName.INIT_LOSS,
+                    passed=True,
+                    detail=f"initial loss {initial_loss:.4g} within {tolerance:.0%} of {label} = {value:.4g}",
+                )
+            )
+    return Finding(
+        CheckResult(
+            name=CheckName.INIT_LOSS,
+            passed=False,
+            detail=f"initial loss {initial_loss:.4g} is not within {tolerance:.0%} of {described}",
+        ),
+        "the untrained model is confidently wrong: an output layer initialised at too large a scale, "
+        "logits multiplied instead of divided by a temperature, or a loss that does not match the output",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# gradients
+
+
+def check_gradient_flow(
+    names: Sequence[str],
+    gradients: Sequence[torch.Tensor | None],
+    *,
+    allow_no_grad: Sequence[str],
+) -> Finding:
+    """Every trainable tensor got a gradient that is present, not all zero, and finite."""
+    missing: list[str] = []
+    zero: list[str] = []
+    non_finite: list[str] = []
+    allowed: list[str] = []
+    for name, grad in zip(names, gradients, strict=True):
+        if matches_any(name, allow_no_grad):
+            allowed.append(name)
+            continue
+        if grad is None:
+            missing.append(name)
+        elif not bool(torch.isfinite(grad).all()):
+            non_finite.append(name)
+        elif not bool((grad != 0).any()):
+            zero.append(name)
+    problems: list[str] = []
+    causes: list[str] = []
+    if missing:
+        problems.append(f"no gradient at all: {_names(missing)}")
+        causes.append(
+            "part of the graph is cut off: a .detach(), .data, torch.no_grad() or .item() between these "
+            "weights and the loss, or a branch the forward pass never uses"
+        )
+    if zero:
+        problems.append(f"all-zero gradient: {_names(zero)}")
+        causes.append("these weights do not influence the loss (dead branch, multiplied by zero, masked out)")
+    if non_finite:
+        problems.append(f"NaN/Inf gradient: {_names(non_finite)}")
+        causes.append(
+            "a numerically invalid operation in forward or loss (log/sqrt of <= 0, division by zero)"
+        )
+    checked = len(names) - len(allowed)
+    if problems:
+        return Finding(
+            CheckResult(name=CheckName.GRADIENT_FLOW, passed=False, detail="; ".join(problems)),
+            "; ".join(causes),
+        )
+    detail = f"all {checked} trainable tensors received a non-zero, finite gradient"
+    if allowed:
+        detail += f" ({len(allowed)} allow-listed: {_names(allowed)})"
+    return Finding(CheckResult(name=CheckName.GRADIENT_FLOW, passed=True, detail=detail))
+
+
+def _same(first: torch.Tensor | None, second: torch.Tensor | None) -> bool:
+    if first is None or second is None:
+        return first is None and second is None
+    return bool(torch.allclose(first, second, rtol=1e-5, atol=1e-8, equal_nan=True))
+
+
+def check_gradient_freshness(
+    names: Sequence[str],
+    first: Sequence[torch.Tensor | None] | None,
+    second: Sequence[torch.Tensor | None] | None,
+) -> Finding:
+    """Two lr=0 steps on the same batch must see identical gradients (else they leak across steps)."""
+    if first is None or second is None:
+        return Finding(
+            CheckResult(
+                name=CheckName.GRADIENT_FRESHNESS,
+                passed=False,
+                detail="the train step never called optimizer.step() on the optimizer it was given",
+            ),
+            "the training step does not step the optimizer it receives, so the gate cannot control it "
+            "(and the model may never be updated)",
+        )
+    differing = [n for n, a, b in zip(names, first, second, strict=True) if not _same(a, b)]
+    if not differing:
+        return Finding(
+            CheckResult(
+                name=CheckName.GRADIENT_FRESHNESS,
+                passed=True,
+                detail=f"two lr=0 steps gave identical gradients for all {len(names)} trainable tensors",
+            )
+        )
+    pairs = [(a, b) for a, b in zip(first, second, strict=True) if a is not None and b is not None]
+    ratio = math.nan
+    if pairs:
+        a_flat = torch.cat([a.reshape(-1).double() for a, _ in pairs])
+        b_flat = torch.cat([b.reshape(-1).double() for _, b in pairs])
+        denominator = float(a_flat @ a_flat)
+        if denominator > 0:
+            ratio = float(a_flat @ b_flat) / denominator
+    if math.isfinite(ratio) and abs(ratio - 2.0) < 0.05:
+        return Finding(
+            CheckResult(
+                name=CheckName.GRADIENT_FRESHNESS,
+                passed=False,
+                detail=(
+                    f"the second lr=0 step saw {ratio:.3f}x the first step's gradients in "
+                    f"{len(differing)} tensors: gradients accumulate across steps"
+                ),
+            ),
+            "the training step never clears gradients: optimizer.zero_grad() (or model.zero_grad()) is "
+            "missing, so every step applies the sum of all past gradients",
+        )
+    return Finding(
+        CheckResult(
+            name=CheckName.GRADIENT_FRESHNESS,
+            passed=False,
+            detail=(
+                f"two identical lr=0 steps gave different gradients in {len(differing)} tensors "
+                f"(projection ratio {ratio:.3g}, not the 2x of plain accumulation): {_names(differing)}"
+            ),
+        ),
+        "the step is not a function of the weights and the batch: randomness that the seed does not "
+        "control (fresh augmentation, unseeded noise) or state carried from one step to the next",
+    )
+
+
+def check_determinism(first: Sequence[float], second: Sequence[float]) -> Finding:
+    """Two runs from the same weights and seed must produce the same first losses."""
+    n = min(len(first), len(second))
+    if n == 0:
+        return Finding(CheckResult.skip(CheckName.DETERMINISM, "no losses recorded to compare"))
+    a = torch.tensor(list(first[:n]), dtype=torch.float64)
+    b = torch.tensor(list(second[:n]), dtype=torch.float64)
+    if bool(torch.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True)):
+        return Finding(
+            CheckResult(
+                name=CheckName.DETERMINISM,
+                passed=True,
+                detail=f"two seeded runs gave the same first {n} losses",
+            )
+        )
+    first_bad = int(torch.nonzero(~torch.isclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True))[0, 0])
+    return Finding(
+        CheckResult(
+            name=CheckName.DETERMINISM,
+            passed=False,
+            detail=(
+                f"two runs with the same seed diverge at step {first_bad}: "
+                f"{float(a[first_bad]):.6g} vs {float(b[first_bad]):.6g}"
+            ),
+        ),
+        "the run is not reproducible from its seed: randomness from an unseeded generator "
+        "(np.random.default_rng(), random.SystemRandom, a torch.Generator seeded from the OS) or a "
+        "non-deterministic kernel",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# dependency checks (batch independence, causality)
+
+
+@dataclass
+class _Traced:
+    """The model output plus the per-example leaf tensors we differentiate it against."""
+
+    output: torch.Tensor
+    leaves: list[torch.Tensor]
+    through_embedding: bool
+
+
+def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
+    """Run ``model`` with a differentiable leaf per example: the inputs, or the embedding output.
+
+    Integer token ids have no gradient, so for them a forward hook replaces the output of every
+    ``nn.Embedding`` that consumes the input ids with a detached leaf that requires grad; the
+    first layer's activations then stand in for the inputs.
+    """
+    if inputs.is_floating_point():
+        leaf = inputs.detach().clone().requires_grad_(True)
+        output = model(leaf)
+        if not isinstance(output, torch.Tensor):
+            return None
+        return _Traced(output=output, leaves=[leaf], through_embedding=False)
+    leaves: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        if args and isinstance(args[0], torch.Tensor) and args[0].shape == inputs.shape:
+            replacement = output.detach().requires_grad_(True)
+            leaves.append(replacement)
+            return replacement
+        return output
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Embedding)]
+    try:
+        output = model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not leaves or not isinstance(output, torch.Tensor):
+        return None
+    return _Traced(output=output, leaves=leaves, through_embedding=True)
+
+
+def _weights(shape: torch.Size, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    # Random (not all-ones) weights so an output that sums to a constant (softmax) cannot hide a
+    # dependency by cancellation.
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+
+
+def check_batch_independence(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    allow_batch_coupling: bool,
+    seed: int,
+) -> Finding:
+    """The gradient of output[i] w.r.t. input[j] is exactly zero for every j != i (eval, float32)."""
+    name = CheckName.BATCH_INDEPENDENCE
+    if allow_batch_coupling:
+        return Finding(
+            CheckResult.skip(name, "allowed by the caller (in-batch coupling declared legitimate)")
+        )
+    n = int(inputs.shape[0])
+    if n < 2:
+        return Finding(CheckResult.skip(name, "batch of one example: nothing to be independent of"))
+    traced = _trace(model, inputs)
+    if traced is None:
+        return Finding(
+            CheckResult.skip(
+                name, "integer inputs that no nn.Embedding consumes: no differentiable first layer"
+            )
+        )
+    output = traced.output
+    if output.dim() == 0 or output.shape[0] != n:
+        return Finding(
+            CheckResult(
+                name=name,
+                passed=False,
+                detail=f"output shape {tuple(output.shape)} has no batch axis of size {n}",
+            ),
+            "the batch dimension is reshaped away or merged with another axis",
+        )
+    weights = _weights(output.shape[1:], output.dtype, seed)
+    coupled: dict[int, list[int]] = {}
+    largest = 0.0
+    for i in range(n):
+        grads = torch.autograd.grad(
+            (output[i] * weights).sum(), traced.leaves, retain_graph=True, allow_unused=True
+        )
+        magnitude = torch.zeros(n, dtype=torch.float64)
+        for grad in grads:
+            if grad is not None:
+                magnitude = torch.maximum(magnitude, grad.detach().abs().reshape(n, -1).amax(dim=1).double())
+        magnitude[i] = 0.0
+        others = [int(j) for j in torch.nonzero(magnitude).reshape(-1)]
+        if others:
+            coupled[i] = others
+            largest = max(largest, float(magnitude.max()))
+    where = "first-layer (embedding) activations" if traced.through_embedding else "inputs"
+    if not coupled:
+        return Finding(
+            CheckResult(
+                name=name,
+                passed=True,
+                detail=f"all {n * (n - 1)} cross-example gradients w.r.t. the {where} are exactly zero",
+            )
+        )
+    pairs = sum(len(v) for v in coupled.values())
+    first = min(coupled)
+    return Finding(
+        CheckResult(
+            name=name,
+            passed=False,
+            detail=(
+                f"output of example {first} depends on the {where} of examples "
+                f"{_names([str(j) for j in coupled[first]])}; {pairs} of {n * (n - 1)} (i, j) pairs coupled, "
+                f"max |grad| {largest:.3g}"
+            ),
+        ),
+        "an operation mixes examples across the batch: typically a .view()/.reshape() that should be "
+        ".transpose()/.permute() (e.g. (N, T, F) viewed as (T, N, F) for a sequence-first RNN), or a "
+        "reduction over the batch axis",
+    )
+
+
+def check_causal_dependency(model: nn.Module, inputs: torch.Tensor, *, causal: bool, seed: int) -> Finding:
+    """With ``causal=True``: the gradient of output[:, t] w.r.t. input[:, s] is zero for all s > t."""
+    name = CheckName.CAUSAL_DEPENDENCY
+    if not causal:
+        return Finding(CheckResult.skip(name, "the model does not declare itself causal (causal=False)"))
+    if inputs.dim() < 2:
+        msg = f"causal=True needs inputs with a position axis (N, T, ...), got shape {tuple(inputs.shape)}"
+        raise GateError(msg)
+    traced = _trace(model, inputs)
+    if traced is None:
+        return Finding(
+            CheckResult.skip(
+                name, "integer inputs that no nn.Embedding consumes: no differentiable first layer"
+            )
+        )
+    output = traced.output
+    length = int(inputs.shape[1])
+    if output.dim() < 2 or output.shape[1] != length:
+        msg = (
+            f"causal=True needs outputs with the inputs' position axis (N, {length}, ...), "
+            f"got shape {tuple(output.shape)}"
+        )
+        raise GateError(msg)
+    weights = _weights(output.shape[1:], output.dtype, seed)
+    violations: dict[int, list[int]] = {}
+    largest = 0.0
+    for t in range(length - 1):
+        grads = torch.autograd.grad(
+            (output[:, t] * weights[t]).sum(), traced.leaves, retain_graph=True, allow_unused=True
+        )
+        magnitude = torch.zeros(length, dtype=torch.float64)
+        for grad in grads:
+            if grad is not None and grad.dim() >= 2 and grad.shape[1] == length:
+                per_position = grad.detach().abs().transpose(0, 1).reshape(length, -1).amax(dim=1).double()
+                magnitude = torch.maximum(magnitude, per_position)
+        future = [int(s) for s in torch.nonzero(magnitude[t + 1 :]).reshape(-1) + t + 1]
+        if future:
+            violations[t] = future
+            largest = max(largest, float(magnitude[t + 1 :].max()))
+    if not violations:
+        return Finding(
+            CheckResult(
+                name=name,
+                passed=True,
+                detail=f"no output position depends on a later input position ({length} positions checked)",
+            )
+        )
+    first = min(violations)
+    count = sum(len(v) for v in violations.values())
+    return Finding(
+        CheckResult(
+            name=name,
+            passed=False,
+            detail=(
+                f"output at position {first} depends on future positions "
+                f"{_names([str(s) for s in violations[first]])}; "
+                f"{count} (t, s > t) pairs in {len(violations)} positions, max |grad| {largest:.3g}"
+            ),
+        ),
+        "information leaks from the future: a .view()/.reshape() that scrambles tokens (e.g. splitting "
+        "attention heads with .view(N, heads, T, d) instead of .view(N, T, heads, d).transpose(1, 2)), "
+        "or a missing / wrongly oriented causal mask",
+    )

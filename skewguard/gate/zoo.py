@@ -1,0 +1,646 @@
+"""A zoo of tiny models: silent bugs the gate must catch, and correct models it must pass.
+
+Tests and the benchmark share this list, so "every verdict is right" means the same thing in both.
+Each bug keeps every shape right and still "trains" in a naive loop; that is what makes it silent.
+Models are built under ``torch.random.fork_rng`` with a fixed seed, so building the zoo never moves
+the caller's global RNG and always produces the same weights and batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skewguard.gate.checks import LossFn, smoothed_cross_entropy_floor
+from skewguard.gate.gate import GateOptions, OverfitGate, TrainStep
+from skewguard.gate.report import CheckName, GateReport, Task
+
+N_EXAMPLES = 16
+N_FEATURES = 8
+N_CLASSES = 4
+VOCAB = 16
+SEQ_LEN = 12
+N_SEQUENCES = 8
+
+
+@dataclass(frozen=True)
+class ZooCase:
+    """Everything ``OverfitGate.check`` needs for one zoo model, plus the gate's options."""
+
+    model: nn.Module
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    loss_fn: LossFn
+    task: Task
+    causal: bool = False
+    train_step: TrainStep | None = None
+    pretrained: bool = False
+    allow_batch_coupling: bool = False
+    ignore_index: int = -100
+    options: GateOptions = field(default_factory=GateOptions)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A named model with the verdict the gate must reach (and, for a bug, the check that must fail)."""
+
+    name: str
+    description: str
+    build: Callable[[], ZooCase]
+    expected_pass: bool
+    expected_failed_check: CheckName | None = None
+
+
+def run_case(case: ZooCase) -> GateReport:
+    """Run the gate on one zoo case exactly as a user would."""
+    return OverfitGate.from_options(case.options).check(
+        case.model,
+        case.inputs,
+        case.targets,
+        case.loss_fn,
+        task=case.task,
+        causal=case.causal,
+        train_step=case.train_step,
+        pretrained=case.pretrained,
+        allow_batch_coupling=case.allow_batch_coupling,
+        ignore_index=case.ignore_index,
+    )
+
+
+def verdict_is_correct(entry: ZooEntry, report: GateReport) -> bool:
+    """Right verdict, and for a bug the expected check is among the failed ones."""
+    if report.passed != entry.expected_pass:
+        return False
+    if entry.expected_failed_check is None:
+        return True
+    return entry.expected_failed_check in {c.name for c in report.failed_checks}
+
+
+# --------------------------------------------------------------------------------------------------
+# batches
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def classification_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 random feature vectors with balanced random labels over 4 classes."""
+    g = _generator(seed)
+    inputs = torch.randn(N_EXAMPLES, N_FEATURES, generator=g)
+    labels = torch.arange(N_EXAMPLES) % N_CLASSES
+    return inputs, labels[torch.randperm(N_EXAMPLES, generator=g)]
+
+
+def regression_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 random feature vectors with targets of mean 2 and unit spread (so E[y²] != Var(y))."""
+    g = _generator(seed)
+    inputs = torch.randn(N_EXAMPLES, N_FEATURES, generator=g)
+    return inputs, 2.0 + torch.randn(N_EXAMPLES, generator=g)
+
+
+def image_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 random 1x8x8 images with balanced random labels over 4 classes."""
+    g = _generator(seed)
+    images = torch.randn(N_EXAMPLES, 1, 8, 8, generator=g)
+    labels = torch.arange(N_EXAMPLES) % N_CLASSES
+    return images, labels[torch.randperm(N_EXAMPLES, generator=g)]
+
+
+def sequence_batch(seed: int = 0, length: int = SEQ_LEN) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token prediction on random token sequences; the last position is ignore_index.
+
+    Every sequence starts with its own token, so each prefix is unique and the batch can be
+    memorised by a causal model (otherwise two sequences sharing a first token but not a second
+    would make 100 % token accuracy impossible).
+    """
+    g = _generator(seed)
+    tokens = torch.randint(0, VOCAB, (N_SEQUENCES, length + 1), generator=g)
+    tokens[:, 0] = torch.randperm(VOCAB, generator=g)[:N_SEQUENCES]
+    inputs = tokens[:, :-1].clone()
+    targets = tokens[:, 1:].clone()
+    targets[:, -1] = -100
+    return inputs, targets
+
+
+def feature_sequence_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 random float sequences (T=6, 4 features) with balanced labels, for RNN classifiers."""
+    g = _generator(seed)
+    inputs = torch.randn(N_EXAMPLES, 6, 4, generator=g)
+    labels = torch.arange(N_EXAMPLES) % N_CLASSES
+    return inputs, labels[torch.randperm(N_EXAMPLES, generator=g)]
+
+
+# --------------------------------------------------------------------------------------------------
+# models
+
+
+def _seeded(seed: int, make: Callable[[], nn.Module]) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
+class MLP(nn.Module):
+    """Two hidden ReLU layers; the workhorse of the zoo."""
+
+    def __init__(self, out_features: int = N_CLASSES, hidden: int = 64) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Linear(N_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
+        self.head = nn.Linear(hidden, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (or one value per output)."""
+        result: torch.Tensor = self.head(self.encoder(x))
+        return result
+
+
+class Regressor(nn.Module):
+    """MLP with one output per example, shaped (N,) like the targets (or (N, 1) with the bug)."""
+
+    def __init__(self, *, squeeze: bool = True) -> None:
+        super().__init__()
+        self.mlp = MLP(out_features=1)
+        self.squeeze = squeeze
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions; ``squeeze=False`` keeps the (N, 1) shape that broadcasts in MSE."""
+        out = self.mlp(x)
+        result: torch.Tensor = out.squeeze(-1) if self.squeeze else out
+        return result
+
+
+class SmallCNN(nn.Module):
+    """Two conv + BatchNorm blocks, dropout before the head: the BN/dropout traps in one model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
+        self.dropout = nn.Dropout(0.5)
+        self.head = nn.Linear(64, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits."""
+        result: torch.Tensor = self.head(self.dropout(self.features(x)))
+        return result
+
+
+class GRULanguageModel(nn.Module):
+    """Embedding -> batch-first GRU -> vocabulary logits, one prediction per position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, 32)
+        self.gru = nn.GRU(32, 64, batch_first=True)
+        self.head = nn.Linear(64, VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) token ids -> (N, T, VOCAB) logits."""
+        hidden, _ = self.gru(self.embedding(tokens))
+        result: torch.Tensor = self.head(hidden)
+        return result
+
+
+class SequenceFirstGRUClassifier(nn.Module):
+    """A GRU in its default sequence-first layout; the bug is how (N, T, F) is turned into (T, N, F)."""
+
+    def __init__(self, *, mix_batch: bool) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 32)
+        self.head = nn.Linear(32, N_CLASSES)
+        self.mix_batch = mix_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, F) -> class logits from the last hidden state."""
+        n, t, f = x.shape
+        # BUG when mix_batch: .view keeps the shape right but interleaves examples and time steps.
+        seq_first = x.view(t, n, f) if self.mix_batch else x.transpose(0, 1)
+        _, hidden = self.gru(seq_first)
+        result: torch.Tensor = self.head(hidden[-1])
+        return result
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention; ``scramble_heads`` splits heads with a plain reshape."""
+
+    def __init__(self, dim: int, heads: int, *, scramble_heads: bool) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.heads = heads
+        self.scramble_heads = scramble_heads
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        if self.scramble_heads:
+            # BUG: (N, T, D) reshaped to (N, H, T, D/H) mixes positions into each "head row".
+            return x.reshape(n, self.heads, t, d // self.heads)
+        return x.view(n, t, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Causally masked attention over positions."""
+        n, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=-1)
+        attended = F.scaled_dot_product_attention(
+            self._split(q), self._split(k), self._split(v), is_causal=True
+        )
+        result: torch.Tensor = self.proj(attended.transpose(1, 2).reshape(n, t, d))
+        return result
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, dim: int, heads: int, *, scramble_heads: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = CausalSelfAttention(dim, heads, scramble_heads=scramble_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual attention then residual MLP."""
+        x = x + self.attention(self.norm1(x))
+        result: torch.Tensor = x + self.mlp(self.norm2(x))
+        return result
+
+
+class TinyTransformerLM(nn.Module):
+    """Two-layer causal transformer language model (GPT-style, learned positions)."""
+
+    def __init__(
+        self, *, scramble_heads: bool = False, dim: int = 32, heads: int = 2, layers: int = 2
+    ) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(VOCAB, dim)
+        self.positions = nn.Embedding(SEQ_LEN, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, scramble_heads=scramble_heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, VOCAB)
+        # GPT-2 style small output init, so the untrained model predicts ~uniformly (loss ~ ln V).
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) token ids -> (N, T, VOCAB) logits."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.tokens(tokens) + self.positions(positions)
+        for block in self.blocks:
+            x = block(x)
+        result: torch.Tensor = self.head(self.norm(x))
+        return result
+
+
+class SoftmaxMLP(nn.Module):
+    """An MLP whose forward already applies softmax: fine for inference, wrong for CrossEntropyLoss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = MLP()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (BUG when fed to cross-entropy, which applies its own log-softmax)."""
+        return torch.softmax(self.mlp(x), dim=-1)
+
+
+class DetachedEncoderMLP(MLP):
+    """The encoder's output is detached (e.g. left over from a feature-extraction experiment)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Head on detached features (BUG: the encoder never trains)."""
+        result: torch.Tensor = self.head(self.encoder(x).detach())
+        return result
+
+
+class PlainListMLP(nn.Module):
+    """Hidden layers kept in a plain Python list instead of nn.ModuleList."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = [nn.Linear(N_FEATURES, 64), nn.Linear(64, 64)]  # BUG: should be nn.ModuleList
+        self.head = nn.Linear(64, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits; the hidden layers run but are invisible to parameters()."""
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        result: torch.Tensor = self.head(x)
+        return result
+
+
+class LogFeatureMLP(MLP):
+    """Log-compresses the first layer's pre-activations without making them positive first."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from log(pre-activations) (BUG: signed values, and the log of a negative is NaN)."""
+        compressed = torch.log(self.encoder[0](x))
+        result: torch.Tensor = self.head(self.encoder[3](self.encoder[2](compressed)))
+        return result
+
+
+def _frozen_encoder_mlp() -> nn.Module:
+    model = MLP()
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad_(False)  # BUG: left over from a fine-tuning script; nothing is pretrained
+    return model
+
+
+def _oversized_head_mlp() -> nn.Module:
+    model = MLP()
+    nn.init.normal_(model.head.weight, std=1.0)  # BUG: std=1 init copied from an embedding table
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# losses and training steps
+
+
+def negated_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with its sign flipped (BUG: a "log-likelihood" returned without the minus)."""
+    return -F.cross_entropy(outputs, targets)
+
+
+def step_without_zero_grad(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+) -> torch.Tensor:
+    """A hand-written step that forgets optimizer.zero_grad() (BUG: gradients accumulate)."""
+    loss = loss_fn(model(inputs), targets)
+    torch.autograd.backward(loss)
+    optimizer.step()
+    return loss.detach()
+
+
+def step_with_unseeded_augmentation(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+) -> torch.Tensor:
+    """Adds input jitter from a fresh, unseeded numpy Generator each step (BUG: not reproducible)."""
+    rng = np.random.default_rng()  # BUG: no seed -> OS entropy, different every run
+    noise = torch.from_numpy(rng.normal(0.0, 0.05, size=tuple(inputs.shape))).to(inputs.dtype)
+    optimizer.zero_grad()
+    loss = loss_fn(model(inputs + noise), targets)
+    torch.autograd.backward(loss)
+    optimizer.step()
+    return loss.detach()
+
+
+def head_only_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Builds the optimizer from the head alone (BUG: the encoder is never updated)."""
+    head = model.get_submodule("head")
+    return torch.optim.Adam(head.parameters(), lr=lr)
+
+
+# --------------------------------------------------------------------------------------------------
+# cases
+
+
+def _classifier_case(
+    make: Callable[[], nn.Module],
+    loss_fn: LossFn | None = None,
+    *,
+    train_step: TrainStep | None = None,
+    options: GateOptions | None = None,
+) -> ZooCase:
+    inputs, targets = classification_batch()
+    return ZooCase(
+        model=_seeded(1, make),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=loss_fn if loss_fn is not None else nn.CrossEntropyLoss(),
+        task=Task.CLASSIFICATION,
+        train_step=train_step,
+        options=options if options is not None else GateOptions(),
+    )
+
+
+def _mlp_classifier() -> ZooCase:
+    return _classifier_case(MLP)
+
+
+def _cnn_batchnorm_dropout() -> ZooCase:
+    inputs, targets = image_batch()
+    return ZooCase(
+        model=_seeded(2, SmallCNN),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=nn.CrossEntropyLoss(),
+        task=Task.CLASSIFICATION,
+    )
+
+
+def _label_smoothing_classifier() -> ZooCase:
+    floor = smoothed_cross_entropy_floor(N_CLASSES, 0.1)
+    return _classifier_case(
+        MLP, nn.CrossEntropyLoss(label_smoothing=0.1), options=GateOptions(loss_floor=floor)
+    )
+
+
+def _gru_sequence_model() -> ZooCase:
+    inputs, targets = sequence_batch()
+    return ZooCase(
+        model=_seeded(3, GRULanguageModel),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=_sequence_cross_entropy,
+        task=Task.SEQUENCE,
+        causal=True,
+    )
+
+
+def _sequence_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+def _transformer_case(*, scramble_heads: bool) -> ZooCase:
+    inputs, targets = sequence_batch()
+    return ZooCase(
+        model=_seeded(4, lambda: TinyTransformerLM(scramble_heads=scramble_heads)),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=_sequence_cross_entropy,
+        task=Task.SEQUENCE,
+        causal=True,
+    )
+
+
+def _mlp_regression() -> ZooCase:
+    inputs, targets = regression_batch()
+    return ZooCase(
+        model=_seeded(5, Regressor),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=nn.MSELoss(),
+        task=Task.REGRESSION,
+    )
+
+
+def _broadcast_mse() -> ZooCase:
+    inputs, targets = regression_batch()
+    return ZooCase(
+        model=_seeded(5, lambda: Regressor(squeeze=False)),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=nn.MSELoss(),
+        task=Task.REGRESSION,
+    )
+
+
+def _batch_mixing_view() -> ZooCase:
+    inputs, targets = feature_sequence_batch()
+    return ZooCase(
+        model=_seeded(6, lambda: SequenceFirstGRUClassifier(mix_batch=True)),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=nn.CrossEntropyLoss(),
+        task=Task.CLASSIFICATION,
+    )
+
+
+def zoo() -> list[ZooEntry]:
+    """Every zoo model: correct ones first, then the bugs."""
+    return [
+        ZooEntry("mlp_classifier", "2-hidden-layer MLP, cross-entropy", _mlp_classifier, True),
+        ZooEntry("cnn_batchnorm_dropout", "CNN with BatchNorm and dropout", _cnn_batchnorm_dropout, True),
+        ZooEntry(
+            "label_smoothing_classifier",
+            "MLP with label smoothing 0.1 (floor H(q))",
+            _label_smoothing_classifier,
+            True,
+        ),
+        ZooEntry(
+            "gru_sequence_model",
+            "GRU language model, ignore_index on the last position",
+            _gru_sequence_model,
+            True,
+        ),
+        ZooEntry(
+            "causal_transformer_lm",
+            "2-layer causal transformer LM",
+            lambda: _transformer_case(scramble_heads=False),
+            True,
+        ),
+        ZooEntry("mlp_regression", "MLP regressor, MSE, R² >= 0.999", _mlp_regression, True),
+        ZooEntry(
+            "batch_mixing_view",
+            "(N, T, F).view(T, N, F) instead of .transpose(0, 1) before a sequence-first GRU",
+            _batch_mixing_view,
+            False,
+            CheckName.BATCH_INDEPENDENCE,
+        ),
+        ZooEntry(
+            "token_scrambling_view",
+            "attention heads split with .view(N, H, T, d) instead of .view(N, T, H, d).transpose(1, 2)",
+            lambda: _transformer_case(scramble_heads=True),
+            False,
+            CheckName.CAUSAL_DEPENDENCY,
+        ),
+        ZooEntry(
+            "loss_sign_flip",
+            "custom loss returns -cross_entropy",
+            lambda: _classifier_case(MLP, negated_cross_entropy),
+            False,
+            CheckName.OVERFIT,
+        ),
+        ZooEntry(
+            "probabilities_to_cross_entropy",
+            "softmax in the model, then nn.CrossEntropyLoss",
+            lambda: _classifier_case(SoftmaxMLP),
+            False,
+            CheckName.FAILURE_SIGNATURES,
+        ),
+        ZooEntry(
+            "broadcast_mse",
+            "predictions (N, 1) against targets (N,) in MSELoss",
+            _broadcast_mse,
+            False,
+            CheckName.FAILURE_SIGNATURES,
+        ),
+        ZooEntry(
+            "detached_encoder",
+            "encoder output .detach()ed before the head",
+            lambda: _classifier_case(DetachedEncoderMLP),
+            False,
+            CheckName.GRADIENT_FLOW,
+        ),
+        ZooEntry(
+            "plain_list_submodules",
+            "hidden layers in a plain Python list",
+            lambda: _classifier_case(PlainListMLP),
+            False,
+            CheckName.INVENTORY,
+        ),
+        ZooEntry(
+            "missing_zero_grad",
+            "custom train_step without optimizer.zero_grad()",
+            lambda: _classifier_case(MLP, train_step=step_without_zero_grad),
+            False,
+            CheckName.GRADIENT_FRESHNESS,
+        ),
+        ZooEntry(
+            "nan_log_negative",
+            "log of signed pre-activations",
+            lambda: _classifier_case(LogFeatureMLP),
+            False,
+            CheckName.FAILURE_SIGNATURES,
+        ),
+        ZooEntry(
+            "frozen_parameters",
+            "encoder left with requires_grad=False on a randomly initialised model",
+            lambda: _classifier_case(_frozen_encoder_mlp),
+            False,
+            CheckName.INVENTORY,
+        ),
+        ZooEntry(
+            "optimizer_misses_params",
+            "optimizer built from the head's parameters only",
+            lambda: _classifier_case(MLP, options=GateOptions(optimizer_factory=head_only_optimizer)),
+            False,
+            CheckName.INVENTORY,
+        ),
+        ZooEntry(
+            "unseeded_augmentation",
+            "train_step jitters inputs with an unseeded numpy Generator",
+            lambda: _classifier_case(MLP, train_step=step_with_unseeded_augmentation),
+            False,
+            CheckName.DETERMINISM,
+        ),
+        ZooEntry(
+            "oversized_output_init",
+            "output layer initialised with std=1",
+            lambda: _classifier_case(_oversized_head_mlp),
+            False,
+            CheckName.INIT_LOSS,
+        ),
+    ]
+
+
+def zoo_entry(name: str) -> ZooEntry:
+    """One zoo entry by name; KeyError names the known models."""
+    for entry in zoo():
+        if entry.name == name:
+            return entry
+    msg = f"no zoo model named {name!r}; known: {[e.name for e in zoo()]}"
+    raise KeyError(msg)
