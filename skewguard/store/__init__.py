@@ -1,0 +1,25 @@
+"""The results store (SQLAlchemy only here): SQLite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from skewguard.store.sql import (
+    Checkpoint,
+    NewAlert,
+    Store,
+    StoredAlert,
+    StoredWindow,
+    StoreTransaction,
+    from_micros,
+    to_micros,
+)
+
+__all__ = [
+    "Checkpoint",
+    "NewAlert",
+    "Store",
+    "StoreTransaction",
+    "StoredAlert",
+    "StoredWindow",
+    "from_micros",
+    "to_micros",
+]

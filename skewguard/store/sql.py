@@ -1,0 +1,440 @@
+"""The results store: window results, findings, alerts and consumer checkpoints, in SQLite or PostgreSQL.
+
+Why one transaction matters: the daemon's promise is *exactly-once effect on results*. Each poll loop
+writes, in ONE transaction, the new partial window state of every partition it touched together with the
+next offset to read, plus any window it finalised. Kafka offsets are committed only after that
+transaction. A daemon killed anywhere restarts from the stored offsets with the stored state, so every
+record is folded exactly once into the stored results, whatever happened to Kafka's own offsets.
+
+Finalisation is guarded by the database, not by a coordinator: ``window_results`` has a unique key on
+(group, model, start, end) and a window is inserted with ``ON CONFLICT DO NOTHING``. Two daemons that
+both think they should finalise a window race on that insert; exactly one row wins, the other learns it
+lost (``False``) and does nothing else — no alert is sent twice.
+
+Timestamps are stored as integer microseconds since the epoch (UTC): exact, sortable and identical on
+both backends (SQLite has no timezone-aware type). State blobs are orjson + zlib.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from skewguard.errors import StoreError
+from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_micros(instant: dt.datetime) -> int:
+    """Aware datetime → integer microseconds since the epoch (exact)."""
+    if instant.tzinfo is None:
+        msg = f"naive datetime {instant.isoformat()} cannot be stored; attach a timezone"
+        raise StoreError(msg)
+    return (instant - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> dt.datetime:
+    """Integer microseconds since the epoch → aware UTC datetime."""
+    return _EPOCH + dt.timedelta(microseconds=int(value))
+
+
+def pack_state(state: Any) -> bytes:
+    """Serialise a JSON-able state for a blob column (orjson, then zlib: profiles compress well)."""
+    return zlib.compress(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY), 1)
+
+
+def unpack_state(blob: bytes) -> Any:
+    """Inverse of ``pack_state``."""
+    return orjson.loads(zlib.decompress(blob))
+
+
+def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
+    checkpoints = sa.Table(
+        "checkpoints",
+        metadata,
+        sa.Column("consumer_group", sa.String(200), primary_key=True),
+        sa.Column("topic", sa.String(250), primary_key=True),
+        sa.Column("partition", sa.Integer, primary_key=True),
+        sa.Column("next_offset", sa.BigInteger, nullable=False),
+        sa.Column("state", sa.LargeBinary, nullable=False),
+        sa.Column("updated_us", sa.BigInteger, nullable=False),
+    )
+    windows = sa.Table(
+        "window_results",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("consumer_group", sa.String(200), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("start_us", sa.BigInteger, nullable=False),
+        sa.Column("end_us", sa.BigInteger, nullable=False),
+        sa.Column("records", sa.BigInteger, nullable=False),
+        sa.Column("late_records", sa.BigInteger, nullable=False),
+        sa.Column("flagged", sa.Integer, nullable=False),
+        sa.Column("context", sa.JSON, nullable=False),
+        sa.Column("finalised_us", sa.BigInteger, nullable=False),
+        sa.UniqueConstraint("consumer_group", "model", "start_us", "end_us", name="uq_window_once"),
+    )
+    findings = sa.Table(
+        "findings",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("window_id", sa.Integer, sa.ForeignKey(windows.c.id, ondelete="CASCADE"), nullable=False),
+        sa.Column("check_name", sa.String(40), nullable=False),
+        sa.Column("subject", sa.String(250), nullable=False),
+        sa.Column("flagged", sa.Boolean, nullable=False),
+        sa.Column("effect", sa.Float, nullable=True),
+        sa.Column("threshold", sa.Float, nullable=True),
+        sa.Column("p_value", sa.Float, nullable=True),
+        sa.Column("method", sa.String(80), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("severity", sa.String(20), nullable=False),
+        sa.Column("detail", sa.JSON, nullable=False),
+        sa.Index("ix_findings_window", "window_id"),
+    )
+    alerts = sa.Table(
+        "alerts",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("dedup_key", sa.String(400), nullable=False, unique=True),
+        sa.Column("window_id", sa.Integer, sa.ForeignKey(windows.c.id, ondelete="CASCADE"), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("check_name", sa.String(40), nullable=False),
+        sa.Column("subject", sa.String(250), nullable=False),
+        sa.Column("severity", sa.String(20), nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("evidence", sa.JSON, nullable=False),
+        sa.Column("created_us", sa.BigInteger, nullable=False),
+        sa.Column("resolved", sa.Boolean, nullable=False, default=False),
+    )
+    return {"checkpoints": checkpoints, "windows": windows, "findings": findings, "alerts": alerts}
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One partition's resume point: the next offset to read and the partial state at that offset."""
+
+    topic: str
+    partition: int
+    next_offset: int
+    state: Any
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWindow:
+    """A finalised window as read back from the store."""
+
+    id: int
+    result: WindowResult
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """An alert as read back from the store."""
+
+    id: int
+    model: str
+    check: Check
+    subject: str
+    severity: Severity
+    message: str
+    evidence: dict[str, Any]
+    created: dt.datetime
+    window_start: dt.datetime
+    window_end: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    """An alert to record; ``dedup_key`` makes recording it twice a no-op."""
+
+    dedup_key: str
+    model: str
+    check: Check
+    subject: str
+    severity: Severity
+    message: str
+    evidence: dict[str, Any]
+
+
+class StoreTransaction:
+    """The writes and reads of one transaction; obtained from ``Store.transaction()``."""
+
+    def __init__(self, store: Store, connection: Connection) -> None:
+        self._store = store
+        self._conn = connection
+        self._t = store.tables
+
+    def save_checkpoint(self, group: str, checkpoint: Checkpoint, *, now: dt.datetime) -> None:
+        """Upsert one partition's next offset and partial state."""
+        table = self._t["checkpoints"]
+        values = {
+            "consumer_group": group,
+            "topic": checkpoint.topic,
+            "partition": checkpoint.partition,
+            "next_offset": checkpoint.next_offset,
+            "state": pack_state(checkpoint.state),
+            "updated_us": to_micros(now),
+        }
+        insert = self._store.insert(table).values(**values)
+        update = {k: insert.excluded[k] for k in ("next_offset", "state", "updated_us")}
+        self._conn.execute(
+            insert.on_conflict_do_update(index_elements=["consumer_group", "topic", "partition"], set_=update)
+        )
+
+    def load_checkpoints(
+        self, group: str, topics: Sequence[str] | None = None
+    ) -> dict[tuple[str, int], Checkpoint]:
+        """Every stored checkpoint of ``group`` (optionally of ``topics`` only), by (topic, partition)."""
+        table = self._t["checkpoints"]
+        query = sa.select(table).where(table.c.consumer_group == group)
+        if topics is not None:
+            query = query.where(table.c.topic.in_(list(topics)))
+        out: dict[tuple[str, int], Checkpoint] = {}
+        for row in self._conn.execute(query):
+            out[(row.topic, row.partition)] = Checkpoint(
+                row.topic, row.partition, row.next_offset, unpack_state(row.state)
+            )
+        return out
+
+    def lock_checkpoints(self, group: str) -> None:
+        """Serialise the finalisers of ``group`` on PostgreSQL (``SELECT … FOR UPDATE``).
+
+        A no-op on SQLite, whose writers are serialised by the database lock anyway.
+        """
+        if self._store.dialect == "postgresql":
+            table = self._t["checkpoints"]
+            self._conn.execute(
+                sa.select(table.c.partition).where(table.c.consumer_group == group).with_for_update()
+            )
+
+    def finalise_window(self, group: str, result: WindowResult, *, now: dt.datetime) -> int | None:
+        """Insert a finished window and its findings, once: the id, or ``None`` if it already exists."""
+        windows = self._t["windows"]
+        insert = (
+            self._store.insert(windows)
+            .values(
+                consumer_group=group,
+                model=result.key.model,
+                start_us=to_micros(result.key.start),
+                end_us=to_micros(result.key.end),
+                records=result.records,
+                late_records=result.late_records,
+                flagged=len(result.flagged),
+                context=result.context,
+                finalised_us=to_micros(now),
+            )
+            .on_conflict_do_nothing(index_elements=["consumer_group", "model", "start_us", "end_us"])
+            .returning(windows.c.id)
+        )
+        window_id = self._conn.execute(insert).scalar_one_or_none()
+        if window_id is None:
+            return None
+        if result.findings:
+            self._conn.execute(
+                self._t["findings"].insert(),
+                [
+                    {
+                        "window_id": window_id,
+                        "check_name": f.check.value,
+                        "subject": f.subject,
+                        "flagged": f.flagged,
+                        "effect": f.effect,
+                        "threshold": f.threshold,
+                        "p_value": f.p_value,
+                        "method": f.method,
+                        "reason": f.reason,
+                        "severity": f.severity.value,
+                        "detail": f.detail,
+                    }
+                    for f in result.findings
+                ],
+            )
+        return int(window_id)
+
+    def add_alert(self, window_id: int, alert: NewAlert, *, now: dt.datetime) -> bool:
+        """Record an alert unless one with the same dedup key exists; True when it was new."""
+        insert = (
+            self._store.insert(self._t["alerts"])
+            .values(
+                dedup_key=alert.dedup_key,
+                window_id=window_id,
+                model=alert.model,
+                check_name=alert.check.value,
+                subject=alert.subject,
+                severity=alert.severity.value,
+                message=alert.message,
+                evidence=alert.evidence,
+                created_us=to_micros(now),
+                resolved=False,
+            )
+            .on_conflict_do_nothing(index_elements=["dedup_key"])
+            .returning(self._t["alerts"].c.id)
+        )
+        return self._conn.execute(insert).scalar_one_or_none() is not None
+
+
+class Store:
+    """A SQLAlchemy-backed store of window results, findings, alerts and checkpoints.
+
+    ``url`` is any SQLAlchemy URL (``sqlite:///file.db``, ``postgresql+psycopg://user@host/db``).
+    ``schema`` (PostgreSQL) keeps several deployments, or test runs, apart in one database.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, create: bool = True) -> None:
+        try:
+            parsed = sa.engine.make_url(url)
+        except (SQLAlchemyError, ValueError) as exc:
+            msg = f"store URL {url!r} is not a SQLAlchemy URL (e.g. sqlite:///results.db): {exc}"
+            raise StoreError(msg) from exc
+        shown = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            backend = parsed.get_backend_name()
+            msg = f"unsupported store backend {backend!r} in {shown!r}: use sqlite or postgresql"
+            raise StoreError(msg)
+        try:
+            self.engine: Engine = sa.create_engine(parsed, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            msg = f"cannot open store {shown!r}: {exc}"
+            raise StoreError(msg) from exc
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.metadata = sa.MetaData(schema=schema)
+        self.tables = _tables(self.metadata)
+        self.schema = schema
+        if create:
+            self.create()
+
+    def create(self) -> None:
+        """Create the schema and tables when missing (idempotent)."""
+        try:
+            with self.engine.begin() as conn:
+                if self.schema and self.dialect == "postgresql":
+                    conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                self.metadata.create_all(conn)
+        except SQLAlchemyError as exc:
+            msg = f"cannot create the store tables: {exc}"
+            raise StoreError(msg) from exc
+
+    def insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which supports ON CONFLICT on both backends."""
+        return postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
+
+    @contextmanager
+    def transaction(self) -> Iterator[StoreTransaction]:
+        """One atomic unit of writes: committed on normal exit, rolled back on any exception."""
+        try:
+            with self.engine.begin() as conn:
+                yield StoreTransaction(self, conn)
+        except SQLAlchemyError as exc:
+            msg = f"store transaction failed: {exc}"
+            raise StoreError(msg) from exc
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def windows(
+        self, *, group: str | None = None, model: str | None = None, limit: int = 50
+    ) -> list[StoredWindow]:
+        """The most recent finalised windows (newest first), with their findings."""
+        w, f = self.tables["windows"], self.tables["findings"]
+        query = sa.select(w).order_by(w.c.end_us.desc(), w.c.model).limit(limit)
+        if group is not None:
+            query = query.where(w.c.consumer_group == group)
+        if model is not None:
+            query = query.where(w.c.model == model)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query))
+            ids = [row.id for row in rows]
+            found: dict[int, list[Finding]] = {i: [] for i in ids}
+            if ids:
+                for fr in conn.execute(sa.select(f).where(f.c.window_id.in_(ids)).order_by(f.c.id)):
+                    found[fr.window_id].append(
+                        Finding(
+                            check=Check(fr.check_name),
+                            subject=fr.subject,
+                            flagged=bool(fr.flagged),
+                            effect=fr.effect,
+                            threshold=fr.threshold,
+                            p_value=fr.p_value,
+                            method=fr.method,
+                            reason=fr.reason,
+                            severity=Severity(fr.severity),
+                            detail=dict(fr.detail or {}),
+                        )
+                    )
+        return [
+            StoredWindow(
+                row.id,
+                WindowResult(
+                    key=WindowKey(row.model, from_micros(row.start_us), from_micros(row.end_us)),
+                    records=row.records,
+                    late_records=row.late_records,
+                    findings=tuple(found[row.id]),
+                    context=dict(row.context or {}),
+                ),
+            )
+            for row in rows
+        ]
+
+    def alerts(
+        self, *, model: str | None = None, open_only: bool = True, limit: int = 100
+    ) -> list[StoredAlert]:
+        """Alerts, newest first."""
+        a, w = self.tables["alerts"], self.tables["windows"]
+        query = (
+            sa.select(a, w.c.start_us, w.c.end_us)
+            .join(w, a.c.window_id == w.c.id)
+            .order_by(a.c.created_us.desc(), a.c.id.desc())
+            .limit(limit)
+        )
+        if model is not None:
+            query = query.where(a.c.model == model)
+        if open_only:
+            query = query.where(a.c.resolved.is_(False))
+        with self.engine.connect() as conn:
+            return [
+                StoredAlert(
+                    id=row.id,
+                    model=row.model,
+                    check=Check(row.check_name),
+                    subject=row.subject,
+                    severity=Severity(row.severity),
+                    message=row.message,
+                    evidence=dict(row.evidence or {}),
+                    created=from_micros(row.created_us),
+                    window_start=from_micros(row.start_us),
+                    window_end=from_micros(row.end_us),
+                )
+                for row in conn.execute(query)
+            ]
+
+    def drop_all(self) -> None:
+        """Drop the tables (and the schema, on PostgreSQL); for tests and ``--reset``."""
+        with self.engine.begin() as conn:
+            self.metadata.drop_all(conn)
+            if self.schema and self.dialect == "postgresql":
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets status readers run while the daemon writes; foreign keys are off by default in SQLite.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,147 @@
+"""The results store on a real SQLite file and on PostgreSQL: atomic checkpoints, windows finalised once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skewguard.errors import StoreError
+from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
+from skewguard.store import Checkpoint, NewAlert, Store
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+GROUP = "monitor"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        st = Store(f"sqlite:///{tmp_path / 'results.db'}")
+    else:
+        st = Store(POSTGRES_URL, schema=f"sg_test_{uuid.uuid4().hex[:10]}")
+    yield st
+    if st.dialect == "postgresql":
+        st.drop_all()
+    st.close()
+
+
+def window(model: str = "ctr", minute: int = 0) -> WindowResult:
+    start = NOW + dt.timedelta(minutes=minute)
+    return WindowResult(
+        key=WindowKey(model, start, start + dt.timedelta(minutes=5)),
+        records=1000,
+        late_records=3,
+        findings=(
+            Finding(
+                Check.DRIFT, "price", True, 0.31, 0.1, 1e-9, "wasserstein", "price drifted", Severity.WARNING
+            ),
+            Finding(
+                Check.SKEW, "hour", False, 0.0, 0.0, None, "replay", "no mismatch", detail={"examples": []}
+            ),
+        ),
+        context={"partitions": [0, 1]},
+    )
+
+
+def test_checkpoint_round_trips_state_and_offset(store: Store) -> None:
+    state = {"windows": {"0": {"count": 5, "mean": 0.1 + 0.2}}, "watermark": 123456789}
+    with store.transaction() as tx:
+        tx.save_checkpoint(GROUP, Checkpoint("log", 0, 42, state), now=NOW)
+        tx.save_checkpoint(GROUP, Checkpoint("log", 1, 7, {"windows": {}}), now=NOW)
+    with store.transaction() as tx:
+        tx.save_checkpoint(GROUP, Checkpoint("log", 0, 50, state | {"watermark": 5}), now=NOW)
+        loaded = tx.load_checkpoints(GROUP)
+    assert loaded[("log", 0)].next_offset == 50
+    assert loaded[("log", 0)].state == state | {"watermark": 5}
+    assert loaded[("log", 1)] == Checkpoint("log", 1, 7, {"windows": {}})
+    with store.transaction() as tx:
+        assert tx.load_checkpoints("other-group") == {}
+
+
+def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
+    with pytest.raises(RuntimeError, match="crash mid-transaction"), store.transaction() as tx:
+        tx.save_checkpoint(GROUP, Checkpoint("log", 0, 99, {}), now=NOW)
+        assert tx.finalise_window(GROUP, window(), now=NOW) is not None
+        raise RuntimeError("crash mid-transaction")
+    with store.transaction() as tx:
+        assert tx.load_checkpoints(GROUP) == {}
+    assert store.windows() == []
+
+
+def test_window_is_finalised_exactly_once_with_its_findings(store: Store) -> None:
+    result = window()
+    with store.transaction() as tx:
+        first = tx.finalise_window(GROUP, result, now=NOW)
+    with store.transaction() as tx:
+        second = tx.finalise_window(GROUP, result, now=NOW)
+    assert first is not None
+    assert second is None
+    stored = store.windows()
+    assert len(stored) == 1
+    assert stored[0].result == result
+
+
+def test_concurrent_finalisers_produce_one_row(store: Store) -> None:
+    barrier = threading.Barrier(4)
+    ids: list[int | None] = []
+    lock = threading.Lock()
+
+    def finalise() -> None:
+        barrier.wait()
+        with store.transaction() as tx:
+            tx.lock_checkpoints(GROUP)
+            got = tx.finalise_window(GROUP, window(minute=10), now=NOW)
+        with lock:
+            ids.append(got)
+
+    threads = [threading.Thread(target=finalise) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ids) == 4
+    assert sum(i is not None for i in ids) == 1
+    assert len(store.windows()) == 1
+
+
+def test_alerts_are_deduplicated_and_listed_newest_first(store: Store) -> None:
+    with store.transaction() as tx:
+        wid = tx.finalise_window(GROUP, window(), now=NOW)
+        assert wid is not None
+        alert = NewAlert(
+            "ctr/drift/price/0", "ctr", Check.DRIFT, "price", Severity.WARNING, "drift", {"e": 0.3}
+        )
+        assert tx.add_alert(wid, alert, now=NOW) is True
+        assert tx.add_alert(wid, alert, now=NOW) is False
+        later = NewAlert("ctr/skew/hour/0", "ctr", Check.SKEW, "hour", Severity.CRITICAL, "skew", {})
+        assert tx.add_alert(wid, later, now=NOW + dt.timedelta(seconds=1)) is True
+    alerts = store.alerts()
+    assert [a.subject for a in alerts] == ["hour", "price"]
+    assert alerts[1].evidence == {"e": 0.3}
+    assert alerts[0].window_start == NOW
+
+
+def test_windows_filter_by_model_and_order_newest_first(store: Store) -> None:
+    with store.transaction() as tx:
+        for minute in (0, 5, 10):
+            tx.finalise_window(GROUP, window("ctr", minute), now=NOW)
+        tx.finalise_window(GROUP, window("other", 0), now=NOW)
+    starts = [w.result.key.start for w in store.windows(model="ctr")]
+    assert starts == sorted(starts, reverse=True)
+    assert len(starts) == 3
+    assert [w.result.key.model for w in store.windows(model="other")] == ["other"]
+
+
+def test_naive_times_and_bad_urls_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        WindowKey("m", NOW.replace(tzinfo=None), NOW)
+    with pytest.raises(StoreError, match="unsupported store backend"):
+        Store("mysql+pymysql://x@127.0.0.1/db", create=False)
+    with pytest.raises(StoreError, match="cannot create the store tables"):
+        Store(f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
