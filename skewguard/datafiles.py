@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skewguard.errors import DataError
@@ -43,6 +44,26 @@ def count_rows(path: Path) -> int | None:
         raise DataError(msg) from exc
 
 
+def _batch_to_pandas(batch: pa.RecordBatch) -> pd.DataFrame:
+    """Arrow → pandas, keeping the timezone of timestamps inside list columns.
+
+    ``to_pandas`` turns ``list<timestamp[ns, tz=UTC]>`` cells into naive numpy datetimes, which would
+    then (rightly) be rejected as naive; such columns are converted element-wise to aware Timestamps.
+    """
+    frame: pd.DataFrame = batch.to_pandas()
+    for index, arrow_field in enumerate(batch.schema):
+        kind = arrow_field.type
+        if pa.types.is_list(kind) and pa.types.is_timestamp(kind.value_type) and kind.value_type.tz:
+            zone = kind.value_type.tz
+            frame[arrow_field.name] = [
+                None if cell is None else [pd.Timestamp(v).tz_localize("UTC").tz_convert(zone) for v in cell]
+                for cell in batch.column(index)
+                .cast(pa.list_(pa.timestamp(kind.value_type.unit)))
+                .to_numpy(zero_copy_only=False)
+            ]
+    return frame
+
+
 def iter_chunks(path: Path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
     """Yield a file as DataFrames of at most ``chunk_rows`` rows each, so memory stays constant."""
     if chunk_rows < 1:
@@ -54,7 +75,7 @@ def iter_chunks(path: Path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd
             yield from pd.read_csv(path, chunksize=chunk_rows)
         else:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-                yield batch.to_pandas()
+                yield _batch_to_pandas(batch)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         msg = f"data file {str(path)!r}: cannot be read ({type(exc).__name__}: {exc})"
         raise DataError(msg) from exc

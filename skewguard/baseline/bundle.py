@@ -1,0 +1,296 @@
+"""The training baseline: everything the monitor compares serving traffic with, in one directory.
+
+A baseline directory holds ``baseline.json`` (metadata), ``feature_state.json`` (the fitted values,
+whose hash serving records carry), ``profile.json`` (the training Profile), ``calibration.json``
+(effect-size thresholds from held-out training blocks) and the two GX suites generated from the feature
+declarations. It is written once by the training side and read by every monitor process.
+
+Building it from a file too large for memory takes two streaming passes:
+
+1. a uniform sample of ``fit_rows`` raw rows (a priority reservoir across chunks) fits the FeatureState
+   and fixes the profile's bins and vocabularies;
+2. every chunk is transformed and folded into the Profile, except every ``holdout_every``-th block of
+   ``window_size`` consecutive rows, which is set aside (up to ``holdout_rows``) for calibration. The
+   blocks are contiguous, like serving windows, and never folded into the reference they are compared
+   with (NannyML #426).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features import FeatureSet, FeatureState
+from skewguard.baseline.specs import (
+    LABEL_COLUMN,
+    PREDICTION_COLUMN,
+    PredictionKind,
+    feature_specs,
+    label_spec,
+    prediction_spec,
+)
+from skewguard.detect import Calibration
+from skewguard.errors import ConfigError, DataError
+from skewguard.stats import Profile, ProfileLayout
+from skewguard.validation import SuiteTarget, build_suite
+
+FORMAT = "skewguard.baseline/1"
+FILES = {
+    "meta": "baseline.json",
+    "state": "feature_state.json",
+    "profile": "profile.json",
+    "calibration": "calibration.json",
+    "suite_raw": "suite.raw.json",
+    "suite_features": "suite.features.json",
+}
+
+
+@dataclass(frozen=True)
+class BaselineOptions:
+    """Knobs of the baseline build; the defaults suit windows of a few thousand requests."""
+
+    window_size: int = 5000
+    fit_rows: int = 200_000
+    holdout_every: int = 5
+    holdout_rows: int = 200_000
+    reservoir_size: int = 1000
+    bins: int = 32
+    top_k: int = 50
+    calibration_draws: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("window_size", "fit_rows", "holdout_rows", "bins", "top_k", "calibration_draws"):
+            if getattr(self, name) < 1:
+                msg = f"baseline option {name} must be >= 1, got {getattr(self, name)}"
+                raise ConfigError(msg)
+        if self.holdout_every < 2:
+            msg = f"baseline option holdout_every must be >= 2, got {self.holdout_every}"
+            raise ConfigError(msg)
+
+
+@dataclass
+class Baseline:
+    """A loaded (or freshly built) baseline."""
+
+    model: str
+    feature_set: str
+    state: FeatureState
+    profile: Profile
+    calibration: Calibration
+    prediction_kind: PredictionKind | None
+    has_label: bool
+    rows: int
+    holdout_rows: int
+    window_size: int
+    created: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def state_hash(self) -> str:
+        """The FeatureState hash serving records must carry."""
+        return self.state.content_hash
+
+    def metadata(self) -> dict[str, Any]:
+        """The ``baseline.json`` document."""
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "feature_set": self.feature_set,
+            "feature_state_hash": self.state_hash,
+            "prediction_kind": None if self.prediction_kind is None else self.prediction_kind.value,
+            "has_label": self.has_label,
+            "rows": self.rows,
+            "holdout_rows": self.holdout_rows,
+            "window_size": self.window_size,
+            "created": self.created,
+            "metrics": self.metrics,
+            "columns": [spec.name for spec in self.profile.layout.specs],
+        }
+
+    def save(self, directory: Path, feature_set: FeatureSet | None = None) -> Path:
+        """Write every file of the baseline into ``directory`` (created if needed)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / FILES["meta"]).write_text(json.dumps(self.metadata(), indent=2, sort_keys=True))
+        (directory / FILES["state"]).write_text(self.state.to_json())
+        (directory / FILES["profile"]).write_text(self.profile.to_json())
+        (directory / FILES["calibration"]).write_text(self.calibration.to_json())
+        if feature_set is not None:
+            for target, key in ((SuiteTarget.RAW, "suite_raw"), (SuiteTarget.FEATURES, "suite_features")):
+                suite = build_suite(feature_set, target, self.state)
+                (directory / FILES[key]).write_text(json.dumps(suite.to_json_dict(), indent=2, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> Baseline:
+        """Read a baseline directory, naming the file that is missing or malformed."""
+
+        def read(key: str) -> str:
+            path = directory / FILES[key]
+            try:
+                return path.read_text()
+            except OSError as exc:
+                msg = f"baseline {str(directory)!r}: cannot read {FILES[key]} ({exc.strerror})"
+                raise DataError(msg) from exc
+
+        try:
+            meta = json.loads(read("meta"))
+        except ValueError as exc:
+            msg = f"baseline {str(directory)!r}: {FILES['meta']} is not JSON ({exc})"
+            raise DataError(msg) from exc
+        if meta.get("format") != FORMAT:
+            msg = f"baseline {str(directory)!r}: unknown format {meta.get('format')!r}, expected {FORMAT!r}"
+            raise DataError(msg)
+        state = FeatureState.from_json(read("state"))
+        if state.content_hash != meta["feature_state_hash"]:
+            msg = f"baseline {str(directory)!r}: feature_state.json does not match the hash in baseline.json"
+            raise DataError(msg)
+        kind = meta.get("prediction_kind")
+        return cls(
+            model=meta["model"],
+            feature_set=meta["feature_set"],
+            state=state,
+            profile=Profile.from_json(read("profile")),
+            calibration=Calibration.from_json(read("calibration")),
+            prediction_kind=None if kind is None else PredictionKind(kind),
+            has_label=bool(meta["has_label"]),
+            rows=int(meta["rows"]),
+            holdout_rows=int(meta["holdout_rows"]),
+            window_size=int(meta["window_size"]),
+            created=str(meta["created"]),
+            metrics={str(k): float(v) for k, v in meta.get("metrics", {}).items()},
+        )
+
+
+ChunkSource = Callable[[], Iterator[pd.DataFrame]]
+
+
+def _profile_frame(
+    feature_set: FeatureSet,
+    state: FeatureState,
+    raw: pd.DataFrame,
+    prediction_column: str | None,
+    label_column: str | None,
+) -> pd.DataFrame:
+    """Computed features plus the prediction / label columns under their profile names."""
+    frame = feature_set.transform_frame(raw, state)
+    if prediction_column is not None:
+        frame[PREDICTION_COLUMN] = raw[prediction_column].to_numpy()
+    if label_column is not None:
+        frame[LABEL_COLUMN] = raw[label_column].to_numpy()
+    return frame
+
+
+def _uniform_sample(
+    chunks: ChunkSource, size: int, seed: int, progress: Callable[[int], None]
+) -> pd.DataFrame:
+    """A uniform sample of ``size`` rows over all chunks (keep the smallest random priorities)."""
+    rng = np.random.default_rng(seed)
+    kept: pd.DataFrame | None = None
+    kept_priority = np.empty(0)
+    for chunk in chunks():
+        priority = rng.random(len(chunk))
+        pool = chunk if kept is None else pd.concat([kept, chunk], ignore_index=True)
+        pool_priority = np.concatenate([kept_priority, priority])
+        if len(pool) > size:
+            order = np.argpartition(pool_priority, size)[:size]
+            pool, pool_priority = pool.iloc[order].reset_index(drop=True), pool_priority[order]
+        kept, kept_priority = pool, pool_priority
+        progress(len(chunk))
+    if kept is None or kept.empty:
+        msg = "the training data holds no rows"
+        raise DataError(msg)
+    return kept
+
+
+def build_baseline(
+    feature_set: FeatureSet,
+    chunks: ChunkSource,
+    *,
+    model: str,
+    prediction_column: str | None = None,
+    prediction_kind: PredictionKind = PredictionKind.SCORE,
+    label_column: str | None = None,
+    options: BaselineOptions | None = None,
+    metrics: dict[str, float] | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> Baseline:
+    """Build a baseline from raw training rows delivered by ``chunks()`` (called twice: two passes).
+
+    ``progress(phase, rows)`` is called after each chunk of each pass (phases ``"sample"`` and
+    ``"profile"``), for a progress bar.
+    """
+    options = options or BaselineOptions()
+    report = progress or (lambda _phase, _rows: None)
+    sample = _uniform_sample(chunks, options.fit_rows, options.seed, lambda n: report("sample", n))
+    for column in (prediction_column, label_column):
+        if column is not None and column not in sample.columns:
+            msg = f"the training data has no column {column!r}; columns: {list(map(str, sample.columns))}"
+            raise DataError(msg)
+    state = feature_set.fit(sample)
+    specs = feature_specs(feature_set, state)
+    if prediction_column is not None:
+        specs.append(prediction_spec(prediction_kind))
+    if label_column is not None:
+        specs.append(label_spec(prediction_kind))
+    layout = ProfileLayout.fit(
+        _profile_frame(feature_set, state, sample, prediction_column, label_column),
+        specs,
+        bins=options.bins,
+        top_k=options.top_k,
+        reservoir_size=options.reservoir_size,
+    )
+    del sample
+    profile = layout.empty_profile()
+    holdout: list[pd.DataFrame] = []
+    holdout_count = 0
+    offset = 0
+    for chunk in chunks():
+        frame = _profile_frame(feature_set, state, chunk, prediction_column, label_column)
+        rows = np.arange(offset, offset + len(frame))
+        held = (rows // options.window_size) % options.holdout_every == options.holdout_every - 1
+        if held.any() and holdout_count < options.holdout_rows:
+            part = frame[held].head(options.holdout_rows - holdout_count)
+            holdout.append(part)
+            holdout_count += len(part)
+        keep = ~held
+        profile.fold(frame[keep], rows[keep])
+        offset += len(frame)
+        report("profile", len(chunk))
+    if profile.rows == 0:
+        msg = "no training rows were left for the reference profile"
+        raise DataError(msg)
+    if not holdout:
+        msg = (
+            f"too little training data to hold out a block for calibration: {offset} rows, blocks of "
+            f"{options.window_size} rows, every {options.holdout_every}th held out; lower --window-size"
+        )
+        raise DataError(msg)
+    calibration = Calibration.from_holdout(
+        profile,
+        pd.concat(holdout, ignore_index=True),
+        window_size=options.window_size,
+        draws=options.calibration_draws,
+        seed=options.seed,
+    )
+    return Baseline(
+        model=model,
+        feature_set=feature_set.name,
+        state=state,
+        profile=profile,
+        calibration=calibration,
+        prediction_kind=prediction_kind if prediction_column is not None else None,
+        has_label=label_column is not None,
+        rows=profile.rows,
+        holdout_rows=holdout_count,
+        window_size=options.window_size,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        metrics=dict(metrics or {}),
+    )

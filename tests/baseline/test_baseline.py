@@ -1,0 +1,132 @@
+"""Baseline build: constant-memory chunking gives the same baseline; held-out blocks stay out of it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.ctr import CTR_FEATURES
+from skewguard.baseline import Baseline, BaselineOptions, PredictionKind, build_baseline
+from skewguard.cli import EXIT_OK, EXIT_USAGE, app
+from skewguard.demo.traffic import generate_requests
+from skewguard.errors import DataError
+
+OPTIONS = BaselineOptions(window_size=1000, fit_rows=5000, calibration_draws=50)
+
+
+@pytest.fixture(scope="module")
+def raw() -> pd.DataFrame:
+    frame = generate_requests(
+        12_000, seed=11, start=dt.datetime(2026, 3, 2, tzinfo=dt.UTC), span=dt.timedelta(days=2)
+    )
+    frame["score"] = np.random.default_rng(3).beta(2, 5, len(frame))
+    return frame
+
+
+def chunked(frame: pd.DataFrame, size: int) -> Callable[[], Iterator[pd.DataFrame]]:
+    def chunks() -> Iterator[pd.DataFrame]:
+        for start in range(0, len(frame), size):
+            yield frame.iloc[start : start + size]
+
+    return chunks
+
+
+def build(frame: pd.DataFrame, size: int) -> Baseline:
+    return build_baseline(
+        CTR_FEATURES,
+        chunked(frame, size),
+        model="ctr",
+        prediction_column="score",
+        label_column="click",
+        options=OPTIONS,
+    )
+
+
+def test_chunk_size_does_not_change_the_baseline(raw: pd.DataFrame) -> None:
+    small, whole = build(raw, 1_700), build(raw, len(raw))
+    assert small.state_hash == whole.state_hash
+    assert small.profile.equals(whole.profile, rtol=1e-12)
+    # Thresholds agree to float precision (the profiles' moments are merged in a different order).
+    a, b = small.calibration.to_dict(), whole.calibration.to_dict()
+    assert [c["column"] for c in a["constants"]] == [c["column"] for c in b["constants"]]
+    assert [c["constant"] for c in a["constants"]] == pytest.approx(
+        [c["constant"] for c in b["constants"]], rel=1e-12
+    )
+
+
+def test_held_out_blocks_are_not_in_the_reference(raw: pd.DataFrame) -> None:
+    baseline = build(raw, 5_000)
+    # Blocks of 1,000 rows, every 5th held out: 12 blocks → blocks 4 and 9 held out.
+    assert baseline.holdout_rows == 2_000
+    assert baseline.rows == baseline.profile.rows == len(raw) - 2_000
+    counts = baseline.profile.categorical("label")
+    assert counts.total == len(raw) - 2_000
+
+
+def test_round_trip_through_a_directory(raw: pd.DataFrame, tmp_path: Path) -> None:
+    baseline = build(raw, 6_000)
+    baseline.save(tmp_path, CTR_FEATURES)
+    loaded = Baseline.load(tmp_path)
+    assert loaded.state == baseline.state
+    assert loaded.profile == baseline.profile
+    assert loaded.calibration.to_dict() == baseline.calibration.to_dict()
+    assert loaded.prediction_kind is PredictionKind.SCORE
+    suite = json.loads((tmp_path / "suite.features.json").read_text())
+    assert {e["kwargs"]["column"] for e in suite["expectations"]} == set(CTR_FEATURES.features)
+
+
+def test_tampered_state_is_refused_on_load(raw: pd.DataFrame, tmp_path: Path) -> None:
+    build(raw, 6_000).save(tmp_path)
+    meta = json.loads((tmp_path / "baseline.json").read_text())
+    meta["feature_state_hash"] = "0" * 64
+    (tmp_path / "baseline.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="does not match the hash"):
+        Baseline.load(tmp_path)
+
+
+def test_too_little_data_for_a_holdout_block_is_explained(raw: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="too little training data to hold out a block"):
+        build_baseline(
+            CTR_FEATURES,
+            chunked(raw.head(3_000), 3_000),
+            model="ctr",
+            options=BaselineOptions(window_size=1000),
+        )
+
+
+def test_cli_builds_from_parquet_with_progress(raw: pd.DataFrame, tmp_path: Path) -> None:
+    data = tmp_path / "train.parquet"
+    raw.to_parquet(data)
+    out = tmp_path / "baseline"
+    result = CliRunner().invoke(
+        app,
+        [
+            "baseline", "build", "--features", "features.ctr:CTR_FEATURES", "--data", str(data),
+            "--out", str(out), "--model", "ctr", "--prediction-column", "score", "--label-column", "click",
+            "--window-size", "1000", "--chunk-rows", "4000", "--fit-rows", "5000",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == EXIT_OK, result.output
+    assert "pass 2/2: profiling" in result.output
+    assert Baseline.load(out).rows == len(raw) - 2_000
+
+
+def test_cli_names_a_missing_prediction_column(raw: pd.DataFrame, tmp_path: Path) -> None:
+    data = tmp_path / "train.parquet"
+    raw.head(3_000).to_parquet(data)
+    result = CliRunner().invoke(
+        app,
+        [
+            "baseline", "build", "--features", "features.ctr:CTR_FEATURES", "--data", str(data),
+            "--out", str(tmp_path / "b"), "--model", "ctr", "--prediction-column", "nope",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == EXIT_USAGE
+    assert "no column 'nope'" in result.output
