@@ -48,21 +48,41 @@ ObjectArray: TypeAlias = npt.NDArray[np.object_]
 
 @dataclass(frozen=True, slots=True)
 class EncodedColumn:
-    """One column of a batch as bin codes (``codes == n_bins`` means null) plus its raw values.
+    """One column of a batch as bin codes (``codes == n_bins`` means null) plus its values.
 
-    ``values`` is float64 (NaN for null) for numeric columns and object (``None`` for null, strings
-    otherwise) for categorical ones; ``out_of_domain`` is None when the column has no domain.
+    Numeric columns keep their float values in ``numbers`` (NaN for null). Categorical columns keep
+    them factorised: ``labels`` indexes ``categories`` (the batch's distinct normalised values, -1 for
+    null), so a batch of 100k strings is hashed once and only the sampled rows are materialised.
+    ``out_of_domain`` is None when the column has no domain.
     """
 
     codes: npt.NDArray[np.intp]
-    values: npt.NDArray[Any]
-    out_of_domain: npt.NDArray[np.bool_] | None
+    numbers: FloatArray | None = None
+    labels: npt.NDArray[np.intp] | None = None
+    categories: ObjectArray | None = None
+    out_of_domain: npt.NDArray[np.bool_] | None = None
+
+    def values(self, index: npt.NDArray[np.intp] | None = None) -> npt.NDArray[Any]:
+        """The values (all rows, or those at ``index``): float64 with NaN, or objects with None."""
+        if self.numbers is not None:
+            return self.numbers if index is None else self.numbers[index]
+        if self.labels is None or self.categories is None:  # pragma: no cover - constructors set both
+            msg = "an encoded column needs numbers or labels"
+            raise StatisticsError(msg)
+        table = np.empty(len(self.categories) + 1, dtype=object)
+        table[:-1] = self.categories
+        table[-1] = None  # label -1 (null) picks the last entry
+        labels = self.labels if index is None else self.labels[index]
+        out: npt.NDArray[Any] = table[labels]
+        return out
 
     def take(self, index: npt.NDArray[np.intp]) -> EncodedColumn:
         """The rows at ``index`` (fancy indexing; used to resample chunks without re-encoding)."""
         return EncodedColumn(
             codes=self.codes[index],
-            values=self.values[index],
+            numbers=None if self.numbers is None else self.numbers[index],
+            labels=None if self.labels is None else self.labels[index],
+            categories=self.categories,
             out_of_domain=None if self.out_of_domain is None else self.out_of_domain[index],
         )
 
@@ -144,6 +164,19 @@ def categorical_values(series: pd.Series[Any]) -> ObjectArray:
     return raw
 
 
+def factorize_categories(series: pd.Series[Any]) -> tuple[npt.NDArray[np.intp], ObjectArray]:
+    """``(labels, categories)``: each row's index into the distinct normalised values (-1 = null).
+
+    The hash pass runs once over the rows; normalisation (:func:`categorical_values`) only over the
+    distinct values. Note that ``pd.factorize`` treats hash-equal objects (``1``, ``1.0``, ``True``)
+    in a mixed object column as one value.
+    """
+    data: Any = series.to_numpy() if series.dtype == object else series
+    labels, uniques = pd.factorize(data, use_na_sentinel=True)
+    categories = categorical_values(pd.Series(uniques))
+    return np.asarray(labels, dtype=np.intp), categories
+
+
 def _object_text(value: Any) -> str:
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
@@ -222,7 +255,7 @@ class NumericColumnLayout:
         ood = None
         if domain is not None:
             ood = ~null & ((values < domain[0]) | (values > domain[1]))
-        return EncodedColumn(codes=codes, values=values, out_of_domain=ood)
+        return EncodedColumn(codes=codes, numbers=values, out_of_domain=ood)
 
     def bin_labels(self) -> list[str]:
         """Human labels of the bins, for reports."""
@@ -299,12 +332,13 @@ class CategoricalColumnLayout:
         cls, spec: ColumnSpec, series: pd.Series[Any], top_k: int, max_known: int
     ) -> CategoricalColumnLayout:
         """Vocabulary = the ``top_k`` most frequent reference categories (ties broken by name)."""
-        values = categorical_values(series)
-        present = values[~pd.isna(values)]
-        counts = pd.Series(present, dtype=object).value_counts(sort=False)
-        table = pd.DataFrame({"value": counts.index.astype(str), "count": counts.to_numpy()})
+        labels, categories = factorize_categories(series)
+        counts = np.bincount(labels[labels >= 0], minlength=len(categories))
+        # Distinct raw values can normalise to the same text (1 and 1.0): add their counts up.
+        merged = pd.Series(counts, index=categories.astype(str)).groupby(level=0, sort=False).sum()
+        table = pd.DataFrame({"value": merged.index.astype(str), "count": merged.to_numpy()})
         table = table.sort_values(["count", "value"], ascending=[False, True], kind="mergesort")
-        ordered = tuple(table["value"].tolist())
+        ordered = tuple(str(v) for v in table["value"].tolist())
         known = ordered[:max_known]
         return cls(
             spec=spec,
@@ -314,18 +348,22 @@ class CategoricalColumnLayout:
         )
 
     def encode(self, series: pd.Series[Any]) -> EncodedColumn:
-        """Bin codes (``n_bins`` for null) and normalised string values of one batch column."""
-        values = categorical_values(series)
-        null = pd.isna(values)
-        found = self._index.get_indexer(pd.Index(values, dtype=object))
-        codes = np.where(found < 0, self.unseen_bin, np.minimum(found, self.other_bin)).astype(np.intp)
-        codes[null] = self.n_bins
+        """Bin codes (``n_bins`` for null) and factorised values of one batch column.
+
+        One hash pass over the rows (``pd.factorize``); the vocabulary lookup and the domain check run
+        on the batch's distinct values only.
+        """
+        labels, categories = factorize_categories(series)
+        found = self._index.get_indexer(pd.Index(categories, dtype=object))
+        per_category = np.where(found < 0, self.unseen_bin, np.minimum(found, self.other_bin))
+        codes = np.append(per_category, self.n_bins).astype(np.intp)[labels]  # label -1 -> null bin
         domain = self.spec.categorical_domain
         ood = None
         if domain is not None:
             allowed = pd.Index(sorted(domain), dtype=object)
-            ood = ~null & (allowed.get_indexer(pd.Index(values, dtype=object)) < 0)
-        return EncodedColumn(codes=codes, values=values, out_of_domain=ood)
+            outside = allowed.get_indexer(pd.Index(categories, dtype=object)) < 0
+            ood = np.append(outside, False)[labels]
+        return EncodedColumn(codes=codes, labels=labels, categories=categories, out_of_domain=ood)
 
     def bin_labels(self) -> list[str]:
         """Human labels of the bins, for reports."""
@@ -439,7 +477,7 @@ class NumericSketch:
         n_bins = self.layout.n_bins
         binned = np.bincount(column.codes, minlength=n_bins + 1)
         present = column.codes < n_bins
-        x = column.values[present]
+        x = column.values()[present]
         codes = column.codes[present]
         self.counts += binned[:n_bins]
         self.nulls += int(binned[n_bins])
@@ -874,16 +912,21 @@ class Profile:
         self.rows += encoded.rows
         if self.reservoir.capacity > 0 and encoded.rows > 0:
             priorities = row_priorities(encoded.rows, row_keys, key_offset)
-            values: dict[str, npt.NDArray[Any]] = {}
-            for layout in self.layout.columns:
-                column = encoded.columns[layout.name]
-                if column is not None:
-                    values[layout.name] = column.values
-                elif layout.kind is ColumnKind.NUMERIC:
-                    values[layout.name] = np.full(encoded.rows, np.nan)
-                else:
-                    values[layout.name] = np.full(encoded.rows, None, dtype=object)
-            self.reservoir.offer(priorities, values)
+            self.reservoir.offer(priorities, lambda index: self._sampled_values(encoded, index))
+
+    def _sampled_values(
+        self, encoded: EncodedFrame, index: npt.NDArray[np.intp]
+    ) -> dict[str, npt.NDArray[Any]]:
+        values: dict[str, npt.NDArray[Any]] = {}
+        for layout in self.layout.columns:
+            column = encoded.columns[layout.name]
+            if column is not None:
+                values[layout.name] = column.values(index)
+            elif layout.kind is ColumnKind.NUMERIC:
+                values[layout.name] = np.full(len(index), np.nan)
+            else:
+                values[layout.name] = np.full(len(index), None, dtype=object)
+        return values
 
     def merge(self, other: Profile) -> Profile:
         """The profile of both row sets (a new object; neither input changes)."""

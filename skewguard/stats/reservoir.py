@@ -13,7 +13,7 @@ order stays total and the merge stays exact.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,11 +96,16 @@ class Reservoir:
             values={name: column.copy() for name, column in self.values.items()},
         )
 
-    def offer(self, priorities: npt.NDArray[np.uint64], columns: Mapping[str, npt.NDArray[Any]]) -> None:
+    def offer(
+        self,
+        priorities: npt.NDArray[np.uint64],
+        fetch: Callable[[npt.NDArray[np.intp]], Mapping[str, npt.NDArray[Any]]],
+    ) -> None:
         """Offer a batch of rows; keeps the bottom-``capacity`` of old and new together.
 
-        Only the batch's own bottom-k candidates (plus ties) are materialised, so the cost is one
-        ``np.partition`` over the batch priorities, not a sort.
+        ``fetch(index)`` returns every column's values at those batch rows. Only the batch's own
+        bottom-k candidates (plus ties) are fetched, so the cost is one ``np.partition`` over the
+        batch priorities, not a sort, and no value of a row that cannot enter is ever built.
         """
         if self.capacity == 0 or len(priorities) == 0:
             return
@@ -115,7 +120,7 @@ class Reservoir:
             candidates = np.arange(n)
         if len(candidates) == 0:
             return
-        batch = {name: np.asarray(column)[candidates] for name, column in columns.items()}
+        batch = fetch(candidates)
         frame = pd.DataFrame({name: batch[name] for name in self.values})
         tiebreaks = np.asarray(hash_pandas_object(frame, index=False).to_numpy(), dtype=np.uint64)
         self._absorb(priorities[candidates], tiebreaks, batch)

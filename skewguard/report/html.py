@@ -1,0 +1,36 @@
+"""Evidently's DataDrift HTML page for one window, drawn from the two profiles' row samples.
+
+A monitor keeps profiles, not raw rows; the profiles' reservoirs are uniform row samples (bottom-k
+by hash priority), so they are what the human report is drawn from. Evidently's own verdicts on the
+samples are its own (it sees a sample, with its fixed thresholds); skewguard's verdict is the one to
+act on, and this page is for looking at the distributions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from skewguard.errors import DataError, StatisticsError
+from skewguard.report._evidently import data_drift
+from skewguard.stats import ColumnKind, Profile
+
+
+def render_drift_html(reference: Profile, window: Profile, path: str | Path) -> Path:
+    """Write the Evidently DataDriftPreset HTML for ``window`` vs ``reference`` to ``path``."""
+    if not reference.layout.same_columns(window.layout):
+        msg = "reference and window profiles were built on different layouts"
+        raise StatisticsError(msg)
+    ref_rows, win_rows = reference.sample_frame(), window.sample_frame()
+    if len(ref_rows) == 0 or len(win_rows) == 0:
+        msg = (
+            f"the report needs sampled rows on both sides; the reference sample has {len(ref_rows)}, "
+            f"the window sample {len(win_rows)} (was the profile built with reservoir_size=0?)"
+        )
+        raise DataError(msg)
+    numerical = [c.name for c in reference.layout.columns if c.kind is ColumnKind.NUMERIC]
+    categorical = [c.name for c in reference.layout.columns if c.kind is ColumnKind.CATEGORICAL]
+    result = data_drift(ref_rows, win_rows, numerical=numerical, categorical=categorical)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result.snapshot.save_html(str(target))
+    return target
