@@ -55,12 +55,12 @@ def _batch_to_pandas(batch: pa.RecordBatch) -> pd.DataFrame:
         kind = arrow_field.type
         if pa.types.is_list(kind) and pa.types.is_timestamp(kind.value_type) and kind.value_type.tz:
             zone = kind.value_type.tz
-            frame[arrow_field.name] = [
+            naive_utc = batch.column(index).cast(pa.list_(pa.timestamp(kind.value_type.unit)))
+            cells = [
                 None if cell is None else [pd.Timestamp(v).tz_localize("UTC").tz_convert(zone) for v in cell]
-                for cell in batch.column(index)
-                .cast(pa.list_(pa.timestamp(kind.value_type.unit)))
-                .to_numpy(zero_copy_only=False)
+                for cell in naive_utc.to_numpy(zero_copy_only=False)
             ]
+            frame[arrow_field.name] = pd.Series(cells, index=frame.index, dtype=object)
     return frame
 
 
