@@ -14,11 +14,13 @@ Example (TOML)::
     lr = 1e-3
     max_steps = 500
 
-``module:callable`` names are imported with the config file's directory and the working directory
-on ``sys.path`` (for the duration of the import), so a config can sit next to the pipeline it
-checks. Every problem (missing file, bad syntax, unknown key, wrong type, unimportable name, a
-factory that raises or returns the wrong thing) becomes a :class:`~skewguard.errors.ConfigError`
-whose message names the key and what was expected; the CLI maps it to exit code 2.
+The model and batch factories are called with torch, numpy and ``random`` seeded from
+``[gate].seed`` (global RNG state restored afterwards). ``module:callable`` names are imported
+with the config file's directory and the working directory on ``sys.path`` (for the duration of
+the import), so a config can sit next to the pipeline it checks. Every problem (missing file, bad
+syntax, unknown key, wrong type, unimportable name, a factory that raises or returns the wrong
+thing) becomes a :class:`~skewguard.errors.ConfigError` whose message names the key and what was
+expected; the CLI maps it to exit code 2.
 """
 
 from __future__ import annotations
@@ -40,7 +42,14 @@ from torch import nn
 
 from skewguard.errors import ConfigError, GateError
 from skewguard.gate.checks import LossFn
-from skewguard.gate.gate import GateOptions, OptimizerFactory, OverfitGate, TrainStep
+from skewguard.gate.gate import (
+    GateOptions,
+    OptimizerFactory,
+    OverfitGate,
+    TrainStep,
+    preserved_random_state,
+    seed_everything,
+)
 from skewguard.gate.report import GateReport, Task
 
 _SPEC_HELP = "'module:callable' (e.g. 'my_pipeline:build_model')"
@@ -248,13 +257,19 @@ def prepare_gate_job(path: str | Path) -> GateJob:
     file = Path(path)
     config = load_gate_config(file)
     base_dir = file.resolve().parent
-    model = _call("model", config.model, _resolve("model", config.model, base_dir))
+    model_factory = _resolve("model", config.model, base_dir)
+    batch_factory = _resolve("batch", config.batch, base_dir)
+    # Factories run seeded from [gate].seed with the caller's RNG restored afterwards, so a config
+    # run is reproducible and leaves no trace in the global generators.
+    with preserved_random_state():
+        seed_everything(config.gate.seed)
+        model = _call("model", config.model, model_factory)
+        batch = _call("batch", config.batch, batch_factory)
     if not isinstance(model, nn.Module):
         msg = (
             f"key 'model' = {config.model!r}: expected it to return an nn.Module, got {type(model).__name__}"
         )
         raise ConfigError(msg)
-    batch = _call("batch", config.batch, _resolve("batch", config.batch, base_dir))
     if (
         not isinstance(batch, tuple | list)
         or len(batch) != 2

@@ -202,7 +202,7 @@ class OverfitGate:
             allow_batch_coupling=allow_batch_coupling,
             ignore_index=ignore_index,
         )
-        with _preserved_random_state(), warnings.catch_warnings(record=True) as caught:
+        with preserved_random_state(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 outcome = run.execute()
@@ -270,7 +270,7 @@ def _validate_arguments(
 
 
 @contextmanager
-def _preserved_random_state() -> Iterator[None]:
+def preserved_random_state() -> Iterator[None]:
     """Restore torch, ``random`` and numpy global RNG state however the gate exits."""
     python_state = random.getstate()
     numpy_state = np.random.get_state()
@@ -282,7 +282,8 @@ def _preserved_random_state() -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed torch, ``random`` and numpy's global generator: every run inside the gate starts alike."""
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -365,11 +366,12 @@ class _Run:
 
     def execute(self) -> _Outcome:
         probe = self.fresh()
-        _seed_everything(self.options.seed)
+        seed_everything(self.options.seed)
         with torch.no_grad():
             output = _forward(probe, self.inputs)
+            # Layout first: a shape/task mismatch deserves its own message, not the loss's traceback.
+            self.layout = infer_layout(self.task, output, self.targets, self.loss_fn)
             initial = _scalar(self.loss_fn(output, self.targets))
-        self.layout = infer_layout(self.task, output, self.targets, self.loss_fn)
         self.floor, floor_note = self._floor()
         self.plateaus = known_plateaus(self.layout, self.targets)
         trainable = trainable_parameters(probe)
@@ -504,7 +506,7 @@ class _Run:
         try:
             for call in range(2):
                 before = len(snapshots)
-                _seed_everything(self.options.seed)
+                seed_everything(self.options.seed)
                 if self.train_step is None:
                     self._step_own(model, optimizer)
                 else:
@@ -527,7 +529,7 @@ class _Run:
         optimizer = self.optimizer(model, lr)
         monitor = CurveMonitor(self.floor, self.options.max_steps, self.plateaus)
         required = REQUIRED_AGREEMENT[self.task]
-        _seed_everything(self.options.seed)
+        seed_everything(self.options.seed)
         steps = 0
         outcome = AttemptOutcome.BUDGET_EXHAUSTED
         signatures: list[Signature] = []
@@ -615,10 +617,10 @@ class _Run:
     def _dependency_checks(self) -> list[Finding]:
         model = copy.deepcopy(self.base).float().eval()
         inputs = self.inputs.float() if self.inputs.is_floating_point() else self.inputs
-        _seed_everything(self.options.seed)
+        seed_everything(self.options.seed)
         independence = check_batch_independence(
             model, inputs, allow_batch_coupling=self.allow_batch_coupling, seed=self.options.seed
         )
-        _seed_everything(self.options.seed)
+        seed_everything(self.options.seed)
         causal = check_causal_dependency(model, inputs, causal=self.causal, seed=self.options.seed)
         return [independence, causal]

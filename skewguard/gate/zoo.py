@@ -140,7 +140,8 @@ def feature_sequence_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 # models
 
 
-def _seeded(seed: int, make: Callable[[], nn.Module]) -> nn.Module:
+def seeded_build(seed: int, make: Callable[[], nn.Module]) -> nn.Module:
+    """Build a model with fixed initial weights without moving the global torch RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return make()
@@ -426,7 +427,7 @@ def _classifier_case(
 ) -> ZooCase:
     inputs, targets = classification_batch()
     return ZooCase(
-        model=_seeded(1, make),
+        model=seeded_build(1, make),
         inputs=inputs,
         targets=targets,
         loss_fn=loss_fn if loss_fn is not None else nn.CrossEntropyLoss(),
@@ -443,7 +444,7 @@ def _mlp_classifier() -> ZooCase:
 def _cnn_batchnorm_dropout() -> ZooCase:
     inputs, targets = image_batch()
     return ZooCase(
-        model=_seeded(2, SmallCNN),
+        model=seeded_build(2, SmallCNN),
         inputs=inputs,
         targets=targets,
         loss_fn=nn.CrossEntropyLoss(),
@@ -461,7 +462,7 @@ def _label_smoothing_classifier() -> ZooCase:
 def _gru_sequence_model() -> ZooCase:
     inputs, targets = sequence_batch()
     return ZooCase(
-        model=_seeded(3, GRULanguageModel),
+        model=seeded_build(3, GRULanguageModel),
         inputs=inputs,
         targets=targets,
         loss_fn=_sequence_cross_entropy,
@@ -477,7 +478,7 @@ def _sequence_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> tor
 def _transformer_case(*, scramble_heads: bool) -> ZooCase:
     inputs, targets = sequence_batch()
     return ZooCase(
-        model=_seeded(4, lambda: TinyTransformerLM(scramble_heads=scramble_heads)),
+        model=seeded_build(4, lambda: TinyTransformerLM(scramble_heads=scramble_heads)),
         inputs=inputs,
         targets=targets,
         loss_fn=_sequence_cross_entropy,
@@ -489,7 +490,7 @@ def _transformer_case(*, scramble_heads: bool) -> ZooCase:
 def _mlp_regression() -> ZooCase:
     inputs, targets = regression_batch()
     return ZooCase(
-        model=_seeded(5, Regressor),
+        model=seeded_build(5, Regressor),
         inputs=inputs,
         targets=targets,
         loss_fn=nn.MSELoss(),
@@ -500,7 +501,7 @@ def _mlp_regression() -> ZooCase:
 def _broadcast_mse() -> ZooCase:
     inputs, targets = regression_batch()
     return ZooCase(
-        model=_seeded(5, lambda: Regressor(squeeze=False)),
+        model=seeded_build(5, lambda: Regressor(squeeze=False)),
         inputs=inputs,
         targets=targets,
         loss_fn=nn.MSELoss(),
@@ -511,7 +512,7 @@ def _broadcast_mse() -> ZooCase:
 def _batch_mixing_view() -> ZooCase:
     inputs, targets = feature_sequence_batch()
     return ZooCase(
-        model=_seeded(6, lambda: SequenceFirstGRUClassifier(mix_batch=True)),
+        model=seeded_build(6, lambda: SequenceFirstGRUClassifier(mix_batch=True)),
         inputs=inputs,
         targets=targets,
         loss_fn=nn.CrossEntropyLoss(),

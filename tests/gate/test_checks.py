@@ -1,0 +1,329 @@
+"""The gate's arithmetic and single checks, against scipy/numpy and hand-built models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skewguard.errors import GateError
+from skewguard.gate import CheckName, Signature, Task
+from skewguard.gate.checks import (
+    OutputLayout,
+    TargetKind,
+    agreement,
+    check_batch_independence,
+    check_causal_dependency,
+    check_gradient_flow,
+    check_gradient_freshness,
+    check_init_loss,
+    find_hidden_submodules,
+    infer_layout,
+    known_plateaus,
+    population_variance,
+    probabilities_to_cross_entropy_plateau,
+    r_squared,
+    reference_losses,
+    smoothed_cross_entropy_floor,
+)
+from skewguard.gate.curve import CurveMonitor
+from skewguard.gate.zoo import seeded_build
+
+
+@pytest.mark.parametrize(("k", "eps"), [(2, 0.1), (4, 0.1), (10, 0.05), (100, 0.2), (3, 0.0)])
+def test_label_smoothing_floor_equals_scipy_entropy_of_the_smoothed_target(k: int, eps: float):
+    q = np.full(k, eps / k)
+    q[0] += 1 - eps
+    assert smoothed_cross_entropy_floor(k, eps) == pytest.approx(scipy.stats.entropy(q), abs=1e-12)
+
+
+def test_label_smoothing_floor_is_the_minimum_of_smoothed_cross_entropy():
+    k, eps = 5, 0.1
+    target = torch.tensor([2])
+    q = torch.full((1, k), eps / k)
+    q[0, 2] += 1 - eps
+    at_optimum = F.cross_entropy(torch.log(q), target, label_smoothing=eps)
+    assert float(at_optimum) == pytest.approx(smoothed_cross_entropy_floor(k, eps), abs=1e-6)
+
+
+def test_label_smoothing_floor_rejects_bad_arguments():
+    with pytest.raises(GateError, match="num_classes"):
+        smoothed_cross_entropy_floor(1, 0.1)
+    with pytest.raises(GateError, match="smoothing"):
+        smoothed_cross_entropy_floor(4, 1.5)
+
+
+@pytest.mark.parametrize("k", [2, 4, 16])
+def test_probability_plateau_is_cross_entropy_of_one_hot_probabilities_as_logits(k: int):
+    one_hot = F.one_hot(torch.tensor([1]), k).double()
+    best = F.cross_entropy(one_hot, torch.tensor([1]))
+    assert probabilities_to_cross_entropy_plateau(k) == pytest.approx(float(best), abs=1e-12)
+
+
+def test_population_variance_matches_numpy_ddof_zero():
+    y = torch.randn(50, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 3 + 2
+    assert population_variance(y) == pytest.approx(float(np.var(y.numpy())), rel=1e-12)
+
+
+def test_broadcast_mse_floor_is_population_variance():
+    y = torch.randn(16, generator=torch.Generator().manual_seed(2), dtype=torch.float64) + 2
+    best_constant_per_row = torch.full((16, 1), float(y.mean()), dtype=torch.float64)
+    broadcast = F.mse_loss(best_constant_per_row.expand(16, 16), y.expand(16, 16))
+    assert float(broadcast) == pytest.approx(population_variance(y), rel=1e-12)
+
+
+def test_r_squared_matches_scipy_linregress_on_the_fitted_line():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, generator=g, dtype=torch.float64)
+    y = 2 * x + torch.randn(40, generator=g, dtype=torch.float64)
+    fit = scipy.stats.linregress(x.numpy(), y.numpy())
+    predictions = fit.intercept + fit.slope * x
+    assert r_squared(predictions, y) == pytest.approx(fit.rvalue**2, rel=1e-10)
+
+
+def test_r_squared_refuses_predictions_that_cannot_be_matched_one_to_one():
+    y = torch.arange(4.0)
+    assert r_squared(torch.zeros(4, 4), y) == -math.inf
+    assert r_squared(y.clone(), y) == 1.0
+
+
+def test_reference_losses_for_cross_entropy_are_ln_k_and_the_label_prior_entropy():
+    targets = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    outputs = torch.zeros(8, 5)
+    refs = dict(
+        reference_losses(
+            outputs,
+            targets,
+            nn.CrossEntropyLoss(),
+            infer_layout(Task.CLASSIFICATION, outputs, targets, nn.CrossEntropyLoss()),
+            -100,
+        )
+    )
+    values = list(refs.values())
+    assert values[0] == pytest.approx(math.log(5), abs=1e-6)
+    prior = np.bincount(targets.numpy(), minlength=5) / 8
+    assert values[1] == pytest.approx(scipy.stats.entropy(prior), abs=1e-5)
+
+
+def test_reference_losses_for_sequences_honour_ignore_index():
+    targets = torch.tensor([[1, 2, -100], [3, 1, -100]])
+    outputs = torch.zeros(2, 3, 7)
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.reshape(-1, 7), y.reshape(-1))
+
+    layout = infer_layout(Task.SEQUENCE, outputs, targets, loss)
+    refs = [v for _, v in reference_losses(outputs, targets, loss, layout, -100)]
+    assert refs[0] == pytest.approx(math.log(7), abs=1e-6)
+    assert refs[1] == pytest.approx(scipy.stats.entropy([2, 1, 1]), abs=1e-5)
+
+
+def test_reference_losses_for_mse_are_mean_square_and_variance():
+    y = torch.tensor([1.0, 2.0, 4.0, 5.0])
+    outputs = torch.zeros(4)
+    layout = infer_layout(Task.REGRESSION, outputs, y, nn.MSELoss())
+    refs = [v for _, v in reference_losses(outputs, y, nn.MSELoss(), layout, -100)]
+    assert refs == pytest.approx([float(np.mean(y.numpy() ** 2)), float(np.var(y.numpy()))])
+
+
+def test_reference_losses_for_bce_are_ln_2_and_binary_entropy_of_the_prior():
+    y = torch.tensor([[1.0], [0.0], [0.0], [0.0]])
+    outputs = torch.zeros(4, 1)
+    layout = infer_layout(Task.CLASSIFICATION, outputs, y, nn.BCEWithLogitsLoss())
+    assert layout.kind is TargetKind.BINARY
+    refs = [v for _, v in reference_losses(outputs, y, nn.BCEWithLogitsLoss(), layout, -100)]
+    assert refs[0] == pytest.approx(math.log(2), abs=1e-6)
+    assert refs[1] == pytest.approx(scipy.stats.entropy([0.25, 0.75]), abs=1e-5)
+
+
+def test_init_loss_check_accepts_ten_percent_and_rejects_more():
+    refs = [("ln K", math.log(4))]
+    assert check_init_loss(math.log(4) * 1.09, refs, tolerance=0.1, pretrained=False).result.passed
+    failed = check_init_loss(math.log(4) * 1.2, refs, tolerance=0.1, pretrained=False)
+    assert not failed.result.passed and failed.likely_cause
+    skipped = check_init_loss(0.01, refs, tolerance=0.1, pretrained=True).result
+    assert skipped.skipped and not skipped.passed
+
+
+def test_infer_layout_finds_the_class_axis_or_refuses():
+    y = torch.zeros(4, 6, dtype=torch.long)
+    assert infer_layout(Task.SEQUENCE, torch.zeros(4, 6, 9), y, F.cross_entropy).class_dim == 2
+    assert infer_layout(Task.SEQUENCE, torch.zeros(4, 9, 6), y, F.cross_entropy).class_dim == 1
+    with pytest.raises(GateError, match="class"):
+        infer_layout(Task.SEQUENCE, torch.zeros(4, 6), y, F.cross_entropy)
+
+
+def test_agreement_counts_only_non_ignored_tokens():
+    layout = OutputLayout(kind=TargetKind.CLASS_INDEX, class_dim=2, num_classes=3)
+    outputs = F.one_hot(torch.tensor([[0, 1, 2, 2]]), 3).float()
+    targets = torch.tensor([[0, 1, 1, -100]])
+    assert agreement(outputs, targets, layout, -100) == pytest.approx(2 / 3)
+
+
+def test_known_plateaus_per_layout():
+    layout = OutputLayout(kind=TargetKind.CLASS_INDEX, class_dim=1, num_classes=4)
+    [(signature, level)] = known_plateaus(layout, torch.zeros(3, dtype=torch.long))
+    assert signature is Signature.PLATEAU_PROBABILITIES_TO_CROSS_ENTROPY
+    assert level == pytest.approx(math.log(1 + 3 / math.e))
+    y = torch.tensor([0.0, 2.0])
+    assert known_plateaus(OutputLayout(kind=TargetKind.VALUE), y) == [(Signature.PLATEAU_BROADCAST_MSE, 1.0)]
+
+
+# ---------------------------------------------------------------------------------------------- curve
+
+
+def _feed(monitor: CurveMonitor, values: list[float]) -> tuple[int, list[Signature]]:
+    for step, value in enumerate(values):
+        found = monitor.observe(value)
+        if found:
+            return step, found
+    return len(values), []
+
+
+def test_monitor_threshold_is_one_percent_of_the_way_to_the_floor():
+    monitor = CurveMonitor(floor=0.5, max_steps=100)
+    monitor.observe(2.5)
+    assert monitor.threshold == pytest.approx(0.52, abs=1e-6)
+    assert monitor.met(0.519) and not monitor.met(0.53)
+
+
+def test_monitor_flags_nan_below_floor_and_rising_immediately():
+    assert _feed(CurveMonitor(0.0, 100), [1.0, 0.9, math.nan]) == (2, [Signature.NON_FINITE])
+    assert _feed(CurveMonitor(0.0, 100), [-0.5]) == (0, [Signature.BELOW_FLOOR])
+    assert _feed(CurveMonitor(0.0, 100), [1.0, 1.2, 1.6]) == (2, [Signature.RISING])
+
+
+def test_monitor_flags_not_learning_exactly_at_ten_percent_of_the_budget():
+    flat = [1.0 - 0.0005 * i for i in range(100)]
+    assert _feed(CurveMonitor(0.0, 200), flat) == (20, [Signature.NOT_LEARNING])
+
+
+def test_monitor_names_a_plateau_only_when_flat_at_the_signature():
+    level = 0.7437
+    curve = [1.386] + [level + 0.3 * math.exp(-i / 5) for i in range(1, 200)]
+    step, found = _feed(
+        CurveMonitor(0.0, 200, [(Signature.PLATEAU_PROBABILITIES_TO_CROSS_ENTROPY, level)]), curve
+    )
+    assert found == [Signature.PLATEAU_PROBABILITIES_TO_CROSS_ENTROPY]
+    assert step == 40  # plateau_start = 20 % of the budget
+    # The same curve continuing down through the level is not a plateau.
+    falling = [1.386 * math.exp(-i / 40) for i in range(200)]
+    plateaus = [(Signature.PLATEAU_PROBABILITIES_TO_CROSS_ENTROPY, level)]
+    assert _feed(CurveMonitor(0.0, 200, plateaus), falling) == (200, [])
+
+
+# ---------------------------------------------------------------------------------------------- inventory
+
+
+class _Hidden(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.registered = nn.Linear(2, 2)
+        self.table = {"a": nn.Linear(2, 2)}
+        self.scale = torch.ones(2, requires_grad=True)
+        self.alias = [self.registered]  # an alias of a registered module is not hidden
+
+
+def test_hidden_submodules_in_dicts_and_raw_trainable_tensors_are_found():
+    hidden = seeded_build(0, _Hidden)
+    found = find_hidden_submodules(hidden)
+    assert any(item.startswith("table['a'] (Linear") for item in found)
+    assert any(item.startswith("scale (tensor with requires_grad=True") for item in found)
+    assert not any("alias" in item for item in found)
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+
+
+def test_gradient_flow_honours_the_allow_list_patterns():
+    grads = [torch.ones(2), None, torch.zeros(3)]
+    names = ["a.weight", "padding.weight", "experts.3.weight"]
+    failed = check_gradient_flow(names, grads, allow_no_grad=())
+    assert not failed.result.passed
+    assert "padding.weight" in failed.result.detail and "experts.3.weight" in failed.result.detail
+    assert check_gradient_flow(names, grads, allow_no_grad=["padding.*", "experts.*"]).result.passed
+
+
+def test_gradient_freshness_tells_accumulation_from_other_differences():
+    first = [torch.tensor([1.0, -2.0]), torch.tensor([0.5])]
+    assert check_gradient_freshness(["a", "b"], first, [g.clone() for g in first]).result.passed
+    doubled = check_gradient_freshness(["a", "b"], first, [2 * g for g in first])
+    assert "2.000x" in doubled.result.detail and "zero_grad" in doubled.likely_cause
+    noisy = check_gradient_freshness(["a", "b"], first, [g + 0.1 for g in first])
+    assert not noisy.result.passed and "zero_grad" not in noisy.likely_cause
+    never = check_gradient_freshness(["a"], None, None)
+    assert not never.result.passed and "optimizer.step()" in never.result.detail
+
+
+# ---------------------------------------------------------------------------------------------- dependencies
+
+
+class _BatchMean(nn.Module):
+    """Subtracts the batch mean: a hand-written cross-example coupling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.linear(x - x.mean(dim=0, keepdim=True))
+        return out
+
+
+class _CumulativeSum(nn.Module):
+    """Output at t sums inputs up to t (causal); ``reverse`` sums from t to the end (not causal)."""
+
+    def __init__(self, reverse: bool) -> None:
+        super().__init__()
+        self.reverse = reverse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reverse:
+            return x.flip(1).cumsum(1).flip(1)
+        return x.cumsum(1)
+
+
+def test_batch_independence_catches_a_batch_mean_and_passes_batchnorm_in_eval_mode():
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    coupled = check_batch_independence(
+        seeded_build(0, _BatchMean).eval(), x, allow_batch_coupling=False, seed=0
+    )
+    assert not coupled.result.passed and "20 of 20" in coupled.result.detail
+    batchnorm = seeded_build(0, lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))).eval()
+    assert check_batch_independence(batchnorm, x, allow_batch_coupling=False, seed=0).result.passed
+    allowed = check_batch_independence(seeded_build(0, _BatchMean), x, allow_batch_coupling=True, seed=0)
+    assert allowed.result.skipped and not allowed.result.passed
+
+
+def test_causal_check_passes_a_prefix_sum_and_catches_a_suffix_sum():
+    x = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(0))
+    assert check_causal_dependency(_CumulativeSum(reverse=False), x, causal=True, seed=0).result.passed
+    leaking = check_causal_dependency(_CumulativeSum(reverse=True), x, causal=True, seed=0).result
+    assert not leaking.passed
+    assert leaking.detail.startswith("output at position 0 depends on future positions 1, 2, 3, 4, 5")
+    assert check_causal_dependency(_CumulativeSum(reverse=True), x, causal=False, seed=0).result.skipped
+
+
+def test_causal_check_refuses_outputs_without_a_position_axis():
+    x = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(GateError, match="position axis"):
+        check_causal_dependency(nn.Flatten(), x, causal=True, seed=0)
+
+
+def test_check_names_are_stable():
+    assert [c.value for c in CheckName] == [
+        "inventory",
+        "init_loss",
+        "overfit",
+        "failure_signatures",
+        "gradient_flow",
+        "batch_independence",
+        "causal_dependency",
+        "gradient_freshness",
+        "determinism",
+    ]

@@ -1,0 +1,134 @@
+"""Gate config files: the example runs end to end; every config problem is a ConfigError naming the key."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from skewguard.errors import ConfigError
+from skewguard.gate import CheckName, GateReport, load_gate_config, run_gate_from_config
+from skewguard.gate.config import BuiltinLoss, prepare_gate_job
+
+HERE = Path(__file__).parent
+EXAMPLE = HERE / "example_gate.toml"
+PIPELINE = "tests.gate.example_pipeline"
+
+
+@pytest.fixture(scope="module")
+def example_report() -> GateReport:
+    return run_gate_from_config(EXAMPLE)
+
+
+def test_example_config_runs_the_gate_and_passes(example_report: GateReport):
+    assert example_report.passed, example_report.diagnosis
+    assert example_report.task.value == "classification"
+    assert example_report.check(CheckName.OVERFIT).passed
+
+
+def test_config_run_is_reproducible_and_leaves_global_rng_alone(example_report: GateReport):
+    torch_state = torch.get_rng_state()
+    python_state = random.getstate()
+    job = prepare_gate_job(EXAMPLE)
+    again = prepare_gate_job(EXAMPLE)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert random.getstate() == python_state
+    first_weights = [p.detach() for p in job.model.parameters()]
+    assert all(
+        torch.equal(a, b.detach()) for a, b in zip(first_weights, again.model.parameters(), strict=True)
+    )
+    assert job.options.lr == 0.001 and job.options.max_steps == 500
+
+
+def _write(tmp_path: Path, text: str, name: str = "gate.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+BASE = f'model = "{PIPELINE}:build_model"\nbatch = "{PIPELINE}:one_batch"\n'
+MSE = 'loss = "mse"\ntask = "regression"\n'
+
+
+def _with_model(attr: str) -> str:
+    return f'model = "{PIPELINE}:{attr}"\nbatch = "{PIPELINE}:one_batch"\n' + MSE
+
+
+def test_yaml_config_with_a_custom_loss_class_and_gate_options(tmp_path: Path):
+    path = _write(
+        tmp_path,
+        f"model: {PIPELINE}:build_model\n"
+        f"batch: {PIPELINE}:one_batch\n"
+        "loss: torch.nn:CrossEntropyLoss\n"
+        "task: classification\n"
+        "gate:\n  max_steps: 300\n  allow_no_grad: ['nothing.*']\n",
+        "gate.yaml",
+    )
+    config = load_gate_config(path)
+    assert config.gate.max_steps == 300
+    report = run_gate_from_config(path)
+    assert report.passed, report.diagnosis
+
+
+def test_builtin_loss_names_build_the_matching_torch_losses(tmp_path: Path):
+    assert [b.value for b in BuiltinLoss] == ["cross_entropy", "mse", "bce_with_logits"]
+    path = _write(tmp_path, BASE + 'loss = "cross_entropy"\ntask = "classification"\nlabel_smoothing = 0.1\n')
+    job = prepare_gate_job(path)
+    assert isinstance(job.loss_fn, torch.nn.CrossEntropyLoss)
+    assert job.loss_fn.label_smoothing == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (BASE + 'loss = "cross_entropy"\n', r"key 'task': required key is missing"),
+        (
+            BASE + 'loss = "cross_entropy"\ntask = "ranking"\n',
+            r"key 'task': Input should be 'classification'",
+        ),
+        (BASE + 'loss = "hinge"\ntask = "classification"\n', r"key 'loss': .*expected one of"),
+        (BASE + 'loss = "mse"\ntask = "regression"\ncolour = "red"\n', r"key 'colour': unknown key"),
+        (BASE + 'loss = "mse"\ntask = "regression"\n[gate]\nlr = -1\n', r"key 'gate\.lr': .*greater than 0"),
+        (BASE + 'loss = "mse"\ntask = "regression"\n[gate]\nmax_steps = 3\n', r"key 'gate\.max_steps'"),
+        (
+            'model = "build_model"\nbatch = "x:y"\nloss = "mse"\ntask = "regression"\n',
+            r"key 'model': .*'module:callable'",
+        ),
+        (
+            'model = "no_such_module_xyz:f"\nbatch = "x:y"\nloss = "mse"\ntask = "regression"\n',
+            r"key 'model'",
+        ),
+        (_with_model("missing"), r"key 'model' = .*has no attribute 'missing'"),
+        (_with_model("NOT_CALLABLE"), r"key 'model' = .*expected a callable"),
+        (_with_model("not_a_model"), r"key 'model' = .*expected it to return an nn\.Module"),
+        (_with_model("broken_factory"), r"key 'model' = .*raised FileNotFoundError: weights file missing"),
+        (
+            f'model = "{PIPELINE}:build_model"\nbatch = "{PIPELINE}:three_tensors"\nloss = "mse"\n'
+            'task = "regression"\n',
+            r"key 'batch' = .*\(inputs, targets\)",
+        ),
+        (BASE + 'loss = "mse"\ntask = "regression"\nlabel_smoothing = 0.1\n', r"key 'label_smoothing'"),
+        (BASE + 'loss = "mse"\ntask = "classification"\n', r"could not run the model/loss on the batch"),
+        (
+            BASE + 'loss = "cross_entropy"\ntask = "classification"\n[gate]\ndeterminism_steps = 900\n',
+            r"\[gate\] determinism_steps=900",
+        ),
+        ('model = "a:b"\nbatch = \n', r"invalid TOML"),
+    ],
+)
+def test_config_problems_raise_config_error_naming_the_key(tmp_path: Path, text: str, expected: str):
+    with pytest.raises(ConfigError, match=expected):
+        run_gate_from_config(_write(tmp_path, text))
+
+
+def test_missing_file_wrong_extension_and_non_mapping_are_config_errors(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_gate_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match=r"expected a \.toml, \.yaml or \.yml extension"):
+        load_gate_config(_write(tmp_path, "{}", "gate.json"))
+    with pytest.raises(ConfigError, match="expected a table of keys"):
+        load_gate_config(_write(tmp_path, "- 1\n- 2\n", "gate.yml"))
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_gate_config(_write(tmp_path, "a: [1,\n", "gate.yaml"))
