@@ -138,15 +138,18 @@ def ks_binned(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) ->
 
 
 def chi_square(
-    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike, *, min_expected: float = 5.0
+    reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike, *, min_expected: float = 1.0
 ) -> ChiSquareResult:
     """Chi-square homogeneity test of two count vectors (``scipy.stats.chi2_contingency``, no Yates).
 
     Bins empty in both samples are dropped, and bins whose expected count is below ``min_expected`` in
     either sample are pooled into one bin (pooled again with the smallest remaining bin if still too
-    sparse): the chi-square approximation is badly anti-conservative on sparse cells, and a stream of
-    windows would otherwise raise false alarms on rare categories. With fewer than two bins left there
-    is nothing to test: statistic 0, p-value 1.
+    sparse): the chi-square approximation is anti-conservative on near-empty cells, and a stream of
+    windows would otherwise raise false alarms on rare categories. The default follows Cochran's rule
+    (no expected count below 1) rather than the stricter "5": with a large reference, a brand-new
+    category at 2 % of a 5,000-row window expects fewer than 5 counts, and pooling it away would hide
+    exactly the drift this test exists to see. With fewer than two bins left there is nothing to
+    test: statistic 0, p-value 1.
     """
     ref, cur = _pair(reference_counts, current_counts)
     table = np.vstack([ref, cur])

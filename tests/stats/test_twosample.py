@@ -1,0 +1,226 @@
+"""Every statistic against scipy (or a direct numpy computation) on the same data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial import distance
+
+from skewguard.errors import StatisticsError
+from skewguard.stats import (
+    chi_square,
+    js_distance,
+    ks_binned,
+    ks_exact,
+    linf_distance,
+    null_rate_change,
+    out_of_domain_share,
+    psi,
+    unseen_category_share,
+    wasserstein_binned,
+    wasserstein_normalized,
+)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240611)
+
+
+def test_ks_exact_equals_scipy_ks_2samp(rng: np.random.Generator) -> None:
+    a, b = rng.normal(size=700), rng.normal(0.2, 1.1, size=900)
+    ours = ks_exact(a, b)
+    theirs = stats.ks_2samp(a, b)
+    assert ours.statistic == theirs.statistic
+    assert ours.p_value == theirs.pvalue
+    assert (ours.n_reference, ours.n_current) == (700, 900)
+
+
+def test_ks_exact_drops_non_finite_values(rng: np.random.Generator) -> None:
+    a, b = rng.normal(size=300), rng.normal(size=300)
+    dirty = np.concatenate([a, [np.nan, np.inf]])
+    assert ks_exact(dirty, b).statistic == stats.ks_2samp(a, b).statistic
+
+
+def _discretise(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each value moved to its bin's lower edge (underflow to below the first edge)."""
+    codes = np.searchsorted(edges, values, side="right")
+    lower = np.concatenate([[edges[0] - 1.0], edges])
+    return lower[codes]
+
+
+def test_ks_binned_statistic_equals_scipy_on_discretised_data(rng: np.random.Generator) -> None:
+    edges = np.quantile(rng.normal(size=5000), np.linspace(0, 1, 21))
+    a, b = rng.normal(size=4000), rng.normal(0.1, 1.0, size=3000)
+    counts_a = np.bincount(np.searchsorted(edges, a, side="right"), minlength=len(edges) + 1)
+    counts_b = np.bincount(np.searchsorted(edges, b, side="right"), minlength=len(edges) + 1)
+    ours = ks_binned(counts_a, counts_b)
+    theirs = stats.ks_2samp(_discretise(a, edges), _discretise(b, edges), method="asymp")
+    assert ours.statistic == pytest.approx(theirs.statistic, abs=1e-12)
+    # The binned statistic never exceeds the exact one on the raw values.
+    assert ours.statistic <= stats.ks_2samp(a, b).statistic + 1e-12
+    # p-value: Kolmogorov's limit at sqrt(n_eff)·D; scipy's asymp uses the finite-n law (≈ 1-4 % apart).
+    n_eff = 4000 * 3000 / 7000
+    assert ours.p_value == pytest.approx(stats.kstwobign.sf(ours.statistic * math.sqrt(n_eff)), rel=1e-12)
+    assert ours.p_value == pytest.approx(theirs.pvalue, rel=0.05)
+    assert ours.p_value >= theirs.pvalue  # the limit is the conservative side
+
+
+def test_ks_binned_of_identical_counts_is_zero_with_p_one() -> None:
+    result = ks_binned([5, 10, 20, 5], [10, 20, 40, 10])
+    assert result.statistic == 0.0
+    assert result.p_value == 1.0
+
+
+def test_chi_square_equals_scipy_when_no_bin_is_sparse(rng: np.random.Generator) -> None:
+    ref = rng.multinomial(5000, [0.4, 0.3, 0.2, 0.1])
+    cur = rng.multinomial(3000, [0.35, 0.3, 0.2, 0.15])
+    ours = chi_square(ref, cur)
+    theirs = stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
+    assert ours.statistic == pytest.approx(theirs.statistic, rel=1e-12)
+    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-12)
+    assert ours.dof == theirs.dof
+    assert ours.pooled_bins == 0
+
+
+def test_chi_square_pools_sparse_bins_before_calling_scipy() -> None:
+    ref = np.array([4000, 3000, 2000, 3, 0, 1])
+    cur = np.array([400, 300, 200, 0, 0, 2])
+    ours = chi_square(ref, cur)
+    # The two sparse non-empty bins (3/0 and 1/2) are pooled into one; the all-zero bin is dropped.
+    pooled = np.array([[4000, 3000, 2000, 4], [400, 300, 200, 2]])
+    merged = pooled[:, :3].copy()
+    merged[:, 2] += pooled[:, 3]  # the pooled bin is still sparse, so it joins the smallest kept bin
+    theirs = stats.chi2_contingency(merged, correction=False)
+    assert ours.pooled_bins == 2
+    assert ours.statistic == pytest.approx(theirs.statistic, rel=1e-12)
+    assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-12)
+
+
+def test_chi_square_detects_a_new_category_even_after_pooling() -> None:
+    ref = np.array([50_000, 30_000, 20_000, 0])
+    cur = np.array([2_450, 1_470, 980, 100])  # 2 % of the window is a category the reference never had
+    assert chi_square(ref, cur).p_value < 1e-10
+
+
+def test_chi_square_with_a_single_bin_has_nothing_to_test() -> None:
+    result = chi_square([100, 0, 0], [50, 0, 0])
+    assert (result.statistic, result.p_value, result.dof) == (0.0, 1.0, 0)
+
+
+def test_psi_is_the_symmetrised_kl_divergence_of_the_smoothed_proportions(rng: np.random.Generator) -> None:
+    ref = rng.multinomial(10_000, [0.5, 0.3, 0.2, 0.0])
+    cur = rng.multinomial(10_000, [0.4, 0.3, 0.2, 0.1])
+    eps = 1e-4
+    p = ref / ref.sum() + eps
+    q = cur / cur.sum() + eps
+    expected = stats.entropy(p, q) + stats.entropy(q, p)  # scipy renormalises p and q itself
+    assert psi(ref, cur, epsilon=eps) == pytest.approx(expected, rel=1e-10)
+
+
+def test_js_distance_equals_scipy_jensenshannon_base_2(rng: np.random.Generator) -> None:
+    ref = rng.multinomial(10_000, [0.5, 0.3, 0.2])
+    cur = rng.multinomial(4_000, [0.3, 0.3, 0.4])
+    expected = distance.jensenshannon(ref / ref.sum(), cur / cur.sum(), base=2)
+    assert js_distance(ref, cur) == pytest.approx(expected, rel=1e-12)
+    assert 0.0 < js_distance(ref, cur) <= 1.0
+
+
+def test_js_distance_of_disjoint_supports_is_one() -> None:
+    assert js_distance([10, 0], [0, 10]) == pytest.approx(1.0)
+
+
+def test_linf_distance_equals_scipy_chebyshev(rng: np.random.Generator) -> None:
+    ref = rng.multinomial(10_000, [0.5, 0.3, 0.2])
+    cur = rng.multinomial(4_000, [0.3, 0.3, 0.4])
+    expected = distance.chebyshev(ref / ref.sum(), cur / cur.sum())
+    assert linf_distance(ref, cur) == pytest.approx(expected, rel=1e-12)
+
+
+def test_wasserstein_normalized_is_scipy_distance_over_reference_std(rng: np.random.Generator) -> None:
+    a, b = rng.normal(5, 2, size=3000), rng.normal(5.5, 2, size=2000)
+    expected = stats.wasserstein_distance(a, b) / np.std(a, ddof=1)
+    assert wasserstein_normalized(a, b) == pytest.approx(expected, rel=1e-12)
+    assert wasserstein_normalized(a, b, scale=4.0) == pytest.approx(stats.wasserstein_distance(a, b) / 4.0)
+    # A mean shift of a quarter standard deviation reads as ~0.25.
+    big_a, big_b = rng.normal(0, 1, 200_000), rng.normal(0.25, 1, 200_000)
+    assert wasserstein_normalized(big_a, big_b) == pytest.approx(0.25, abs=0.01)
+
+
+def test_wasserstein_of_constant_reference_is_in_raw_units() -> None:
+    assert wasserstein_normalized([3.0, 3.0, 3.0], [4.0, 4.0]) == pytest.approx(1.0)
+
+
+def test_wasserstein_binned_equals_scipy_when_each_bin_holds_one_value(rng: np.random.Generator) -> None:
+    a = rng.poisson(3, size=5000).astype(float)
+    b = rng.poisson(3.4, size=4000).astype(float)
+    edges = np.arange(0.0, 15.0)  # one bin per integer: every bin's centroid is its only value
+
+    def binned(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        codes = np.searchsorted(edges, x, side="right")
+        return np.bincount(codes, minlength=16), np.bincount(codes, weights=x, minlength=16)
+
+    (ca, sa), (cb, sb) = binned(a), binned(b)
+    expected = stats.wasserstein_distance(a, b) / 1.7
+    assert wasserstein_binned(ca, sa, cb, sb, scale=1.7) == pytest.approx(expected, rel=1e-12)
+
+
+def test_wasserstein_binned_is_close_to_the_raw_distance_on_continuous_data(rng: np.random.Generator) -> None:
+    a, b = rng.normal(0, 1, 50_000), rng.normal(0.3, 1.2, 50_000)
+    edges = np.quantile(a, np.linspace(0, 1, 33))
+
+    def binned(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        codes = np.searchsorted(edges, x, side="right")
+        return np.bincount(codes, minlength=34), np.bincount(codes, weights=x, minlength=34)
+
+    (ca, sa), (cb, sb) = binned(a), binned(b)
+    raw = stats.wasserstein_distance(a, b)
+    assert wasserstein_binned(ca, sa, cb, sb, scale=1.0) == pytest.approx(raw, rel=0.05)
+
+
+def test_null_rate_change_matches_scipy_chi2_contingency_on_the_2x2_table() -> None:
+    result = null_rate_change(100, 10_000, 80, 4_000)
+    table = np.array([[100, 9_900], [80, 3_920]])
+    expected = stats.chi2_contingency(table, correction=False)
+    assert result.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    assert result.statistic**2 == pytest.approx(expected.statistic, rel=1e-9)
+    assert (result.reference_rate, result.current_rate) == (0.01, 0.02)
+    assert result.difference == pytest.approx(0.01)
+
+
+def test_null_rate_change_without_any_null_has_no_evidence() -> None:
+    result = null_rate_change(0, 1000, 0, 500)
+    assert (result.statistic, result.p_value, result.difference) == (0.0, 1.0, 0.0)
+
+
+def test_unseen_category_share_counts_values_the_reference_never_had() -> None:
+    reference = np.array(["a", "b", None, "c"], dtype=object)
+    current = np.array(["a", "d", "d", None, "b"], dtype=object)
+    assert unseen_category_share(reference, current) == pytest.approx(2 / 4)
+
+
+def test_out_of_domain_share_numeric_and_categorical() -> None:
+    assert out_of_domain_share([-1.0, 0.0, 5.0, 11.0, np.nan], low=0.0, high=10.0) == pytest.approx(2 / 4)
+    values = np.array(["x", "y", "z", None], dtype=object)
+    assert out_of_domain_share(values, allowed=frozenset({"x", "y"})) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: ks_binned([1, 2], [1, 2, 3]),
+        lambda: ks_binned([0, 0], [1, 2]),
+        lambda: chi_square([-1, 2], [1, 2]),
+        lambda: js_distance([], []),
+        lambda: psi([1, 2], [1, 2], epsilon=0.0),
+        lambda: ks_exact([np.nan], [1.0]),
+        lambda: null_rate_change(5, 4, 0, 10),
+        lambda: wasserstein_binned([1, 1], [1.0], [1, 1], [1.0, 2.0], scale=1.0),
+    ],
+)
+def test_bad_inputs_raise_statistics_error(call: object) -> None:
+    with pytest.raises(StatisticsError):
+        call()  # type: ignore[operator]
