@@ -362,9 +362,10 @@ def _frozen_encoder_mlp() -> nn.Module:
     return model
 
 
-def _oversized_head_mlp() -> nn.Module:
+def _normal_init_mlp() -> nn.Module:
     model = MLP()
-    nn.init.normal_(model.head.weight, std=1.0)  # BUG: std=1 init copied from an embedding table
+    for parameter in model.parameters():
+        nn.init.normal_(parameter)  # BUG: N(0, 1) for every weight ignores fan-in; logits explode
     return model
 
 
@@ -629,9 +630,9 @@ def zoo() -> list[ZooEntry]:
             CheckName.DETERMINISM,
         ),
         ZooEntry(
-            "oversized_output_init",
-            "output layer initialised with std=1",
-            lambda: _classifier_case(_oversized_head_mlp),
+            "normal_init_everywhere",
+            "every parameter initialised N(0, 1), ignoring fan-in",
+            lambda: _classifier_case(_normal_init_mlp),
             False,
             CheckName.INIT_LOSS,
         ),

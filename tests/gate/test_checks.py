@@ -144,10 +144,25 @@ def test_reference_losses_for_bce_are_ln_2_and_binary_entropy_of_the_prior():
 def test_init_loss_check_accepts_ten_percent_and_rejects_more():
     refs = [("ln K", math.log(4))]
     assert check_init_loss(math.log(4) * 1.09, refs, tolerance=0.1, pretrained=False).result.passed
+    assert check_init_loss(math.log(4) * 0.91, refs, tolerance=0.1, pretrained=False).result.passed
     failed = check_init_loss(math.log(4) * 1.2, refs, tolerance=0.1, pretrained=False)
-    assert not failed.result.passed and failed.likely_cause
+    assert not failed.result.passed and "too large a scale" in failed.likely_cause
+    too_good = check_init_loss(math.log(4) * 0.5, refs, tolerance=0.1, pretrained=False)
+    assert not too_good.result.passed and "pretrained=True" in too_good.likely_cause
     skipped = check_init_loss(0.01, refs, tolerance=0.1, pretrained=True).result
     assert skipped.skipped and not skipped.passed
+
+
+def test_init_loss_band_spans_both_references():
+    # Regression: an untrained output between 0 and the target mean gives Var(y) <= L0 <= E[y²].
+    refs = [("E[y²]", 5.0), ("Var(y)", 1.0)]
+    for inside in (0.91, 3.0, 5.49):
+        assert check_init_loss(inside, refs, tolerance=0.1, pretrained=False).result.passed
+    for outside in (0.89, 5.51):
+        assert not check_init_loss(outside, refs, tolerance=0.1, pretrained=False).result.passed
+    # A sign-flipped loss has negative references; the band follows them.
+    flipped = [("ln K", -math.log(4))]
+    assert check_init_loss(-math.log(4) * 1.05, flipped, tolerance=0.1, pretrained=False).result.passed
 
 
 def test_infer_layout_finds_the_class_axis_or_refuses():
