@@ -125,7 +125,9 @@ class ServingRecord:
     defaulted: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.event_time = _aware_utc(self.event_time, "event_time", self.request_id)
+        event_time = self.event_time
+        if type(event_time) is not datetime or event_time.tzinfo is not UTC:  # fast path: decoded UTC
+            self.event_time = _aware_utc(event_time, "event_time", self.request_id)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""Tests of the Kafka adapters against the real embedded broker."""
