@@ -642,6 +642,9 @@ def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
     return _Traced(output=output, leaves=leaves, through_embedding=True)
 
 
+_NO_PATH = "the output has no gradient path back to the inputs (detached), so there is nothing to trace"
+
+
 def _weights(shape: torch.Size, dtype: torch.dtype, seed: int) -> torch.Tensor:
     # Random (not all-ones) weights so an output that sums to a constant (softmax) cannot hide a
     # dependency by cancellation.
@@ -673,6 +676,8 @@ def check_batch_independence(
             )
         )
     output = traced.output
+    if not output.requires_grad:
+        return Finding(CheckResult.skip(name, _NO_PATH))
     if output.dim() == 0 or output.shape[0] != n:
         return Finding(
             CheckResult(
@@ -741,6 +746,8 @@ def check_causal_dependency(model: nn.Module, inputs: torch.Tensor, *, causal: b
             )
         )
     output = traced.output
+    if not output.requires_grad:
+        return Finding(CheckResult.skip(name, _NO_PATH))
     length = int(inputs.shape[1])
     if output.dim() < 2 or output.shape[1] != length:
         msg = (

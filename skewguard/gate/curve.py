@@ -13,9 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from skewguard.gate.checks import Finding
-from skewguard.gate.report import AttemptOutcome, CheckName, CheckResult, OverfitAttempt, Signature
+from skewguard.gate.report import (
+    PASS_FRACTION,
+    AttemptOutcome,
+    CheckName,
+    CheckResult,
+    OverfitAttempt,
+    Signature,
+)
 
-PASS_FRACTION = 0.01
 RISE_FACTOR = 1.5
 NOT_LEARNING_FRACTION = 0.10
 PLATEAU_TOLERANCE = 0.03
@@ -223,6 +229,8 @@ def check_failure_signatures(
     evidence: Sequence[str],
 ) -> Finding:
     """Named early-failure signatures; LR-only symptoms are tolerated when another LR memorised."""
+    if not attempts:
+        return Finding(CheckResult.skip(CheckName.FAILURE_SIGNATURES, "no overfit attempt was run"))
     seen: dict[Signature, list[OverfitAttempt]] = {}
     for attempt in attempts:
         for signature in attempt.signatures:

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skewguard.errors import GateError
 
+# The overfit pass criterion, L - F <= PASS_FRACTION * (L0 - F); lives here so plots can draw it.
+PASS_FRACTION = 0.01
+
 
 class Task(StrEnum):
     """What the targets are, which decides how "the prediction agrees with the target" is judged."""
@@ -172,6 +175,10 @@ class GateReport(BaseModel):
             finite_all.extend(v for v in finite if math.isfinite(v))
             axes.plot(range(len(finite)), finite, label=label, linewidth=1.2)
         axes.axhline(self.loss_floor, color="grey", linestyle="--", linewidth=0.8, label="loss floor")
+        initial = self.attempts[0].initial_loss if self.attempts else math.nan
+        if math.isfinite(initial) and initial > self.loss_floor:
+            threshold = self.loss_floor + PASS_FRACTION * (initial - self.loss_floor)
+            axes.axhline(threshold, color="green", linestyle=":", linewidth=0.8, label="pass threshold")
         if finite_all and min(finite_all) > 0 and self.loss_floor >= 0:
             axes.set_yscale("log")
         axes.set_xlabel("step")

@@ -181,6 +181,29 @@ def test_unused_parameter_fails_gradient_flow_unless_allow_listed():
     assert allowed.passed, allowed.diagnosis
 
 
+def test_fully_detached_output_fails_gradient_flow_and_skips_dependency_checks():
+    class Detached(MLP):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x).detach()
+
+    inputs, targets = classification_batch()
+    report = OverfitGate().check(
+        seeded_build(1, Detached), inputs, targets, nn.CrossEntropyLoss(), task="classification"
+    )
+    assert CheckName.GRADIENT_FLOW in {c.name for c in report.failed_checks}
+    assert report.check(CheckName.BATCH_INDEPENDENCE).skipped
+    assert "no gradient path" in report.check(CheckName.BATCH_INDEPENDENCE).detail
+
+
+def test_model_without_trainable_parameters_fails_inventory_and_skips_what_cannot_run():
+    inputs, targets = classification_batch()
+    model = seeded_build(1, MLP).requires_grad_(False)
+    report = OverfitGate().check(model, inputs, targets, nn.CrossEntropyLoss(), task="classification")
+    assert {c.name for c in report.failed_checks} == {CheckName.INVENTORY, CheckName.OVERFIT}
+    skipped = {c.name for c in report.skipped_checks}
+    assert {CheckName.FAILURE_SIGNATURES, CheckName.GRADIENT_FLOW, CheckName.DETERMINISM} <= skipped
+
+
 def test_misuse_raises_gate_error_naming_the_argument():
     inputs, targets = classification_batch()
     model = seeded_build(1, MLP)
