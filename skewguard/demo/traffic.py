@@ -9,14 +9,17 @@ same generator with other arguments, not another code path.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features import FeatureSet, FeatureState
 from features.ctr import DEVICES
+from skewguard.records import ServingRecord
 
 ZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney", "UTC")
 CATEGORIES = tuple(f"cat_{i:02d}" for i in range(24))
@@ -30,7 +33,7 @@ class TrafficShape:
     zone_weights: Sequence[float] = (0.3, 0.3, 0.2, 0.1, 0.1)
     categories: Sequence[str] = CATEGORIES
     #: Zipf-like category popularity; drift demos reweight this.
-    category_weights: Sequence[float] | None = None
+    category_weights: Sequence[float] | np.ndarray[Any, Any] | None = None
     devices: Sequence[str] = DEVICES
     device_weights: Sequence[float] = (0.45, 0.45, 0.10)
     price_log_mean: float = 3.0
@@ -69,7 +72,8 @@ def generate_requests(
     rng = np.random.default_rng(seed)
     offsets = np.sort(rng.uniform(0, span.total_seconds(), n))
     start_ns = pd.Timestamp(start).tz_convert("UTC").value
-    event_ns = start_ns + (offsets * 1e9).astype("int64")
+    # Microsecond precision, like the serving log (ISO-8601 timestamps carry microseconds).
+    event_ns = start_ns + (offsets * 1e6).astype("int64") * 1000
     event_time = pd.to_datetime(event_ns, unit="ns", utc=True)
     zone_p = np.asarray(shape.zone_weights, dtype=float)
     zones = rng.choice(np.asarray(shape.zones, dtype=object), size=n, p=zone_p / zone_p.sum())
@@ -86,8 +90,8 @@ def generate_requests(
     week_ns = 7 * 86_400 * 10**9
     # One vectorised draw for all histories, then split per request (as lists of aware Timestamps).
     owners = np.repeat(np.arange(n), n_clicks)
-    ago = rng.uniform(0, 1.5 * week_ns, int(n_clicks.sum())).astype("int64")
-    stamps = np.asarray(pd.to_datetime(event_ns[owners] - ago - 1, unit="ns", utc=True), dtype=object)
+    ago = rng.uniform(0, 1.5 * week_ns / 1000, int(n_clicks.sum())).astype("int64") * 1000
+    stamps = np.asarray(pd.to_datetime(event_ns[owners] - ago - 1000, unit="ns", utc=True), dtype=object)
     click_times = [chunk.tolist() for chunk in np.split(stamps, np.cumsum(n_clicks)[:-1])]
     frame = pd.DataFrame(
         {
@@ -128,3 +132,70 @@ def _draw_clicks(
         "int64"
     )
     return clicks
+
+
+def raw_inputs_json(row: Mapping[Any, Any], names: Sequence[str]) -> dict[str, Any]:
+    """One request's raw inputs as the JSON a serving log carries (timestamps as ISO-8601 with offset)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.isoformat()
+        if isinstance(value, list | tuple | np.ndarray):
+            return [plain(v) for v in value]
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.floating):
+            return None if math.isnan(value) else float(value)
+        return value
+
+    return {name: plain(row[name]) for name in names}
+
+
+def hour_in_utc_bug(features: dict[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A "hotfixed" serving path that computes the hour of day in UTC instead of the user's timezone."""
+    event = pd.Timestamp(raw["event_time"]).tz_convert("UTC")
+    return features | {"hour_of_day_local": float(event.hour)}
+
+
+def serving_records(
+    frame: pd.DataFrame,
+    feature_set: FeatureSet,
+    state: FeatureState,
+    *,
+    model: str,
+    model_version: str = "v1",
+    scores: Sequence[float] | None = None,
+    with_raw: bool = True,
+    bug: Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]] | None = None,
+    bug_rows: Sequence[bool] | np.ndarray[Any, Any] | None = None,
+) -> list[ServingRecord]:
+    """Serving-log records for the requests in ``frame``, as a serving handler would log them.
+
+    Features come from ``feature_set.transform_frame`` (the same code serving runs); ``bug`` rewrites the
+    features of the rows selected by ``bug_rows`` (all rows when None) to simulate a serving path that
+    computes a feature differently.
+    """
+    features = feature_set.transform_frame(frame, state)
+    names = list(feature_set.inputs)
+    rows = frame.to_dict("records")
+    out: list[ServingRecord] = []
+    for position, row in enumerate(rows):
+        values = feature_set.row_values(features, position)
+        raw = raw_inputs_json(row, names)
+        if bug is not None and (bug_rows is None or bug_rows[position]):
+            values = bug(values, raw)
+        out.append(
+            ServingRecord(
+                request_id=str(row["request_id"]),
+                event_time=pd.Timestamp(row["event_time"]).to_pydatetime(),
+                model=model,
+                model_version=model_version,
+                feature_state_hash=state.content_hash,
+                features=values,
+                prediction=float(scores[position]) if scores is not None else 0.5,
+                raw_inputs=raw if with_raw else None,
+            )
+        )
+    return out

@@ -1,0 +1,336 @@
+"""One model's monitor: how serving records fold into a window, and what a closed window is judged to say.
+
+This is where the analyses meet (drift and span drift from ``detect``, implementation-skew replay through
+``features/``, default rates, unknown FeatureState hashes); the daemon only routes records here and
+stores what comes back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features import FeatureError, FeatureKind, FeatureSet, FeatureState
+from skewguard.baseline import LABEL_COLUMN, PREDICTION_COLUMN, Baseline, PredictionKind
+from skewguard.detect import DriftPolicy, FeatureVerdict, judge
+from skewguard.errors import ConfigError
+from skewguard.records import ServingRecord
+from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
+from skewguard.stats import ColumnRole, Profile
+from skewguard.windows import SkewTally, WindowAccumulator
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    """How one model's windows are judged, beyond the drift policy."""
+
+    #: Features left out of drift checks: seasonal ones (hour of day) drift within a day by design.
+    drift_exclude: frozenset[str] = frozenset()
+    #: A feature falling back to its default for more than this share of requests is flagged.
+    defaults_max_rate: float = 0.05
+    #: Replayed features whose share of mismatches exceeds this are flagged as implementation skew.
+    skew_max_rate: float = 0.0
+    #: Two numeric values match when |a - b| <= skew_atol + skew_rtol * |b| (JSON keeps floats exact,
+    #: so the defaults only absorb a serving stack that rounds).
+    skew_atol: float = 1e-9
+    skew_rtol: float = 1e-9
+    #: Compare each window with the previous one too (span drift).
+    span_drift: bool = True
+
+
+def prediction_values(predictions: Sequence[Any], kind: PredictionKind) -> np.ndarray[Any, Any]:
+    """Logged predictions as the profile's prediction column.
+
+    A score is the positive-class probability (a two-class probability list gives its second entry);
+    a class is the label itself or the argmax of a probability list; a value is the number.
+    """
+    out: list[Any] = []
+    for value in predictions:
+        if isinstance(value, list):
+            if not value:
+                out.append(None)
+            elif kind is PredictionKind.CLASS:
+                out.append(str(int(np.argmax(value))))
+            else:
+                out.append(float(value[-1]) if len(value) == 2 else float(max(value)))
+        elif kind is PredictionKind.CLASS:
+            out.append(None if value is None else str(value))
+        else:
+            out.append(None if value is None or isinstance(value, str) else float(value))
+    return np.asarray(out, dtype=object if kind is PredictionKind.CLASS else float)
+
+
+@dataclass
+class ModelMonitor:
+    """Folds one model's serving records into window accumulators and judges closed windows."""
+
+    baseline: Baseline
+    feature_set: FeatureSet
+    policy: DriftPolicy = field(default_factory=DriftPolicy)
+    options: MonitorOptions = field(default_factory=MonitorOptions)
+    #: FeatureStates a record may legitimately carry (the baseline's, plus any other deployed one).
+    known_states: dict[str, FeatureState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.baseline.feature_set != self.feature_set.name:
+            msg = (
+                f"baseline of model {self.baseline.model!r} was built with feature set "
+                f"{self.baseline.feature_set!r}, not {self.feature_set.name!r}"
+            )
+            raise ConfigError(msg)
+        self.known_states.setdefault(self.baseline.state_hash, self.baseline.state)
+        layout = self.baseline.profile.layout
+        self._feature_columns = [s.name for s in layout.specs if s.role is ColumnRole.FEATURE]
+        self._has_prediction = PREDICTION_COLUMN in layout.names
+        self._kinds = {name: f.kind for name, f in self.feature_set.features.items()}
+
+    @property
+    def name(self) -> str:
+        """The model name records carry."""
+        return self.baseline.model
+
+    def new_accumulator(self) -> WindowAccumulator:
+        """An empty accumulator for a window of this model."""
+        return WindowAccumulator.empty(self.baseline.profile.layout)
+
+    # -- folding -------------------------------------------------------------------------------------
+
+    def fold(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
+        """Fold a batch of this model's records (all of one window) into ``accumulator``."""
+        if not records:
+            return
+        frame = pd.DataFrame.from_records([r.features for r in records], columns=self._feature_columns)
+        for name in self._feature_columns:
+            if self._kinds.get(name) is FeatureKind.BOOLEAN:
+                frame[name] = frame[name].map(lambda v: None if v is None else ("true" if v else "false"))
+        if self._has_prediction and self.baseline.prediction_kind is not None:
+            frame[PREDICTION_COLUMN] = prediction_values(
+                [r.prediction for r in records], self.baseline.prediction_kind
+            )
+        accumulator.profile.fold(frame, [r.request_id for r in records])
+        accumulator.records += len(records)
+        for record in records:
+            accumulator.versions[record.model_version] += 1
+            if record.defaulted:
+                accumulator.defaulted.update(record.defaulted)
+        self._replay(accumulator, records)
+
+    def _replay(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
+        """Implementation skew: recompute features from logged raw inputs with the logged state."""
+        by_state: dict[str, list[ServingRecord]] = {}
+        for record in records:
+            if record.feature_state_hash not in self.known_states:
+                accumulator.unknown_state += 1
+                accumulator.unknown_state_hashes[record.feature_state_hash] += 1
+                accumulator.unknown_state_examples = sorted(
+                    {*accumulator.unknown_state_examples, record.request_id}
+                )[:5]
+                continue
+            if record.raw_inputs is not None:
+                by_state.setdefault(record.feature_state_hash, []).append(record)
+        for state_hash, group in by_state.items():
+            self._compare(accumulator, group, self.known_states[state_hash])
+
+    def _compare(
+        self, accumulator: WindowAccumulator, group: list[ServingRecord], state: FeatureState
+    ) -> None:
+        raw = pd.DataFrame.from_records([r.raw_inputs or {} for r in group])
+        try:
+            replayed = self.feature_set.transform_frame(raw, state)
+        except FeatureError:
+            # One bad request must not hide the skew of the others: replay one by one.
+            replayed = self._replay_each(raw, state)
+        ids = np.asarray([r.request_id for r in group], dtype=object)
+        accumulator.replayed += int(replayed["__ok__"].sum()) if "__ok__" in replayed else len(group)
+        usable = (
+            replayed["__ok__"].to_numpy(dtype=bool) if "__ok__" in replayed else np.ones(len(group), bool)
+        )
+        for name in self.feature_set.features:
+            defaulted = np.fromiter((name in r.defaulted for r in group), dtype=bool, count=len(group))
+            compare = usable & ~defaulted  # a defaulted feature was not computed from these inputs
+            if not compare.any():
+                continue
+            logged = [r.features.get(name) for r in group]
+            mismatched, difference = self._mismatches(name, logged, replayed[name], compare)
+            tally = accumulator.skew.setdefault(name, SkewTally())
+            tally.add(int(compare.sum()), sorted(ids[mismatched].tolist()), difference)
+
+    def _replay_each(self, raw: pd.DataFrame, state: FeatureState) -> pd.DataFrame:
+        rows: list[dict[str, Any]] = []
+        for position in range(len(raw)):
+            try:
+                request = {str(k): v for k, v in raw.iloc[position].to_dict().items()}
+                values = self.feature_set.transform_record(request, state)
+                rows.append({**values, "__ok__": True})
+            except FeatureError:
+                rows.append({"__ok__": False})
+        return pd.DataFrame(rows, columns=[*self.feature_set.features, "__ok__"])
+
+    def _mismatches(
+        self, name: str, logged: list[Any], replayed: pd.Series[Any], compare: np.ndarray[Any, Any]
+    ) -> tuple[np.ndarray[Any, Any], float]:
+        if self._kinds[name] is FeatureKind.NUMERIC:
+            a = np.asarray([np.nan if v is None else v for v in logged], dtype=float)
+            b = pd.to_numeric(replayed, errors="coerce").to_numpy(dtype=float)
+            both_null = np.isnan(a) & np.isnan(b)
+            diff = np.abs(a - b)
+            close = diff <= self.options.skew_atol + self.options.skew_rtol * np.abs(b)
+            mismatched = compare & ~both_null & ~close
+            largest = float(np.nanmax(np.where(mismatched, diff, np.nan))) if mismatched.any() else 0.0
+            return mismatched, largest if math.isfinite(largest) else float("inf")
+        expected = [None if pd.isna(v) else v for v in replayed.tolist()]
+        mismatched = compare & np.fromiter(
+            (x != y for x, y in zip(logged, expected, strict=True)), dtype=bool
+        )
+        return mismatched, float(mismatched.any())
+
+    # -- judging -------------------------------------------------------------------------------------
+
+    def judge(
+        self, key: WindowKey, accumulator: WindowAccumulator, previous: Profile | None = None
+    ) -> WindowResult:
+        """Every finding about one closed window."""
+        findings: list[Finding] = []
+        if accumulator.records:
+            verdict = judge(
+                self.baseline.profile, accumulator.profile, self.baseline.calibration, self.policy
+            )
+            for feature in verdict.features:
+                if feature.role is ColumnRole.FEATURE and feature.name not in self.options.drift_exclude:
+                    findings.append(_drift_finding(Check.DRIFT, feature))
+                elif feature.role is ColumnRole.PREDICTION:
+                    findings.append(_drift_finding(Check.PREDICTION_DRIFT, feature))
+            if previous is not None and self.options.span_drift and previous.rows:
+                span = judge(previous, accumulator.profile, self.baseline.calibration, self.policy)
+                findings += [
+                    _drift_finding(Check.SPAN_DRIFT, f)
+                    for f in span.features
+                    if f.role is ColumnRole.FEATURE and f.name not in self.options.drift_exclude
+                ]
+        findings += self._default_findings(accumulator)
+        findings += self._skew_findings(accumulator)
+        if accumulator.unknown_state:
+            share = accumulator.unknown_state / max(accumulator.records, 1)
+            hashes = ", ".join(h[:12] for h in sorted(accumulator.unknown_state_hashes))
+            findings.append(
+                Finding(
+                    Check.UNKNOWN_STATE,
+                    "feature_state",
+                    True,
+                    effect=share,
+                    threshold=0.0,
+                    method="hash",
+                    reason=(
+                        f"{accumulator.unknown_state:,} of {accumulator.records:,} requests ({share:.1%}) "
+                        f"carry FeatureState hash(es) {hashes} that the baseline does not know: serving "
+                        f"computes features with fitted values training never produced"
+                    ),
+                    severity=Severity.CRITICAL,
+                    detail={
+                        "hashes": dict(accumulator.unknown_state_hashes),
+                        "examples": accumulator.unknown_state_examples,
+                    },
+                )
+            )
+        return WindowResult(
+            key=key,
+            records=accumulator.records,
+            late_records=accumulator.late_records,
+            findings=tuple(findings),
+            context={"versions": dict(accumulator.versions), "replayed": accumulator.replayed},
+        )
+
+    def _default_findings(self, accumulator: WindowAccumulator) -> list[Finding]:
+        findings = []
+        for name, count in sorted(accumulator.defaulted.items()):
+            rate = count / max(accumulator.records, 1)
+            flagged = rate > self.options.defaults_max_rate
+            findings.append(
+                Finding(
+                    Check.DEFAULTS,
+                    name,
+                    flagged,
+                    effect=rate,
+                    threshold=self.options.defaults_max_rate,
+                    method="default_rate",
+                    reason=(
+                        f"{name} fell back to its declared default in {count:,} of {accumulator.records:,} "
+                        f"requests ({rate:.1%}; limit {self.options.defaults_max_rate:.1%})"
+                        + ("; its feature group is failing or timing out" if flagged else "")
+                    ),
+                    severity=Severity.WARNING if flagged else Severity.INFO,
+                    detail={"defaulted": count},
+                )
+            )
+        return findings
+
+    def _skew_findings(self, accumulator: WindowAccumulator) -> list[Finding]:
+        findings = []
+        for name, tally in sorted(accumulator.skew.items()):
+            rate = tally.mismatched / tally.compared if tally.compared else 0.0
+            flagged = tally.mismatched > 0 and rate > self.options.skew_max_rate
+            reason = (
+                f"{name}: serving value differs from the replay through features/ in {tally.mismatched:,} of "
+                f"{tally.compared:,} requests ({rate:.2%}), largest difference {tally.max_difference:.6g}; "
+                f"examples {tally.examples}"
+                if tally.mismatched
+                else f"{name}: all {tally.compared:,} replayed requests match"
+            )
+            findings.append(
+                Finding(
+                    Check.SKEW,
+                    name,
+                    flagged,
+                    effect=rate,
+                    threshold=self.options.skew_max_rate,
+                    method="replay",
+                    reason=reason,
+                    severity=Severity.CRITICAL if flagged else Severity.INFO,
+                    detail={
+                        "compared": tally.compared,
+                        "mismatched": tally.mismatched,
+                        "max_difference": tally.max_difference,
+                        "examples": tally.examples,
+                    },
+                )
+            )
+        return findings
+
+
+def _drift_finding(check: Check, verdict: FeatureVerdict) -> Finding:
+    severity = Severity.CRITICAL if verdict.severe else Severity.WARNING if verdict.drifted else Severity.INFO
+    return Finding(
+        check,
+        verdict.name,
+        verdict.drifted,
+        effect=_finite(verdict.effect),
+        threshold=_finite(verdict.threshold),
+        p_value=_finite(verdict.p_value),
+        method=str(verdict.method),
+        reason=verdict.reason,
+        severity=severity,
+        detail={"p_adjusted": _finite(verdict.p_adjusted), "count": verdict.count},
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def monitors_by_model(monitors: Sequence[ModelMonitor]) -> Mapping[str, ModelMonitor]:
+    """Index monitors by model name, refusing duplicates."""
+    out: dict[str, ModelMonitor] = {}
+    for monitor in monitors:
+        if monitor.name in out:
+            msg = f"model {monitor.name!r} is configured twice"
+            raise ConfigError(msg)
+        out[monitor.name] = monitor
+    return out
+
+
+__all__ = ["LABEL_COLUMN", "ModelMonitor", "MonitorOptions", "monitors_by_model", "prediction_values"]

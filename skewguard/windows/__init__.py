@@ -1,0 +1,17 @@
+"""Event-time windows: per-partition state, watermarks, lateness, and mergeable window accumulators."""
+
+from __future__ import annotations
+
+from skewguard.windows.accumulator import SkewTally, WindowAccumulator
+from skewguard.windows.partition import LatePolicy, PartitionWindows, WindowId, WindowSpec, from_us, to_us
+
+__all__ = [
+    "LatePolicy",
+    "PartitionWindows",
+    "SkewTally",
+    "WindowAccumulator",
+    "WindowId",
+    "WindowSpec",
+    "from_us",
+    "to_us",
+]
