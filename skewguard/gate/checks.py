@@ -730,8 +730,19 @@ def check_batch_independence(
     )
 
 
-def check_causal_dependency(model: nn.Module, inputs: torch.Tensor, *, causal: bool, seed: int) -> Finding:
-    """With ``causal=True``: the gradient of output[:, t] w.r.t. input[:, s] is zero for all s > t."""
+def check_causal_dependency(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    causal: bool,
+    seed: int,
+    output_position_dim: int = 1,
+) -> Finding:
+    """With ``causal=True``: the gradient of output[:, t] w.r.t. input[:, s] is zero for all s > t.
+
+    Positions are axis 1 of the inputs (or of the embedding output) and ``output_position_dim`` of
+    the output (2 for outputs laid out (N, K, T) as ``F.cross_entropy`` expects them).
+    """
     name = CheckName.CAUSAL_DEPENDENCY
     if not causal:
         return Finding(CheckResult.skip(name, "the model does not declare itself causal (causal=False)"))
@@ -748,6 +759,8 @@ def check_causal_dependency(model: nn.Module, inputs: torch.Tensor, *, causal: b
     output = traced.output
     if not output.requires_grad:
         return Finding(CheckResult.skip(name, _NO_PATH))
+    if output_position_dim != 1 and output.dim() > output_position_dim:
+        output = output.movedim(output_position_dim, 1)
     length = int(inputs.shape[1])
     if output.dim() < 2 or output.shape[1] != length:
         msg = (

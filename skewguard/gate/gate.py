@@ -622,5 +622,9 @@ class _Run:
             model, inputs, allow_batch_coupling=self.allow_batch_coupling, seed=self.options.seed
         )
         seed_everything(self.options.seed)
-        causal = check_causal_dependency(model, inputs, causal=self.causal, seed=self.options.seed)
+        # Class-index outputs laid out (N, K, T, ...) carry positions on axis 2.
+        position_dim = 2 if self.layout.kind is TargetKind.CLASS_INDEX and self.layout.class_dim == 1 else 1
+        causal = check_causal_dependency(
+            model, inputs, causal=self.causal, seed=self.options.seed, output_position_dim=position_dim
+        )
         return [independence, causal]

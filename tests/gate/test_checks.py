@@ -324,6 +324,21 @@ def test_causal_check_passes_a_prefix_sum_and_catches_a_suffix_sum():
     assert check_causal_dependency(_CumulativeSum(reverse=True), x, causal=False, seed=0).result.skipped
 
 
+def test_causal_check_reads_positions_from_axis_two_for_class_first_outputs():
+    x = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(0))
+    suffix = _CumulativeSum(reverse=True)
+    class_first = nn.Sequential(suffix, _Transpose())
+    leaking = check_causal_dependency(class_first, x, causal=True, seed=0, output_position_dim=2).result
+    assert leaking.detail.startswith("output at position 0 depends on future positions 1, 2, 3, 4, 5")
+    prefix = nn.Sequential(_CumulativeSum(reverse=False), _Transpose())
+    assert check_causal_dependency(prefix, x, causal=True, seed=0, output_position_dim=2).result.passed
+
+
+class _Transpose(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)
+
+
 def test_causal_check_refuses_outputs_without_a_position_axis():
     x = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(0))
     with pytest.raises(GateError, match="position axis"):
