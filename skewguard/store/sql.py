@@ -83,6 +83,9 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("flagged", sa.Integer, nullable=False),
         sa.Column("context", sa.JSON, nullable=False),
         sa.Column("finalised_us", sa.BigInteger, nullable=False),
+        # The window's merged Profile: the reference for the next window's span drift, and the sample
+        # behind ``skewguard report``.
+        sa.Column("profile", sa.LargeBinary, nullable=True),
         sa.UniqueConstraint("consumer_group", "model", "start_us", "end_us", name="uq_window_once"),
     )
     findings = sa.Table(
@@ -188,8 +191,14 @@ class StoreTransaction:
         }
         insert = self._store.insert(table).values(**values)
         update = {k: insert.excluded[k] for k in ("next_offset", "state", "updated_us")}
+        # Never move a checkpoint backwards: a consumer that lost its partition in a rebalance it has not
+        # noticed yet must not overwrite the newer checkpoint of the partition's new owner.
         self._conn.execute(
-            insert.on_conflict_do_update(index_elements=["consumer_group", "topic", "partition"], set_=update)
+            insert.on_conflict_do_update(
+                index_elements=["consumer_group", "topic", "partition"],
+                set_=update,
+                where=table.c.next_offset <= insert.excluded.next_offset,
+            )
         )
 
     def load_checkpoints(
@@ -218,7 +227,9 @@ class StoreTransaction:
                 sa.select(table.c.partition).where(table.c.consumer_group == group).with_for_update()
             )
 
-    def finalise_window(self, group: str, result: WindowResult, *, now: dt.datetime) -> int | None:
+    def finalise_window(
+        self, group: str, result: WindowResult, *, now: dt.datetime, profile: Any = None
+    ) -> int | None:
         """Insert a finished window and its findings, once: the id, or ``None`` if it already exists."""
         windows = self._t["windows"]
         insert = (
@@ -233,6 +244,7 @@ class StoreTransaction:
                 flagged=len(result.flagged),
                 context=result.context,
                 finalised_us=to_micros(now),
+                profile=None if profile is None else pack_state(profile),
             )
             .on_conflict_do_nothing(index_elements=["consumer_group", "model", "start_us", "end_us"])
             .returning(windows.c.id)
@@ -261,6 +273,69 @@ class StoreTransaction:
                 ],
             )
         return int(window_id)
+
+    def finalised(self, group: str, keys: Sequence[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
+        """Which of ``keys`` (model, start µs, end µs) are already finalised."""
+        if not keys:
+            return set()
+        w = self._t["windows"]
+        models = sorted({k[0] for k in keys})
+        starts = sorted({k[1] for k in keys})
+        query = sa.select(w.c.model, w.c.start_us, w.c.end_us).where(
+            w.c.consumer_group == group, w.c.model.in_(models), w.c.start_us.in_(starts)
+        )
+        found = {(row.model, row.start_us, row.end_us) for row in self._conn.execute(query)}
+        return found & set(keys)
+
+    def previous_profile(self, group: str, model: str, before_us: int) -> Any:
+        """The stored profile state of the latest window of ``model`` ending at or before ``before_us``."""
+        w = self._t["windows"]
+        row = self._conn.execute(
+            sa.select(w.c.profile)
+            .where(w.c.consumer_group == group, w.c.model == model, w.c.end_us <= before_us)
+            .order_by(w.c.end_us.desc())
+            .limit(1)
+        ).first()
+        return None if row is None or row.profile is None else unpack_state(row.profile)
+
+    def recent_flags(
+        self, group: str, model: str, before_us: int, windows: int
+    ) -> list[set[tuple[str, str]]]:
+        """Flagged (check, subject) pairs of the latest ``windows`` windows ending by ``before_us``."""
+        w, f = self._t["windows"], self._t["findings"]
+        ids = [
+            row.id
+            for row in self._conn.execute(
+                sa.select(w.c.id)
+                .where(w.c.consumer_group == group, w.c.model == model, w.c.end_us <= before_us)
+                .order_by(w.c.end_us.desc())
+                .limit(windows)
+            )
+        ]
+        flags: dict[int, set[tuple[str, str]]] = {i: set() for i in ids}
+        if ids:
+            query = sa.select(f.c.window_id, f.c.check_name, f.c.subject).where(
+                f.c.window_id.in_(ids), f.c.flagged.is_(True)
+            )
+            for row in self._conn.execute(query):
+                flags[row.window_id].add((row.check_name, row.subject))
+        return [flags[i] for i in ids]
+
+    def open_alerts(self, model: str) -> set[tuple[str, str]]:
+        """(check, subject) pairs of ``model`` with an unresolved alert."""
+        a = self._t["alerts"]
+        query = sa.select(a.c.check_name, a.c.subject).where(a.c.model == model, a.c.resolved.is_(False))
+        return {(row.check_name, row.subject) for row in self._conn.execute(query)}
+
+    def resolve_alerts(self, model: str, keys: set[tuple[str, str]]) -> None:
+        """Mark the open alerts of ``model`` for these (check, subject) pairs resolved."""
+        a = self._t["alerts"]
+        for check_name, subject in keys:
+            self._conn.execute(
+                sa.update(a)
+                .where(a.c.model == model, a.c.check_name == check_name, a.c.subject == subject)
+                .values(resolved=True)
+            )
 
     def add_alert(self, window_id: int, alert: NewAlert, *, now: dt.datetime) -> bool:
         """Record an alert unless one with the same dedup key exists; True when it was new."""

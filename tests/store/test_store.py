@@ -12,7 +12,7 @@ import pytest
 
 from skewguard.errors import StoreError
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
-from skewguard.store import Checkpoint, NewAlert, Store
+from skewguard.store import Checkpoint, NewAlert, Store, to_micros
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -145,3 +145,29 @@ def test_naive_times_and_bad_urls_are_refused(tmp_path: Path) -> None:
         Store("mysql+pymysql://x@127.0.0.1/db", create=False)
     with pytest.raises(StoreError, match="cannot create the store tables"):
         Store(f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
+
+
+def test_a_checkpoint_never_moves_backwards(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.save_checkpoint(GROUP, Checkpoint("log", 0, 100, {"owner": "new"}), now=NOW)
+    with store.transaction() as tx:  # a stale owner that has not noticed the rebalance yet
+        tx.save_checkpoint(GROUP, Checkpoint("log", 0, 60, {"owner": "stale"}), now=NOW)
+        assert tx.load_checkpoints(GROUP)[("log", 0)] == Checkpoint("log", 0, 100, {"owner": "new"})
+
+
+def test_recent_flags_previous_profile_and_alert_episodes(store: Store) -> None:
+    with store.transaction() as tx:
+        for minute in (0, 5, 10):
+            tx.finalise_window(GROUP, window("ctr", minute), now=NOW, profile={"minute": minute})
+        end_of_second = to_micros(NOW + dt.timedelta(minutes=10))
+        assert tx.previous_profile(GROUP, "ctr", end_of_second) == {"minute": 5}
+        assert tx.previous_profile(GROUP, "ctr", to_micros(NOW)) is None
+        assert tx.recent_flags(GROUP, "ctr", end_of_second, 5) == [{("drift", "price")}] * 2
+        first = to_micros(NOW), to_micros(NOW + dt.timedelta(minutes=5))
+        assert tx.finalised(GROUP, [("ctr", *first), ("ctr", 1, 2)]) == {("ctr", *first)}
+        wid = tx.finalise_window(GROUP, window("ctr", 20), now=NOW)
+        assert wid is not None
+        tx.add_alert(wid, NewAlert("k1", "ctr", Check.DRIFT, "price", Severity.WARNING, "m", {}), now=NOW)
+        assert tx.open_alerts("ctr") == {("drift", "price")}
+        tx.resolve_alerts("ctr", {("drift", "price")})
+        assert tx.open_alerts("ctr") == set()

@@ -1,0 +1,161 @@
+"""The monitor daemon's configuration: one TOML or YAML file, every key overridable by environment.
+
+Environment variables win over the file, so one config file can be baked into an image and the
+deployment-specific parts (store URL, webhook, brokers) injected as ``SKEWGUARD_<SECTION>__<KEY>``,
+e.g. ``SKEWGUARD_STORE__URL=postgresql+psycopg://…`` or ``SKEWGUARD_KAFKA__BOOTSTRAP_SERVERS=k1:9092``.
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from skewguard.detect import DriftPolicy
+from skewguard.errors import ConfigError
+from skewguard.io.kafka import KafkaSettings
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TopicsConfig(_Section):
+    """Kafka topics the daemon reads and writes."""
+
+    serving: str = "skewguard.serving"
+    """Serving log (records from ServingLogger), keyed by request id."""
+    labels: str = "skewguard.labels"
+    """Delayed labels, keyed by request id; co-partitioned with the serving log for scale-out."""
+    dead_letter: str = "skewguard.dead-letter"
+    """Where undecodable or invalid input goes, with the reason in the headers."""
+    alerts: str = "skewguard.alerts"
+    """Alerts, one JSON message each."""
+
+
+class StoreConfig(_Section):
+    """The results store."""
+
+    url: str = "sqlite:///skewguard.db"
+    """SQLAlchemy URL: a SQLite file, or postgresql+psycopg://user@host/db."""
+    db_schema: str | None = None
+    """PostgreSQL schema to keep the tables in (default: the database's default schema)."""
+
+
+class WindowConfig(_Section):
+    """Event-time windows."""
+
+    size_s: PositiveFloat = 300.0
+    """Window length in seconds (tumbling, aligned to the epoch)."""
+    lateness_s: float = Field(30.0, ge=0)
+    """Allowed lateness: a window closes this long after the newest event passed its end."""
+    idle_timeout_s: PositiveFloat = 60.0
+    """A partition with no new records for this long, and no lag, no longer holds windows back."""
+
+
+class ModelConfig(_Section):
+    """One monitored model."""
+
+    name: str
+    """Model name, as serving records carry it."""
+    baseline: Path
+    """Directory written by ``skewguard baseline build``."""
+    features: str
+    """The feature set, as 'package.module:ATTRIBUTE'."""
+    drift_exclude: list[str] = Field(default_factory=list)
+    """Features left out of drift checks (seasonal ones such as hour of day)."""
+    extra_states: list[Path] = Field(default_factory=list)
+    """Other FeatureState JSON files serving may legitimately use (e.g. during a rollout)."""
+    defaults_max_rate: float = Field(0.05, ge=0, le=1)
+    """Flag a feature that falls back to its default in more than this share of requests."""
+    skew_max_rate: float = Field(0.0, ge=0, le=1)
+    """Flag a feature whose replay mismatches in more than this share of replayed requests."""
+
+
+class AlertsConfig(_Section):
+    """Where alerts go (when a finding becomes an alert is the policy's persistence_k of persistence_m)."""
+
+    webhook_url: str | None = None
+    """POSTed a JSON alert (with its evidence); retried with backoff."""
+    webhook_timeout_s: PositiveFloat = 5.0
+    webhook_retries: int = Field(3, ge=0)
+
+
+class HttpConfig(_Section):
+    """The operations endpoint: /metrics, /healthz, /status."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(9108, ge=0, le=65535)
+    """0 picks a free port (tests)."""
+
+
+class MonitorSettings(BaseSettings):
+    """Everything ``skewguard monitor`` needs."""
+
+    model_config = SettingsConfigDict(env_prefix="SKEWGUARD_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaSettings
+    group_id: str = "skewguard-monitor"
+    """Consumer group; several daemons in one group share the partitions (scale-out)."""
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    models: list[ModelConfig] = Field(min_length=1)
+    policy: DriftPolicy = Field(default_factory=DriftPolicy)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    checkpoint_interval_s: PositiveFloat = 5.0
+    """How often window state and offsets are checkpointed (and windows finalised)."""
+    max_poll_records: PositiveInt = 5000
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the file's values (passed in as init values)."""
+        return env_settings, init_settings
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> MonitorSettings:
+    """Read a TOML/YAML config file (or none) and apply environment overrides; ConfigError on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            msg = f"cannot read config file {str(path)!r}: {exc.strerror}"
+            raise ConfigError(msg) from exc
+        try:
+            loaded = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            syntax = "TOML" if path.suffix == ".toml" else "YAML"
+            msg = f"config file {str(path)!r} is not valid {syntax}: {exc}"
+            raise ConfigError(msg) from exc
+        if not isinstance(loaded, dict):
+            msg = f"config file {str(path)!r} must hold a mapping of settings"
+            raise ConfigError(msg)
+        data = loaded
+        base = path.parent
+        for model in data.get("models", []) or []:
+            if isinstance(model, dict) and "baseline" in model:
+                model["baseline"] = str((base / model["baseline"]).resolve())
+    data.update(overrides)
+    try:
+        return MonitorSettings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        msg = f"invalid monitor configuration: {problems}"
+        raise ConfigError(msg) from exc
