@@ -110,11 +110,10 @@ def infer_layout(task: Task, outputs: torch.Tensor, targets: torch.Tensor, loss_
                     num_classes=int(outputs.shape[class_dim]),
                     log_probabilities=log_probabilities,
                 )
+        dims = ", ".join(str(d) for d in targets.shape)
         msg = (
-            f"task={task.value!r} with integer targets of shape {tuple(targets.shape)}: "
-            "expected outputs with "
-            f"one more (class) axis, shape {(*tuple(targets.shape), 'K')} or (N, K, ...), "
-            f"got {tuple(outputs.shape)}"
+            f"task={task.value!r} with integer targets of shape ({dims}): expected outputs with one more "
+            f"(class) axis, ({dims}, K) or (N, K, ...), got {tuple(outputs.shape)}"
         )
         raise GateError(msg)
     if outputs.shape == targets.shape:
