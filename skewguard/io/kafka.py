@@ -66,6 +66,7 @@ __all__ = [
     "SaslMechanism",
     "SecurityProtocol",
     "TopicPartition",
+    "broker_reachable",
     "delete_topics",
     "ensure_topics",
     "publish_dead_letter",
@@ -387,6 +388,11 @@ def _reachable(servers: Iterable[str], timeout_s: float) -> bool:
         except OSError:
             continue
     return False
+
+
+def broker_reachable(settings: KafkaSettings, timeout_s: float = 1.0) -> bool:
+    """Whether any bootstrap server accepts a TCP connection now: a cheap probe before building clients."""
+    return _reachable(settings.bootstrap_servers, timeout_s)
 
 
 def wait_for_broker(settings: KafkaSettings, timeout_s: float | None = None) -> None:

@@ -1,0 +1,538 @@
+"""The serving side: log each request to Kafka without ever slowing or breaking the request path.
+
+Two pieces for model-serving code:
+
+* :class:`ServingLogger` takes one call per request (``log(...)``) and returns at once: the record goes
+  into a bounded queue (``put_nowait``; when full it is dropped and counted), and a background thread
+  batches records into envelope messages, sends them lz4-compressed, and counts what was sent, dropped
+  and failed. A broker that is down, slow or never there costs the request path nothing: the thread
+  retries with backoff, the queue absorbs what it can, and the rest is counted, never raised.
+* :class:`FeatureGroupFetcher` fetches feature groups (online stores, services) in parallel under a
+  deadline; a group that raises or misses the deadline falls back to its declared defaults, and the
+  result names the defaulted features so the record (and the monitor) knows.
+
+Counting contract of :meth:`ServingLogger.stats`: every call of ``log`` ends up in exactly one of
+``dropped`` (refused at once: queue full or logger closed), ``invalid`` (the codec refused the record),
+``sent`` (acknowledged by the broker), ``failed`` (delivery gave up, or abandoned at close), or is still
+``queued`` (waiting or in flight).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+from skewguard.errors import BrokerError, ConfigError, RecordError
+from skewguard.io.kafka import DeliveredRecord, KafkaSettings, RawProducer, broker_reachable
+from skewguard.records import (
+    JSONValue,
+    Prediction,
+    ServingRecord,
+    encode_record_fragment,
+    envelope_from_fragments,
+)
+
+__all__ = ["FeatureGroupFetcher", "FetchResult", "LoggerStats", "ServingLogger"]
+
+log = logging.getLogger(__name__)
+
+#: Room left in a message for the envelope around the fragments.
+_ENVELOPE_OVERHEAD: Final = 64
+#: Consecutive delivery failures after which the producer is rebuilt (a restarted broker can leave a
+#: producer unable to deliver for good, e.g. with an unknown producer id).
+_REBUILD_AFTER_FAILURES: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class LoggerStats:
+    """Counters of a :class:`ServingLogger`, in records (not messages)."""
+
+    sent: int
+    dropped: int
+    failed: int
+    invalid: int
+    queued: int
+    last_error: str | None = None
+
+
+class _Ledger:
+    """Thread-safe counters plus the low-watermark of resolved records that ``flush`` waits on.
+
+    The background thread numbers records in dequeue order (= queue order) and resolves them in ranges
+    (one range per message); ``resolved_below`` only advances over contiguous resolved ranges, so a
+    flush returns only when every record logged before it is settled.
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.accepted = 0  # records that entered the queue (and get a sequence number)
+        self.sent = 0
+        self.dropped = 0
+        self.failed = 0
+        self.invalid_at_log = 0  # refused before queueing (e.g. naive event_time)
+        self.invalid_queued = 0  # refused by the encoder in the background thread
+        self.last_error: str | None = None
+        self.resolved_below = 0
+        self._done: dict[int, int] = {}
+
+    def resolve(
+        self, start: int, end: int, *, sent: int = 0, failed: int = 0, error: str | None = None
+    ) -> None:
+        with self.cond:
+            self.sent += sent
+            self.failed += failed
+            if error is not None:
+                self.last_error = error
+            if end > start:
+                self._done[start] = end
+                while self.resolved_below in self._done:
+                    self.resolved_below = self._done.pop(self.resolved_below)
+            self.cond.notify_all()
+
+    def snapshot(self) -> LoggerStats:
+        with self.cond:
+            settled = self.sent + self.failed + self.invalid_queued
+            return LoggerStats(
+                sent=self.sent,
+                dropped=self.dropped,
+                failed=self.failed,
+                invalid=self.invalid_at_log + self.invalid_queued,
+                queued=max(0, self.accepted - settled),
+                last_error=self.last_error,
+            )
+
+
+class ServingLogger:
+    """Logs served requests to a Kafka topic in the background; ``log`` never blocks and never raises.
+
+    One logger per deployed model: ``model``, ``model_version`` and ``feature_state_hash`` are stamped
+    on every record. Records are grouped into batch envelopes of up to ``batch_records`` records, sent
+    when full or ``linger_ms`` after the first one arrived, and never above ``max_message_bytes``.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        *,
+        model: str,
+        model_version: str,
+        feature_state_hash: str,
+        queue_size: int = 10_000,
+        batch_records: int = 100,
+        linger_ms: int = 20,
+        max_message_bytes: int = 900_000,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        for name, value in (("queue_size", queue_size), ("batch_records", batch_records)):
+            if value < 1:
+                msg = f"ServingLogger {name}: expected at least 1, got {value}"
+                raise ConfigError(msg)
+        if linger_ms < 0:
+            msg = f"ServingLogger linger_ms: expected >= 0, got {linger_ms}"
+            raise ConfigError(msg)
+        if not 1024 <= max_message_bytes <= settings.max_request_size:
+            msg = (
+                f"ServingLogger max_message_bytes: expected 1024..{settings.max_request_size} "
+                f"(the producer's max_request_size), got {max_message_bytes}"
+            )
+            raise ConfigError(msg)
+        if not topic:
+            msg = "ServingLogger topic: expected a topic name"
+            raise ConfigError(msg)
+        self._settings = settings
+        self._topic = topic
+        self._model = model
+        self._model_version = model_version
+        self._feature_state_hash = feature_state_hash
+        self._batch_records = batch_records
+        self._linger_s = linger_ms / 1000
+        self._max_message_bytes = max_message_bytes
+        self._clock = clock or _utc_now
+        self._queue: queue.Queue[ServingRecord] = queue.Queue(maxsize=queue_size)
+        self._ledger = _Ledger()
+        self._put_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._wake = threading.Event()
+        self._flush_requested = threading.Event()
+        self._close_deadline = float("inf")
+        self._producer: RawProducer | None = None
+        self._consecutive_failures = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"skewguard-serving-logger-{topic}", daemon=True
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the request path
+
+    def log(
+        self,
+        *,
+        request_id: str,
+        features: Mapping[str, Any],
+        prediction: Prediction | Any,
+        raw_inputs: Mapping[str, Any] | None = None,
+        shadow_predictions: Mapping[str, Any] | None = None,
+        defaulted: Iterable[str] = (),
+        event_time: datetime | None = None,
+        model_version: str | None = None,
+    ) -> bool:
+        """Queue one served request; True if accepted, False if dropped or refused. Never raises.
+
+        ``features`` and ``raw_inputs`` are copied one level deep, so the caller may reuse its dicts.
+        ``event_time`` defaults to now (UTC); a naive one is refused (counted as invalid).
+        """
+        try:
+            record = ServingRecord(
+                request_id,
+                event_time if event_time is not None else self._clock(),
+                self._model,
+                model_version if model_version is not None else self._model_version,
+                self._feature_state_hash,
+                dict(features),
+                prediction,
+                dict(raw_inputs) if raw_inputs is not None else None,
+                dict(shadow_predictions) if shadow_predictions else {},
+                list(defaulted),
+            )
+        except Exception as exc:  # the request path must never see our errors
+            with self._ledger.cond:
+                self._ledger.invalid_at_log += 1
+                self._ledger.last_error = f"refused record {request_id!r}: {exc}"
+            return False
+        return self.log_record(record)
+
+    def log_record(self, record: ServingRecord) -> bool:
+        """Queue a ready-made record; True if accepted, False if dropped (queue full or closed)."""
+        ledger = self._ledger
+        if self._closing.is_set():
+            with ledger.cond:
+                ledger.dropped += 1
+            return False
+        with self._put_lock:  # accepted count and queue order must agree for flush()
+            try:
+                self._queue.put_nowait(record)
+            except queue.Full:
+                with ledger.cond:
+                    ledger.dropped += 1
+                return False
+            with ledger.cond:
+                ledger.accepted += 1
+        return True
+
+    # ------------------------------------------------------------------ control
+
+    def stats(self) -> LoggerStats:
+        """Counters so far (records): sent, dropped, failed, invalid, queued, and the last error seen."""
+        return self._ledger.snapshot()
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Send everything logged so far and wait until the broker acknowledged (or refused) it.
+
+        Returns True when every record logged before the call is settled (sent, failed or invalid),
+        False on timeout (e.g. the broker is down). Never raises.
+        """
+        deadline = time.monotonic() + timeout_s
+        ledger = self._ledger
+        with self._put_lock, ledger.cond:
+            target = ledger.accepted
+        self._flush_requested.set()
+        self._wake.set()
+        with ledger.cond:
+            while ledger.resolved_below < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                ledger.cond.wait(min(remaining, 0.1))
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> LoggerStats:
+        """Deliver what is queued within ``timeout_s``, stop the thread, and return the final counters.
+
+        Records still undelivered at the deadline are counted as failed. Never raises; idempotent.
+        """
+        if not self._closing.is_set():
+            self._close_deadline = time.monotonic() + timeout_s
+            self._closing.set()
+            self._wake.set()
+        self._thread.join(timeout_s + 2.0)
+        if self._thread.is_alive():  # pragma: no cover - only if kafka-python ignores its own timeouts
+            log.warning("serving logger thread did not stop within %.1f s", timeout_s)
+        return self.stats()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the background thread
+
+    def _run(self) -> None:
+        seq = 0  # sequence number of the next record taken from the queue
+        backlog: list[ServingRecord] = []
+        backoff = self._settings.reconnect_backoff_ms / 1000
+        while True:
+            if not backlog:
+                backlog = self._take_batch()
+            if not backlog:
+                if self._closing.is_set():
+                    break
+                if self._flush_requested.is_set():
+                    self._flush_producer()
+                continue
+            producer = self._ensure_producer()
+            if producer is None:
+                if self._closing.is_set() and time.monotonic() >= self._close_deadline:
+                    break
+                self._wake.wait(min(backoff, self._until_close_deadline()))
+                self._wake.clear()
+                backoff = min(backoff * 2, self._settings.reconnect_backoff_max_ms / 1000)
+                continue
+            backoff = self._settings.reconnect_backoff_ms / 1000
+            self._send(producer, backlog, seq)
+            seq += len(backlog)
+            backlog = []
+            if self._flush_requested.is_set() and self._queue.empty():
+                self._flush_producer()
+        self._shutdown(backlog, seq)
+
+    def _take_batch(self) -> list[ServingRecord]:
+        """Wait for a first record, then gather more until the batch is full or the linger passed."""
+        try:
+            first = self._queue.get(timeout=0.05 if not self._closing.is_set() else 0.0)
+        except queue.Empty:
+            return []
+        batch = [first]
+        linger_end = time.monotonic() + self._linger_s
+        hurry = self._flush_requested.is_set() or self._closing.is_set()
+        while len(batch) < self._batch_records:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = linger_end - time.monotonic()
+            if hurry or remaining <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _ensure_producer(self) -> RawProducer | None:
+        if self._producer is not None and self._consecutive_failures >= _REBUILD_AFTER_FAILURES:
+            log.warning("rebuilding the serving-log producer after %d failures", self._consecutive_failures)
+            self._producer.close(timeout_s=0.5)
+            self._producer = None
+            self._consecutive_failures = 0
+        if self._producer is None:
+            if not broker_reachable(self._settings, timeout_s=0.5):
+                self._note_error(f"no broker reachable at {','.join(self._settings.bootstrap_servers)}")
+                return None
+            try:
+                # fail sends fast rather than block this thread for a minute when the broker is gone
+                self._producer = RawProducer(self._settings, connect_timeout_s=5.0, max_block_ms=2000)
+            except (BrokerError, ConfigError) as exc:
+                self._note_error(str(exc))
+                return None
+        return self._producer
+
+    def _send(self, producer: RawProducer, records: list[ServingRecord], first_seq: int) -> None:
+        """Encode records one by one (a bad one is dropped alone), cut envelopes by size, send them."""
+        limit = self._max_message_bytes - _ENVELOPE_OVERHEAD
+        fragments: list[bytes] = []
+        size = 0
+        range_start = first_seq
+        for offset, record in enumerate(records):
+            seq = first_seq + offset
+            try:
+                fragment = encode_record_fragment(record)
+            except RecordError as exc:
+                with self._ledger.cond:
+                    self._ledger.invalid_queued += 1
+                    self._ledger.last_error = f"refused record {record.request_id!r}: {exc}"
+                continue
+            if len(fragment) > limit:
+                with self._ledger.cond:
+                    self._ledger.invalid_queued += 1
+                    self._ledger.last_error = (
+                        f"refused record {record.request_id!r}: {len(fragment)} bytes, above the "
+                        f"{self._max_message_bytes}-byte message limit"
+                    )
+                continue
+            if fragments and size + len(fragment) + 1 > limit:
+                self._send_envelope(producer, fragments, range_start, seq)
+                fragments, size, range_start = [], 0, seq
+            fragments.append(fragment)
+            size += len(fragment) + 1
+        self._send_envelope(producer, fragments, range_start, first_seq + len(records))
+
+    def _send_envelope(self, producer: RawProducer, fragments: list[bytes], start: int, end: int) -> None:
+        count = len(fragments)
+        if count == 0:
+            self._ledger.resolve(start, end)
+            return
+        try:
+            delivery = producer.send(self._topic, envelope_from_fragments(fragments))
+        except BrokerError as exc:
+            self._consecutive_failures += 1
+            self._ledger.resolve(start, end, failed=count, error=str(exc))
+            return
+
+        def settled(record: DeliveredRecord | None, error: BrokerError | None) -> None:
+            if error is None:
+                self._consecutive_failures = 0
+                self._ledger.resolve(start, end, sent=count)
+            else:
+                self._consecutive_failures += 1
+                self._ledger.resolve(start, end, failed=count, error=str(error))
+
+        delivery.on_done(settled)
+
+    def _flush_producer(self) -> None:
+        self._flush_requested.clear()
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout_s=self._until_close_deadline(default=30.0))
+            except BrokerError as exc:
+                self._note_error(str(exc))
+
+    def _shutdown(self, backlog: list[ServingRecord], seq: int) -> None:
+        """Close the producer (abandoned sends fail through their callbacks); count leftovers as failed."""
+        if self._producer is not None:
+            self._producer.close(timeout_s=self._until_close_deadline(default=1.0))
+            self._producer = None
+        leftovers = len(backlog)
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+            leftovers += 1
+        if leftovers:
+            self._ledger.resolve(
+                seq, seq + leftovers, failed=leftovers, error=f"closed with {leftovers} undelivered record(s)"
+            )
+
+    def _until_close_deadline(self, default: float = 1.0) -> float:
+        if not self._closing.is_set():
+            return default
+        return max(0.0, self._close_deadline - time.monotonic())
+
+    def _note_error(self, error: str) -> None:
+        with self._ledger.cond:
+            self._ledger.last_error = error
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ======================================================================================= feature groups
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """Features of all groups, with the names of those that fell back to defaults and why."""
+
+    features: dict[str, JSONValue | Any]
+    defaulted: list[str]
+    failed_groups: dict[str, str] = field(default_factory=dict)
+
+
+class FeatureGroupFetcher:
+    """Fetch feature groups in parallel under one deadline, falling back to declared defaults.
+
+    ``defaults`` maps group → feature → default value (``FeatureSet.group_defaults()``). A group whose
+    fetcher raises, returns something other than a mapping, or is still running at ``timeout_s`` gets
+    its defaults; a feature missing from a group's answer gets its own default. A slow fetcher keeps
+    its worker thread until it returns (threads cannot be stopped), so size ``max_workers`` for the
+    stragglers you expect.
+    """
+
+    def __init__(
+        self,
+        defaults: Mapping[str, Mapping[str, Any]],
+        *,
+        timeout_s: float,
+        max_workers: int = 8,
+    ) -> None:
+        if timeout_s <= 0:
+            msg = f"FeatureGroupFetcher timeout_s: expected a positive number of seconds, got {timeout_s}"
+            raise ConfigError(msg)
+        if max_workers < 1:
+            msg = f"FeatureGroupFetcher max_workers: expected at least 1, got {max_workers}"
+            raise ConfigError(msg)
+        self._defaults = {group: dict(values) for group, values in defaults.items()}
+        self._timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="skewguard-fetch")
+
+    def fetch(self, fetchers: Mapping[str, Callable[[], Mapping[str, Any]]]) -> FetchResult:
+        """Run every group's fetcher; return merged features and the names of defaulted ones."""
+        unknown = [group for group in fetchers if group not in self._defaults]
+        if unknown:
+            known = sorted(self._defaults)
+            msg = f"feature group(s) {unknown} have no declared defaults; known groups: {known}"
+            raise ConfigError(msg)
+        deadline = time.monotonic() + self._timeout_s
+        futures: dict[str, Future[Mapping[str, Any]]] = {
+            group: self._pool.submit(fetch) for group, fetch in fetchers.items()
+        }
+        wait_futures(list(futures.values()), timeout=max(0.0, deadline - time.monotonic()))
+        features: dict[str, Any] = {}
+        defaulted: list[str] = []
+        failed: dict[str, str] = {}
+        for group, future in futures.items():
+            declared = self._defaults[group]
+            answer: Any = None
+            if not future.done():
+                future.cancel()  # if it never started, it never will
+                failed[group] = f"timed out after {self._timeout_s:g} s"
+            elif future.exception() is not None:
+                error = future.exception()
+                failed[group] = f"{type(error).__name__}: {error}"
+            else:
+                answer = future.result()
+                if not isinstance(answer, Mapping):
+                    failed[group] = f"returned {type(answer).__name__}, expected a mapping"
+                    answer = None
+            if answer is None:
+                features.update(declared)
+                defaulted.extend(declared)
+                continue
+            for name, default in declared.items():
+                if name in answer:
+                    features[name] = answer[name]
+                else:
+                    features[name] = default
+                    defaulted.append(name)
+            for name, value in answer.items():
+                features.setdefault(name, value)
+        for group in failed:
+            log.debug("feature group %s fell back to defaults: %s", group, failed[group])
+        return FetchResult(features, defaulted, failed)
+
+    def close(self) -> None:
+        """Stop accepting work; running fetchers finish in the background."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,250 @@
+"""ServingLogger against the real broker (delivery, outages, flush/close) and the FeatureGroupFetcher."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from skewguard.errors import ConfigError
+from skewguard.io.broker import EmbeddedBroker
+from skewguard.io.kafka import KafkaSettings, RawConsumer, RawMessage, TopicPartition, ensure_topics
+from skewguard.records import ServingRecord, decode_message
+from skewguard.serving import FeatureGroupFetcher, ServingLogger
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def dead_settings() -> KafkaSettings:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return KafkaSettings.local(f"127.0.0.1:{port}")
+
+
+def read_all(settings: KafkaSettings, topic: str, partitions: int, expect_records: int) -> list[RawMessage]:
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    messages: list[RawMessage] = []
+    records = 0
+    with RawConsumer(settings, partitions=tps) as consumer:
+        deadline = time.monotonic() + 20
+        while records < expect_records and time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200, max_records=2000)
+            messages.extend(batch)
+            records += sum(len(decode_message(m.value).records) for m in batch)
+        # anything beyond the expected count would be a duplicate: give it a moment to show up
+        messages.extend(consumer.poll(timeout_ms=300))
+    return messages
+
+
+def decoded(messages: list[RawMessage]) -> list[ServingRecord]:
+    return [r for m in messages for r in decode_message(m.value).records]
+
+
+def make_logger(settings: KafkaSettings, topic: str, **kwargs: Any) -> ServingLogger:
+    return ServingLogger(
+        settings, topic, model="churn", model_version="v3", feature_state_hash="3f2a", **kwargs
+    )
+
+
+def log_n(logger: ServingLogger, n: int, start: int = 0) -> list[bool]:
+    return [
+        logger.log(
+            request_id=f"req-{i}",
+            features={"x": i * 0.5, "plan": "pro", "flag": i % 2 == 0},
+            prediction=0.25,
+            raw_inputs={"signup": "2024-01-01T00:00:00+00:00"},
+            event_time=T0 + timedelta(milliseconds=i),
+        )
+        for i in range(start, start + n)
+    ]
+
+
+# ------------------------------------------------------------------------------------------ delivery
+
+
+@pytest.mark.kafka
+def test_ten_thousand_logged_records_arrive_exactly_once_in_batch_envelopes(
+    kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
+) -> None:
+    settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
+    topic = kafka_topic(partitions=2)
+    with make_logger(settings, topic, batch_records=100) as logger:
+        assert all(log_n(logger, 10_000))
+        assert logger.flush(timeout_s=30)
+        stats = logger.stats()
+    assert (stats.sent, stats.dropped, stats.failed, stats.invalid, stats.queued) == (10_000, 0, 0, 0, 0)
+
+    messages = read_all(settings, topic, 2, 10_000)
+    records = decoded(messages)
+    counts = Counter(r.request_id for r in records)
+    assert set(counts) == {f"req-{i}" for i in range(10_000)}
+    assert max(counts.values()) == 1, "no record may arrive twice"
+    assert len(messages) <= 10_000 // 10, "records travel in batch envelopes, not one per message"
+    sample = next(r for r in records if r.request_id == "req-4321")
+    assert sample.features == {"x": 4321 * 0.5, "plan": "pro", "flag": False}
+    assert (sample.model, sample.model_version, sample.feature_state_hash) == ("churn", "v3", "3f2a")
+    assert sample.event_time == T0 + timedelta(milliseconds=4321)
+
+
+@pytest.mark.kafka
+def test_close_delivers_what_is_still_queued_and_later_logs_are_dropped(
+    kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
+) -> None:
+    settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
+    topic = kafka_topic()
+    logger = make_logger(settings, topic, linger_ms=500)
+    assert all(log_n(logger, 300))
+    stats = logger.close(timeout_s=10)  # no flush before: close must deliver
+    assert (stats.sent, stats.failed, stats.queued) == (300, 0, 0)
+    assert logger.log(request_id="late", features={}, prediction=1.0) is False
+    assert logger.stats().dropped == 1
+    assert logger.close() == logger.stats()  # idempotent
+    assert len(decoded(read_all(settings, topic, 1, 300))) == 300
+
+
+@pytest.mark.kafka
+def test_invalid_records_are_counted_and_their_neighbours_still_delivered(
+    kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
+) -> None:
+    settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
+    topic = kafka_topic()
+    naive = datetime(2024, 5, 1, 12, 0)  # noqa: DTZ001 - the naive input under test
+    with make_logger(settings, topic) as logger:
+        assert logger.log(request_id="ok-1", features={"x": 1}, prediction=0.5)
+        # refused at once: naive event time
+        assert logger.log(request_id="bad-time", features={}, prediction=0.5, event_time=naive) is False
+        # refused by the encoder in the background: a naive datetime inside raw inputs
+        assert logger.log(request_id="bad-raw", features={}, prediction=0.5, raw_inputs={"t": naive})
+        assert logger.log(request_id="ok-2", features={"x": 2}, prediction=0.5)
+        assert logger.flush(timeout_s=10)
+        stats = logger.stats()
+    assert (stats.sent, stats.invalid, stats.failed, stats.queued) == (2, 2, 0, 0)
+    assert stats.last_error is not None and "bad-raw" in stats.last_error
+    assert [r.request_id for r in decoded(read_all(settings, topic, 1, 2))] == ["ok-1", "ok-2"]
+
+
+# ------------------------------------------------------------------------------------------ broker down
+
+
+def test_log_never_blocks_or_raises_when_the_broker_is_unreachable() -> None:
+    logger = make_logger(dead_settings(), "serving-log", queue_size=500, batch_records=100)
+    try:
+        slowest = 0.0
+        results = []
+        for i in range(5000):
+            started = time.perf_counter()
+            results.append(logger.log(request_id=f"r{i}", features={"x": i}, prediction=0.1))
+            slowest = max(slowest, time.perf_counter() - started)
+        assert slowest < 0.05, f"log() took {slowest * 1000:.1f} ms"
+        stats = logger.stats()
+        accepted = sum(results)
+        assert stats.dropped == 5000 - accepted
+        assert 500 <= accepted <= 600  # the queue, plus at most one batch the thread holds for retry
+        assert stats.sent == 0
+        assert stats.queued == accepted
+        assert stats.last_error is not None and "no broker reachable" in stats.last_error
+        started = time.perf_counter()
+        assert logger.flush(timeout_s=0.3) is False
+        assert time.perf_counter() - started < 2
+    finally:
+        started = time.perf_counter()
+        final = logger.close(timeout_s=0.5)
+        assert time.perf_counter() - started < 4
+    assert (final.sent, final.failed, final.queued) == (0, accepted, 0)
+    assert final.sent + final.failed + final.dropped == 5000
+
+
+@pytest.mark.kafka
+def test_logger_reconnects_after_a_broker_restart() -> None:
+    with EmbeddedBroker() as broker:
+        settings = KafkaSettings.local(broker.bootstrap_servers)
+        ensure_topics(settings, {"serving-log": 1})
+        logger = make_logger(settings, "serving-log")
+        try:
+            assert all(log_n(logger, 100))
+            assert logger.flush(timeout_s=10)
+            broker.restart()  # an empty broker on the same port
+            ensure_topics(settings, {"serving-log": 1})
+            assert all(log_n(logger, 100, start=100))
+            assert logger.flush(timeout_s=20)
+        finally:
+            stats = logger.close(timeout_s=5)
+        assert (stats.sent, stats.failed, stats.dropped) == (200, 0, 0)
+        after = decoded(read_all(settings, "serving-log", 1, 100))
+        assert sorted(r.request_id for r in after) == sorted(f"req-{i}" for i in range(100, 200))
+
+
+# ------------------------------------------------------------------------------------------ feature groups
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()  # let a deliberately slow fetcher finish
+
+
+def test_slow_and_raising_groups_fall_back_to_defaults_and_are_named(release: threading.Event) -> None:
+    defaults: dict[str, dict[str, Any]] = {
+        "profile": {"age": 30.0, "plan": "free"},
+        "activity": {"clicks_7d": 0, "last_seen_h": 999.0},
+        "fraud": {"risk": 0.0},
+    }
+
+    def slow() -> Mapping[str, Any]:
+        release.wait(5)
+        return {"clicks_7d": 12, "last_seen_h": 1.5}
+
+    def broken() -> Mapping[str, Any]:
+        raise TimeoutError("feature store unavailable")
+
+    with FeatureGroupFetcher(defaults, timeout_s=0.2, max_workers=4) as fetcher:
+        started = time.perf_counter()
+        result = fetcher.fetch(
+            {"profile": lambda: {"age": 41.0, "plan": "pro"}, "activity": slow, "fraud": broken}
+        )
+        elapsed = time.perf_counter() - started
+    assert elapsed < 1.0
+    assert result.features == {"age": 41.0, "plan": "pro", "clicks_7d": 0, "last_seen_h": 999.0, "risk": 0.0}
+    assert sorted(result.defaulted) == ["clicks_7d", "last_seen_h", "risk"]
+    assert set(result.failed_groups) == {"activity", "fraud"}
+    assert "timed out" in result.failed_groups["activity"]
+    assert "feature store unavailable" in result.failed_groups["fraud"]
+
+
+def test_missing_feature_in_an_answer_is_defaulted_alone() -> None:
+    with FeatureGroupFetcher({"profile": {"age": 30.0, "plan": "free"}}, timeout_s=1.0) as fetcher:
+        result = fetcher.fetch({"profile": lambda: {"age": 52.0}})
+    assert result.features == {"age": 52.0, "plan": "free"}
+    assert result.defaulted == ["plan"]
+    assert result.failed_groups == {}
+
+
+def test_non_mapping_answer_falls_back_to_defaults() -> None:
+    with FeatureGroupFetcher({"profile": {"age": 30.0}}, timeout_s=1.0) as fetcher:
+        result = fetcher.fetch({"profile": lambda: [52.0]})  # type: ignore[dict-item, return-value]
+    assert result.features == {"age": 30.0}
+    assert result.defaulted == ["age"]
+    assert "expected a mapping" in result.failed_groups["profile"]
+
+
+def test_group_without_declared_defaults_is_a_configuration_error() -> None:
+    with (
+        FeatureGroupFetcher({"profile": {"age": 30.0}}, timeout_s=1.0) as fetcher,
+        pytest.raises(ConfigError, match="no declared defaults"),
+    ):
+        fetcher.fetch({"profile": dict, "unknown": dict})
+
+
+def test_logger_and_fetcher_refuse_nonsense_settings() -> None:
+    with pytest.raises(ConfigError, match="queue_size"):
+        make_logger(dead_settings(), "t", queue_size=0)
+    with pytest.raises(ConfigError, match="timeout_s"):
+        FeatureGroupFetcher({}, timeout_s=0)
