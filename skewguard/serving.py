@@ -34,7 +34,6 @@ from typing import Any, Final, Self
 from skewguard.errors import BrokerError, ConfigError, RecordError
 from skewguard.io.kafka import DeliveredRecord, KafkaSettings, RawProducer, broker_reachable
 from skewguard.records import (
-    JSONValue,
     Prediction,
     ServingRecord,
     encode_record_fragment,
@@ -73,8 +72,9 @@ class _Ledger:
     """
 
     def __init__(self) -> None:
-        self.cond = threading.Condition()
+        self.cond = threading.Condition(threading.Lock())
         self.accepted = 0  # records that entered the queue (and get a sequence number)
+        self.in_queue = 0  # of those, still in the queue (not yet taken by the background thread)
         self.sent = 0
         self.dropped = 0
         self.failed = 0
@@ -158,9 +158,11 @@ class ServingLogger:
         self._linger_s = linger_ms / 1000
         self._max_message_bytes = max_message_bytes
         self._clock = clock or _utc_now
-        self._queue: queue.Queue[ServingRecord] = queue.Queue(maxsize=queue_size)
+        # SimpleQueue (C, lock-free put) bounded by the ledger's count: a put costs ~0.1 us, not ~1 us
+        self._queue: queue.SimpleQueue[ServingRecord] = queue.SimpleQueue()
+        self._queue_size = queue_size
+        self._refusing = False
         self._ledger = _Ledger()
-        self._put_lock = threading.Lock()
         self._closing = threading.Event()
         self._wake = threading.Event()
         self._flush_requested = threading.Event()
@@ -214,19 +216,14 @@ class ServingLogger:
     def log_record(self, record: ServingRecord) -> bool:
         """Queue a ready-made record; True if accepted, False if dropped (queue full or closed)."""
         ledger = self._ledger
-        if self._closing.is_set():
-            with ledger.cond:
+        # one lock for the bound, the counters and the put: accepted count and queue order agree
+        with ledger.cond:
+            if self._refusing or ledger.in_queue >= self._queue_size:
                 ledger.dropped += 1
-            return False
-        with self._put_lock:  # accepted count and queue order must agree for flush()
-            try:
-                self._queue.put_nowait(record)
-            except queue.Full:
-                with ledger.cond:
-                    ledger.dropped += 1
                 return False
-            with ledger.cond:
-                ledger.accepted += 1
+            self._queue.put(record)
+            ledger.in_queue += 1
+            ledger.accepted += 1
         return True
 
     # ------------------------------------------------------------------ control
@@ -243,7 +240,7 @@ class ServingLogger:
         """
         deadline = time.monotonic() + timeout_s
         ledger = self._ledger
-        with self._put_lock, ledger.cond:
+        with ledger.cond:
             target = ledger.accepted
         self._flush_requested.set()
         self._wake.set()
@@ -261,6 +258,8 @@ class ServingLogger:
         Records still undelivered at the deadline are counted as failed. Never raises; idempotent.
         """
         if not self._closing.is_set():
+            with self._ledger.cond:
+                self._refusing = True  # after this no record enters the queue; shutdown drains it all
             self._close_deadline = time.monotonic() + timeout_s
             self._closing.set()
             self._wake.set()
@@ -304,7 +303,7 @@ class ServingLogger:
             self._send(producer, backlog, seq)
             seq += len(backlog)
             backlog = []
-            if self._flush_requested.is_set() and self._queue.empty():
+            if self._flush_requested.is_set() and self._ledger.in_queue == 0:
                 self._flush_producer()
         self._shutdown(backlog, seq)
 
@@ -330,6 +329,8 @@ class ServingLogger:
                 batch.append(self._queue.get(timeout=remaining))
             except queue.Empty:
                 break
+        with self._ledger.cond:
+            self._ledger.in_queue -= len(batch)
         return batch
 
     def _ensure_producer(self) -> RawProducer | None:
@@ -422,6 +423,8 @@ class ServingLogger:
             except queue.Empty:
                 break
             leftovers += 1
+        with self._ledger.cond:
+            self._ledger.in_queue -= leftovers - len(backlog)
         if leftovers:
             self._ledger.resolve(
                 seq, seq + leftovers, failed=leftovers, error=f"closed with {leftovers} undelivered record(s)"
@@ -448,7 +451,7 @@ def _utc_now() -> datetime:
 class FetchResult:
     """Features of all groups, with the names of those that fell back to defaults and why."""
 
-    features: dict[str, JSONValue | Any]
+    features: dict[str, Any]
     defaulted: list[str]
     failed_groups: dict[str, str] = field(default_factory=dict)
 

@@ -144,7 +144,7 @@ class KafkaSettings(BaseModel):
 
     Defaults are safe for a production cluster (45 s sessions, ``acks="all"``, idempotent producer).
     ``profile="local"`` switches the unset fields to the embedded-broker values. ``client_options``
-    is passed verbatim to every kafka-python client, last, for anything not modelled here.
+    is passed, last, to each kafka-python client that knows the option, for anything not modelled here.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -214,6 +214,14 @@ class KafkaSettings(BaseModel):
         if self.sasl_mechanism is not None and not self.security_protocol.startswith("SASL"):
             msg = f"sasl_mechanism is set but security_protocol is {self.security_protocol}; use SASL_SSL"
             raise ValueError(msg)
+        unknown = sorted(
+            name
+            for name in self.client_options
+            if not any(name in cls.DEFAULT_CONFIG for cls in (KafkaConsumer, KafkaProducer, KafkaAdminClient))
+        )
+        if unknown:
+            msg = f"client_options: {unknown} is not an option of any kafka-python client"
+            raise ValueError(msg)
         if self.enable_idempotence and self.acks != "all":
             msg = f"enable_idempotence needs acks='all', got acks={self.acks!r}"
             raise ValueError(msg)
@@ -264,7 +272,7 @@ class KafkaSettings(BaseModel):
             delivery_timeout_ms=max(self.delivery_timeout_ms, self.linger_ms + self.request_timeout_ms),
             max_block_ms=self.max_block_ms,
         )
-        config.update(self.client_options)
+        config.update(_options_for(KafkaProducer, self.client_options))
         return config
 
     def consumer_config(self, group_id: str | None) -> dict[str, Any]:
@@ -280,14 +288,20 @@ class KafkaSettings(BaseModel):
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             max_partition_fetch_bytes=self.max_partition_fetch_bytes,
         )
-        config.update(self.client_options)
+        config.update(_options_for(KafkaConsumer, self.client_options))
         return config
 
     def admin_config(self) -> dict[str, Any]:
         """Options for a KafkaAdminClient."""
         config = self.common_config()
-        config.update(self.client_options)
+        config.update(_options_for(KafkaAdminClient, self.client_options))
         return config
+
+
+def _options_for(client: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The passthrough options this kafka-python client knows (each client refuses unknown ones)."""
+    known = client.DEFAULT_CONFIG
+    return {name: value for name, value in options.items() if name in known}
 
 
 # ======================================================================================= small types
@@ -420,7 +434,7 @@ def _build(
     bootstrap_ms = int(1000 * (settings.unavailable_deadline_s if timeout_s is None else timeout_s))
     try:
         return factory(bootstrap_timeout_ms=max(bootstrap_ms, 1000), **config)
-    except kafka_errors.KafkaConfigurationError as exc:
+    except (kafka_errors.KafkaConfigurationError, ValueError) as exc:
         msg = f"Kafka {what} configuration refused: {exc}"
         raise ConfigError(msg) from exc
     except (kafka_errors.KafkaError, OSError) as exc:
@@ -682,7 +696,7 @@ class RawConsumer:
         """
         try:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-        except (kafka_errors.KafkaConnectionError, kafka_errors.NoBrokersAvailable) as exc:
+        except kafka_errors.KafkaConnectionError as exc:
             self._outage.unhealthy(str(exc))
             return []
         except kafka_errors.KafkaError as exc:
@@ -805,11 +819,19 @@ class RawConsumer:
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         """Stop fetching from ``partitions`` (backpressure) while staying in the group."""
-        self._consumer.pause(*[_to_kafka(tp) for tp in partitions])
+        try:
+            self._consumer.pause(*[_to_kafka(tp) for tp in partitions])
+        except kafka_errors.KafkaError as exc:
+            action = "pause"
+            raise _broker_error(action, exc) from exc
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         """Fetch again from paused ``partitions``."""
-        self._consumer.resume(*[_to_kafka(tp) for tp in partitions])
+        try:
+            self._consumer.resume(*[_to_kafka(tp) for tp in partitions])
+        except kafka_errors.KafkaError as exc:
+            action = "resume"
+            raise _broker_error(action, exc) from exc
 
     @property
     def broker_down_for_s(self) -> float:

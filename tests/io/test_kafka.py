@@ -289,6 +289,12 @@ def test_security_options_pass_through_without_leaking_secrets_in_repr() -> None
     assert config["ssl_cafile"] == "ca.pem"
     assert config["connections_max_idle_ms"] == 60000
     assert "hunter2" not in repr(s)
+    # a consumer-only option reaches the consumer but not the producer, which would refuse it
+    tuned = KafkaSettings(bootstrap_servers="k:9092", client_options={"fetch_min_bytes": 1024})
+    assert tuned.consumer_config("g")["fetch_min_bytes"] == 1024
+    assert "fetch_min_bytes" not in tuned.producer_config()
+    with pytest.raises(ValidationError, match="no_such_option"):
+        KafkaSettings(bootstrap_servers="k:9092", client_options={"no_such_option": 1})
 
 
 def test_consumer_refuses_deserializers_and_auto_commit(settings: KafkaSettings) -> None:
