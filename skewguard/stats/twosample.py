@@ -40,12 +40,18 @@ class KSResult:
 
 @dataclass(frozen=True, slots=True)
 class ChiSquareResult:
-    """Chi-square test of homogeneity over bins; ``pooled_bins`` sparse bins were merged into one."""
+    """Chi-square test of homogeneity over bins (see :func:`chi_square` for the sparse-cell rule).
+
+    ``statistic`` and ``dof`` are Pearson's over the dense bins; ``pooled_bins`` sparse bins were
+    pooled; ``sparse_p_value`` is the exact binomial p-value of the pooled bin when it was too sparse
+    for Pearson (None otherwise); ``p_value`` is the combined one.
+    """
 
     statistic: float
     p_value: float
     dof: int
     pooled_bins: int
+    sparse_p_value: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,40 +146,51 @@ def ks_binned(reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) ->
 def chi_square(
     reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike, *, min_expected: float = 1.0
 ) -> ChiSquareResult:
-    """Chi-square homogeneity test of two count vectors (``scipy.stats.chi2_contingency``, no Yates).
+    """Chi-square homogeneity test of two count vectors, with an exact test for the sparse cells.
 
-    Bins empty in both samples are dropped, and bins whose expected count is below ``min_expected`` in
-    either sample are pooled into one bin (pooled again with the smallest remaining bin if still too
-    sparse): the chi-square approximation is anti-conservative on near-empty cells, and a stream of
-    windows would otherwise raise false alarms on rare categories. The default follows Cochran's rule
-    (no expected count below 1) rather than the stricter "5": with a large reference, a brand-new
-    category at 2 % of a 5,000-row window expects fewer than 5 counts, and pooling it away would hide
-    exactly the drift this test exists to see. With fewer than two bins left there is nothing to
-    test: statistic 0, p-value 1.
+    Pearson's statistic is badly anti-conservative on cells whose expected count is tiny (one stray
+    value of a rare category reads as p ≈ 1e-5), which on a stream of windows means false alarms; but
+    simply pooling such cells away hides exactly the drift this test is for — a brand-new category
+    has a reference count of 0, so its expected count in a window is small however many rows carry
+    it. So:
+
+    1. bins empty in both samples are dropped;
+    2. bins with an expected count below ``min_expected`` (Cochran's rule: 1) are pooled into one;
+    3. the dense bins — plus the pooled bin when its own expected counts reach ``min_expected`` — go to
+       ``scipy.stats.chi2_contingency`` (no Yates correction);
+    4. a pooled bin that is still too sparse is tested on its own, exactly: given its total ``t``, the
+       current sample's share of it is Binomial(t, n_current / N) under homogeneity
+       (``scipy.stats.binomtest``), and the two p-values are combined by Bonferroni,
+       ``min(1, 2·min(p_chi2, p_exact))``.
+
+    With fewer than two dense bins the chi-square part is skipped (p = 1).
     """
     ref, cur = _pair(reference_counts, current_counts)
     table = np.vstack([ref, cur])
     table = table[:, table.sum(axis=0) > 0]
-    pooled = 0
-    if min_expected > 0 and table.shape[1] > 1:
-        expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
-        sparse = expected.min(axis=0) < min_expected
-        pooled = int(sparse.sum())
-        if pooled:
-            kept = table[:, ~sparse]
-            merged = table[:, sparse].sum(axis=1, keepdims=True)
-            merged_expected = np.outer(table.sum(axis=1), merged.sum(axis=0)) / table.sum()
-            if merged_expected.min() < min_expected and kept.shape[1] > 0:
-                smallest = int(np.argmin(kept.sum(axis=0)))
-                kept = kept.copy()
-                kept[:, smallest] += merged[:, 0]
-            else:
-                kept = np.hstack([kept, merged])
-            table = kept
-    if table.shape[1] < 2:
-        return ChiSquareResult(0.0, 1.0, 0, pooled)
-    result = stats.chi2_contingency(table, correction=False)
-    return ChiSquareResult(float(result.statistic), float(result.pvalue), int(result.dof), pooled)
+    rows = table.sum(axis=1)
+    expected = np.outer(rows, table.sum(axis=0)) / table.sum()
+    sparse = expected.min(axis=0) < min_expected
+    pooled = int(sparse.sum()) if table.shape[1] > 1 else 0
+    exact_p: float | None = None
+    if pooled:
+        merged = table[:, sparse].sum(axis=1, keepdims=True)
+        merged_expected = rows * merged.sum() / table.sum()
+        table = table[:, ~sparse]
+        if merged_expected.min() >= min_expected:
+            table = np.hstack([table, merged])
+        else:
+            # Counts arrive as floats holding whole numbers; int() is exact for them.
+            exact = stats.binomtest(int(merged[1, 0]), int(merged.sum()), p=float(rows[1] / rows.sum()))
+            exact_p = float(exact.pvalue)
+    if table.shape[1] >= 2:
+        result = stats.chi2_contingency(table, correction=False)
+        statistic, p_value, dof = float(result.statistic), float(result.pvalue), int(result.dof)
+    else:
+        statistic, p_value, dof = 0.0, 1.0, 0
+    if exact_p is not None:
+        p_value = min(1.0, 2.0 * min(p_value, exact_p))
+    return ChiSquareResult(statistic, p_value, dof, pooled, exact_p)
 
 
 # -- distances over binned distributions -------------------------------------------------------------

@@ -86,23 +86,43 @@ def test_chi_square_equals_scipy_when_no_bin_is_sparse(rng: np.random.Generator)
     assert ours.pooled_bins == 0
 
 
-def test_chi_square_pools_sparse_bins_before_calling_scipy() -> None:
-    ref = np.array([4000, 3000, 2000, 3, 0, 1])
-    cur = np.array([400, 300, 200, 0, 0, 2])
+def test_chi_square_pools_sparse_bins_into_one_bin_when_that_is_dense_enough() -> None:
+    ref = np.array([4000, 3000, 2000, 5, 0, 6, 4])
+    cur = np.array([400, 300, 200, 1, 0, 0, 3])
     ours = chi_square(ref, cur)
-    # The two sparse non-empty bins (3/0 and 1/2) are pooled into one; the all-zero bin is dropped.
-    pooled = np.array([[4000, 3000, 2000, 4], [400, 300, 200, 2]])
-    merged = pooled[:, :3].copy()
-    merged[:, 2] += pooled[:, 3]  # the pooled bin is still sparse, so it joins the smallest kept bin
-    theirs = stats.chi2_contingency(merged, correction=False)
-    assert ours.pooled_bins == 2
+    # The three sparse non-empty bins pool into one (expected ~1.8 in the current row); the empty bin goes.
+    pooled = np.array([[4000, 3000, 2000, 15], [400, 300, 200, 4]])
+    theirs = stats.chi2_contingency(pooled, correction=False)
+    assert (ours.pooled_bins, ours.sparse_p_value) == (3, None)
     assert ours.statistic == pytest.approx(theirs.statistic, rel=1e-12)
     assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-12)
 
 
-def test_chi_square_detects_a_new_category_even_after_pooling() -> None:
+def test_chi_square_tests_a_too_sparse_pooled_bin_exactly_and_combines_by_bonferroni() -> None:
     ref = np.array([50_000, 30_000, 20_000, 0])
-    cur = np.array([2_450, 1_470, 980, 100])  # 2 % of the window is a category the reference never had
+    cur = np.array([1_200, 500, 280, 20])  # 20 rows of a category the reference never had
+    ours = chi_square(ref, cur)
+    dense = stats.chi2_contingency(np.array([[50_000, 30_000, 20_000], [1_200, 500, 280]]), correction=False)
+    exact = stats.binomtest(20, 20, p=2000 / 102_000)
+    assert ours.pooled_bins == 1
+    assert ours.sparse_p_value == pytest.approx(exact.pvalue, rel=1e-12)
+    assert ours.statistic == pytest.approx(dense.statistic, rel=1e-12)
+    assert ours.p_value == pytest.approx(min(1.0, 2 * min(dense.pvalue, exact.pvalue)), rel=1e-12)
+    assert ours.p_value < 1e-20
+
+
+def test_chi_square_is_not_fooled_by_one_stray_value_of_a_rare_category() -> None:
+    # Same proportions on the common categories; a rare one (3 in the reference) shows up twice.
+    ref, cur = np.array([60_000, 40_000, 3]), np.array([3_000, 2_000, 2])
+    assert stats.chi2_contingency(np.vstack([ref, cur]), correction=False).pvalue < 0.01  # Pearson cries wolf
+    exact = stats.binomtest(2, 5, p=5002 / 105_005).pvalue  # 2 of 5 in a 4.8 % sample
+    assert chi_square(ref, cur).sparse_p_value == pytest.approx(exact, rel=1e-12)
+    assert chi_square(ref, cur).p_value > 0.01
+
+
+def test_chi_square_detects_a_new_category_at_two_percent() -> None:
+    ref = np.array([50_000, 30_000, 20_000, 0])
+    cur = np.array([2_450, 1_470, 980, 100])
     assert chi_square(ref, cur).p_value < 1e-10
 
 
