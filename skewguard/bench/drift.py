@@ -29,7 +29,7 @@ import pandas as pd
 
 from skewguard.detect import Calibration, DriftPolicy, judge
 from skewguard.errors import ConfigError
-from skewguard.report._evidently import data_drift
+from skewguard.report import evidently_data_drift
 from skewguard.stats import ColumnKind, ColumnSpec, ProfileLayout
 
 SHIFT_KINDS = (
@@ -140,7 +140,7 @@ def _best(repeats: int, run: Callable[[], Any]) -> tuple[float, Any]:
 
 def _evidently_drifted(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str]) -> set[str]:
     numerical = [c for c in reference.columns if c not in categorical]
-    return set(data_drift(reference, current, numerical=numerical, categorical=categorical).drifted)
+    return set(evidently_data_drift(reference, current, numerical=numerical, categorical=categorical).drifted)
 
 
 def bench_drift(

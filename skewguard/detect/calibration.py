@@ -232,7 +232,8 @@ def _calibrate(
     scaled: dict[tuple[str, Method], list[float]] = {}
     for draw in range(draws):
         reference, encoded = pairs[draw % len(pairs)]
-        index = rng.choice(encoded.rows, size=chunk_size, replace=False)
+        # Sorted: the order of rows does not change a profile, and gathers in order are ~3x faster.
+        index = np.sort(rng.choice(encoded.rows, size=chunk_size, replace=False))
         chunk = layout.empty_profile(reservoir_size=0)
         chunk.fold_encoded(encoded.take(index))
         for name, sketch in reference.sketches.items():

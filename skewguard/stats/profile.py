@@ -476,9 +476,10 @@ class NumericSketch:
         """Add one encoded batch column."""
         n_bins = self.layout.n_bins
         binned = np.bincount(column.codes, minlength=n_bins + 1)
-        present = column.codes < n_bins
-        x = column.values()[present]
-        codes = column.codes[present]
+        x, codes = column.values(), column.codes
+        if binned[n_bins]:  # drop the nulls (skipped when there are none: no copy)
+            present = codes < n_bins
+            x, codes = x[present], codes[present]
         self.counts += binned[:n_bins]
         self.nulls += int(binned[n_bins])
         if column.out_of_domain is not None:
