@@ -244,23 +244,29 @@ def _parse_serving(obj: Any, where: str, top_level: bool) -> ServingRecord:
         raise RecordError(
             msg, reason=Reason.MISSING_FIELD, record_id=rid if type(rid) is str else None
         ) from None
-    if type(request_id) is not str:
-        _wrong(where, "request_id", "a string", request_id, None)
+    # fast path first: one combined test for the common case, the diagnosis only when it fails
+    if (
+        type(request_id) is not str
+        or type(model) is not str
+        or type(model_version) is not str
+        or type(feature_state_hash) is not str
+    ):
+        _diagnose_strings(where, request_id, model, model_version, feature_state_hash)
     v = obj.get("v", _MISSING)
     if top_level or v is not _MISSING:
         _check_version(v, where, required=True, record_id=request_id)
-    if type(model) is not str:
-        _wrong(where, "model", "a string (the model name)", model, request_id)
-    if type(model_version) is not str:
-        _wrong(where, "model_version", "a string", model_version, request_id)
-    if type(feature_state_hash) is not str:
-        _wrong(where, "feature_state_hash", "a string", feature_state_hash, request_id)
     if type(features) is not dict:
         _wrong(where, "features", "an object of feature name to value", features, request_id)
     if not _SCALAR_TYPES.issuperset(map(type, features.values())):
         _wrong_member(where, "features", features, "a number, string, bool or null", request_id)
-    if not _is_prediction(prediction):
+    if type(prediction) not in _VALUE_TYPES and not _is_prediction(prediction):
         _wrong(where, "prediction", _PREDICTION_TEXT, prediction, request_id)
+    try:
+        when = datetime.fromisoformat(event_time)
+    except (TypeError, ValueError):
+        when = _parse_time(event_time, where, request_id)  # raises with the right reason
+    if when.tzinfo is not UTC:
+        when = _parse_time(event_time, where, request_id)
     raw_inputs = obj.get("raw_inputs")
     if raw_inputs is not None and type(raw_inputs) is not dict:
         _wrong(where, "raw_inputs", "an object of input name to JSON value, or null", raw_inputs, request_id)
@@ -282,7 +288,7 @@ def _parse_serving(obj: Any, where: str, top_level: bool) -> ServingRecord:
         _wrong(where, "defaulted", "a list of feature names (strings)", defaulted, request_id)
     return ServingRecord(
         request_id,
-        _parse_time(event_time, where, request_id),
+        when,
         model,
         model_version,
         feature_state_hash,
@@ -316,6 +322,16 @@ def _parse_label(obj: Any, where: str, top_level: bool) -> LabelRecord:
     if type(label) not in _VALUE_TYPES:
         _wrong(where, "label", "a number, string or bool", label, request_id)
     return LabelRecord(request_id, _parse_time(event_time, where, request_id), label)
+
+
+def _diagnose_strings(where: str, request_id: Any, model: Any, model_version: Any, state_hash: Any) -> None:
+    if type(request_id) is not str:
+        _wrong(where, "request_id", "a string", request_id, None)
+    if type(model) is not str:
+        _wrong(where, "model", "a string (the model name)", model, request_id)
+    if type(model_version) is not str:
+        _wrong(where, "model_version", "a string", model_version, request_id)
+    _wrong(where, "feature_state_hash", "a string", state_hash, request_id)
 
 
 def _is_prediction(value: Any) -> bool:

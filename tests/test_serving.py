@@ -138,11 +138,14 @@ def test_log_never_blocks_or_raises_when_the_broker_is_unreachable() -> None:
     try:
         slowest = 0.0
         results = []
+        began = time.perf_counter()
         for i in range(5000):
             started = time.perf_counter()
             results.append(logger.log(request_id=f"r{i}", features={"x": i}, prediction=0.1))
             slowest = max(slowest, time.perf_counter() - started)
-        assert slowest < 0.05, f"log() took {slowest * 1000:.1f} ms"
+        # blocking would mean seconds (connect and metadata timeouts); the margins allow a loaded machine
+        assert time.perf_counter() - began < 2.0
+        assert slowest < 0.5, f"log() took {slowest * 1000:.1f} ms"
         stats = logger.stats()
         accepted = sum(results)
         assert stats.dropped == 5000 - accepted
