@@ -36,6 +36,9 @@ class TopicsConfig(_Section):
     """Where undecodable or invalid input goes, with the reason in the headers."""
     alerts: str = "skewguard.alerts"
     """Alerts, one JSON message each."""
+    create_partitions: PositiveInt | None = None
+    """When set, missing topics are created with this many partitions (demo, tests); in production
+    topics are usually provisioned by the platform, so the default creates nothing."""
 
 
 class StoreConfig(_Section):
@@ -112,6 +115,8 @@ class MonitorSettings(BaseSettings):
     checkpoint_interval_s: PositiveFloat = 5.0
     """How often window state and offsets are checkpointed (and windows finalised)."""
     max_poll_records: PositiveInt = 5000
+    max_message_bytes: PositiveInt = 1_048_576
+    """Messages larger than this are dead-lettered as oversized instead of decoded."""
 
     @classmethod
     def settings_customise_sources(

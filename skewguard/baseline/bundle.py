@@ -39,7 +39,6 @@ from skewguard.baseline.specs import (
 from skewguard.detect import Calibration
 from skewguard.errors import ConfigError, DataError
 from skewguard.stats import Profile, ProfileLayout
-from skewguard.validation import SuiteTarget, build_suite
 
 FORMAT = "skewguard.baseline/1"
 FILES = {
@@ -123,6 +122,10 @@ class Baseline:
         (directory / FILES["profile"]).write_text(self.profile.to_json())
         (directory / FILES["calibration"]).write_text(self.calibration.to_json())
         if feature_set is not None:
+            # Imported here: Great Expectations takes seconds to import, and the daemon loads baselines
+            # without ever writing suites.
+            from skewguard.validation import SuiteTarget, build_suite
+
             for target, key in ((SuiteTarget.RAW, "suite_raw"), (SuiteTarget.FEATURES, "suite_features")):
                 suite = build_suite(feature_set, target, self.state)
                 (directory / FILES[key]).write_text(json.dumps(suite.to_json_dict(), indent=2, default=str))

@@ -2,10 +2,11 @@
 
 Each partition keeps its own watermark (the largest event time it has seen, minus the allowed
 lateness). A window ``[start, end)`` is *sealed* in a partition once that watermark reaches ``end``:
-its accumulator no longer changes, and a record that still belongs to it is *late* — counted, not
-folded. Everything here depends only on the order of records within the partition, never on wall
-clock time or on how the stream was split into polls, so replaying a partition from a checkpoint
-rebuilds exactly the same state (the daemon's exactly-once promise rests on that).
+its accumulator no longer changes, and a record that still belongs to it is *late* — counted (with
+the window it arrived in), not folded. Everything here depends only on the order of records within
+the partition, never on wall clock time or on how the stream was split into polls, so replaying a
+partition from a checkpoint rebuilds exactly the same state (the daemon's exactly-once promise rests
+on that).
 
 A window is *finalised* (judged and stored) elsewhere, once every partition has sealed it.
 """
@@ -87,8 +88,6 @@ class PartitionWindows:
     max_event_us: int | None = None
     open: dict[WindowId, WindowAccumulator] = field(default_factory=dict)
     sealed: dict[WindowId, WindowAccumulator] = field(default_factory=dict)
-    #: Late records whose window was already finalised and dropped from this state.
-    late_unattributed: int = 0
 
     @property
     def watermark_us(self) -> int | None:
@@ -97,19 +96,25 @@ class PartitionWindows:
 
     def classify(
         self, event_us: npt.NDArray[np.int64]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-        """Window starts and lateness of a batch of records, given in partition order.
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+        """Window starts, lateness and arrival windows of a batch of records, given in partition order.
 
         Record ``i`` is late when its window ends at or before the watermark as it stood just before
         ``i`` (the running maximum of the event times before it). Deciding this per record, rather than
         per batch, keeps the outcome independent of how polls happened to split the stream.
+
+        A late record is reported with its *arrival* window: the window holding that running maximum,
+        which is always still open here. Its own window may already be judged and stored, and whether
+        it is depends on timing; the arrival window depends only on the partition's order, so late counts
+        come out the same in every run.
         """
         starts = event_us - event_us % self.spec.size_us
         if len(event_us) == 0:
-            return starts, np.zeros(0, dtype=bool)
+            return starts, np.zeros(0, dtype=bool), starts
         before = np.maximum.accumulate(np.concatenate([[self._max_or_min()], event_us[:-1]]))
         late = starts + self.spec.size_us <= before - self.spec.lateness_us
-        return starts, late
+        arrival = before - before % self.spec.size_us
+        return starts, late, arrival
 
     def _max_or_min(self) -> int:
         return int(np.iinfo(np.int64).min // 2) if self.max_event_us is None else self.max_event_us
@@ -120,14 +125,6 @@ class PartitionWindows:
         if accumulator is None:
             accumulator = self.open[key] = new()
         return accumulator
-
-    def count_late(self, key: WindowId, count: int) -> None:
-        """Record ``count`` late records of ``key``: with the sealed window when it is still held."""
-        sealed = self.sealed.get(key)
-        if sealed is not None:
-            sealed.late_records += count
-        else:
-            self.late_unattributed += count
 
     def advance(self, event_us: int) -> list[WindowId]:
         """Move the watermark to a (batch's largest) event time; returns the windows this sealed."""
@@ -155,7 +152,6 @@ class PartitionWindows:
             "max_event_us": self.max_event_us,
             "open": windows(self.open),
             "sealed": windows(self.sealed),
-            "late_unattributed": self.late_unattributed,
         }
 
     @classmethod
@@ -171,5 +167,4 @@ class PartitionWindows:
             max_event_us=None if max_event is None else int(max_event),
             open=windows(data.get("open", [])),
             sealed=windows(data.get("sealed", [])),
-            late_unattributed=int(data.get("late_unattributed", 0)),
         )

@@ -27,7 +27,7 @@ def run(events: list[int], cuts: list[int]) -> tuple[dict[int, int], dict[int, i
         batch = np.asarray(events[lo:hi], dtype=np.int64)
         if not len(batch):
             continue
-        starts, is_late = state.classify(batch)
+        starts, is_late, _arrival = state.classify(batch)
         for start, flag in zip(starts.tolist(), is_late.tolist(), strict=True):
             target = late if flag else folded
             target[start] = target.get(start, 0) + 1
@@ -41,6 +41,15 @@ def test_record_after_the_watermark_passed_its_window_is_late() -> None:
     # After 13 s the watermark is 11 s: window [0, 10) is closed, so 9 s and 3 s are late.
     assert folded == {0: 2, 10 * S: 3}
     assert late == {0: 2}
+
+
+def test_a_late_record_is_attributed_to_the_window_it_arrives_in() -> None:
+    state = PartitionWindows(SPEC)
+    batch = np.asarray([1 * S, 25 * S, 3 * S, 31 * S, 4 * S], dtype=np.int64)
+    _starts, late, arrival = state.classify(batch)
+    assert late.tolist() == [False, False, True, False, True]
+    # 3 s arrives after 25 s (window [20, 30)); 4 s after 31 s (window [30, 40)).
+    assert arrival[late].tolist() == [20 * S, 30 * S]
 
 
 def test_allowed_lateness_keeps_a_window_open() -> None:
@@ -71,7 +80,7 @@ def test_advance_seals_windows_behind_the_watermark_and_round_trips() -> None:
     state.accumulator(("m", 10 * S), lambda: WindowAccumulator.empty(layout))
     assert state.advance(11 * S) == []  # watermark 9 s: nothing closes yet
     assert state.advance(12 * S) == [("m", 0)]  # watermark 10 s closes [0, 10)
-    state.count_late(("m", 0), 2)
+    state.sealed[("m", 0)].late_records += 2
     restored = PartitionWindows.from_dict(SPEC, state.to_dict())
     assert restored.to_dict() == state.to_dict()
     assert restored.sealed[("m", 0)].late_records == 2

@@ -1,0 +1,116 @@
+"""Deliver stored alerts to the alerts topic and a webhook, with retries, never blocking the poll loop.
+
+Alerts are first recorded in the store, in the transaction that finalises their window (deduplicated
+there by key); delivery happens after that commit, from a background thread. A webhook that is down is
+retried with exponential backoff and, if it stays down, counted as failed: the alert is still in the
+store and on the topic, and ``skewguard status`` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from skewguard.results import WindowKey
+from skewguard.store import NewAlert
+
+log = logging.getLogger(__name__)
+
+
+def alert_payload(alert: NewAlert, key: WindowKey) -> dict[str, Any]:
+    """The JSON an alert is delivered as: what, where, when, and the evidence behind it."""
+    return {
+        "dedup_key": alert.dedup_key,
+        "model": alert.model,
+        "check": alert.check.value,
+        "subject": alert.subject,
+        "severity": alert.severity.value,
+        "message": alert.message,
+        "window_start": key.start.isoformat(),
+        "window_end": key.end.isoformat(),
+        "evidence": alert.evidence,
+    }
+
+
+@dataclass
+class WebhookSink:
+    """POST each alert as JSON; retry on errors and 5xx with exponential backoff."""
+
+    url: str
+    timeout_s: float = 5.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    sleep: Callable[[float], None] = time.sleep
+
+    def send(self, payload: dict[str, Any]) -> bool:
+        """True when the endpoint accepted the alert (2xx) within the retries."""
+        body = json.dumps(payload).encode()
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(
+                self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    if 200 <= response.status < 300:
+                        return True
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:  # the endpoint rejects the payload: retrying will not help
+                    log.warning("webhook refused alert %s: HTTP %s", payload.get("dedup_key"), exc.code)
+                    return False
+            except (urllib.error.URLError, TimeoutError, OSError) as exc:
+                log.info("webhook attempt %d for %s failed: %s", attempt + 1, payload.get("dedup_key"), exc)
+            if attempt < self.retries:
+                self.sleep(self.backoff_s * 2**attempt)
+        return False
+
+
+@dataclass
+class AlertDispatcher:
+    """A background worker that hands alerts to the configured sinks in order."""
+
+    sinks: list[Callable[[dict[str, Any]], bool]]
+    delivered: int = 0
+    failed: int = 0
+    _queue: queue.Queue[dict[str, Any] | None] = field(default_factory=queue.Queue)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the worker thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="skewguard-alerts", daemon=True)
+            self._thread.start()
+
+    def submit(self, payload: dict[str, Any]) -> None:
+        """Queue an alert for delivery; returns at once."""
+        self._queue.put(payload)
+
+    def _run(self) -> None:
+        while True:
+            payload = self._queue.get()
+            if payload is None:
+                return
+            for sink in self.sinks:
+                try:
+                    ok = sink(payload)
+                except Exception:  # a sink bug must not kill delivery of the others
+                    log.exception("alert sink failed")
+                    ok = False
+                if ok:
+                    self.delivered += 1
+                else:
+                    self.failed += 1
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued (up to ``timeout_s``), then stop."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout_s)
+            self._thread = None

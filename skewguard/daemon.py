@@ -1,0 +1,554 @@
+"""The streaming monitor daemon: Kafka serving log in, judged windows, alerts and metrics out.
+
+One poll loop, single-threaded, in this order (the order is the correctness argument):
+
+1. ``poll`` raw messages; apply the rebalance changes the poll recorded (restore a newly assigned
+   partition's window state and next offset from the store and seek there; forget a revoked one).
+2. Decode each message ourselves; refused input goes to the dead-letter topic with its reason. A message
+   below the partition's restored offset was already folded before a crash: it is skipped, never counted
+   twice.
+3. Fold records into their partition's event-time windows (lateness decided per record).
+4. Every ``checkpoint_interval_s``: in ONE store transaction, save every owned partition's window state
+   with its next offset, and finalise each window that every partition has sealed (merging the stored
+   partial states of all partitions — so it does not matter which daemon, or which incarnation of one,
+   does it). Only after that commit are the Kafka offsets committed and the alerts delivered.
+
+A daemon killed anywhere restarts from the last checkpoint and replays from its offsets: the stored
+results are those of a run that never died. Several daemons in one consumer group share the partitions
+the same way (``skewguard bench scale``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from features import FeatureSet, FeatureState
+from skewguard.alerts import AlertDispatcher, WebhookSink, alert_payload
+from skewguard.baseline import Baseline
+from skewguard.config import import_object
+from skewguard.errors import BrokerError, ConfigError, RecordError, StoreError
+from skewguard.io.kafka import (
+    ChangeKind,
+    RawConsumer,
+    RawMessage,
+    RawProducer,
+    TopicPartition,
+    ensure_topics,
+    publish_dead_letter,
+)
+from skewguard.monitor import ModelMonitor, MonitorOptions
+from skewguard.ops import Metrics, OpsServer
+from skewguard.records import ServingRecord, decode_message, encode_record
+from skewguard.results import Severity, WindowKey, WindowResult
+from skewguard.settings import MonitorSettings
+from skewguard.stats import Profile
+from skewguard.store import Checkpoint, NewAlert, Store, from_micros, to_micros
+from skewguard.windows import PartitionWindows, WindowAccumulator, WindowId, WindowSpec, from_us, to_us
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_MODEL = "unknown_model"
+
+
+@dataclass
+class OwnedPartition:
+    """A serving-log partition this daemon currently owns."""
+
+    windows: PartitionWindows
+    #: Next offset to fold; None until the first message when the store had no checkpoint.
+    next_offset: int | None
+    last_record_wall_us: int
+    caught_up: bool = False
+
+    def state(self) -> dict[str, Any]:
+        """What the checkpoint stores for this partition."""
+        return {
+            "windows": self.windows.to_dict(),
+            "last_record_wall_us": self.last_record_wall_us,
+            "caught_up": self.caught_up,
+        }
+
+
+@dataclass
+class DaemonCounters:
+    """Plain counters for tests and /status (Prometheus has the same numbers, labelled)."""
+
+    records: int = 0
+    dead_letters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    late: int = 0
+    skipped_replays: int = 0
+    windows: int = 0
+
+
+def load_monitors(settings: MonitorSettings) -> dict[str, ModelMonitor]:
+    """Build one ModelMonitor per configured model from its baseline directory and feature set."""
+    monitors: dict[str, ModelMonitor] = {}
+    for model in settings.models:
+        if model.name in monitors:
+            msg = f"models: model {model.name!r} is configured twice"
+            raise ConfigError(msg)
+        feature_set: FeatureSet = import_object(model.features, expected=FeatureSet, what="feature set")
+        baseline = Baseline.load(model.baseline)
+        if baseline.model != model.name:
+            where = str(model.baseline)
+            msg = f"models: baseline {where!r} is for model {baseline.model!r}, not {model.name!r}"
+            raise ConfigError(msg)
+        known = {baseline.state_hash: baseline.state}
+        for path in model.extra_states:
+            state = FeatureState.from_json(Path(path).read_text())
+            known[state.content_hash] = state
+        unknown_excludes = sorted(set(model.drift_exclude) - set(feature_set.features))
+        if unknown_excludes:
+            msg = f"models[{model.name}].drift_exclude names unknown feature(s) {unknown_excludes}"
+            raise ConfigError(msg)
+        monitors[model.name] = ModelMonitor(
+            baseline,
+            feature_set,
+            policy=settings.policy,
+            options=MonitorOptions(
+                drift_exclude=frozenset(model.drift_exclude),
+                defaults_max_rate=model.defaults_max_rate,
+                skew_max_rate=model.skew_max_rate,
+            ),
+            known_states=known,
+        )
+    return monitors
+
+
+class MonitorDaemon:
+    """The poll loop; see the module docstring for the order of operations."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        monitors: Mapping[str, ModelMonitor],
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.monitors = dict(monitors)
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.counters = DaemonCounters()
+        self.spec = WindowSpec(
+            size=dt.timedelta(seconds=settings.window.size_s),
+            lateness=dt.timedelta(seconds=settings.window.lateness_s),
+        )
+        self.group = settings.group_id
+        self.topics = settings.topics
+        self.owned: dict[TopicPartition, OwnedPartition] = {}
+        self.consumer: RawConsumer | None = None
+        self.producer: RawProducer | None = None
+        self.dispatcher: AlertDispatcher | None = None
+        self.ops: OpsServer | None = None
+        self._last_checkpoint = 0.0
+        self._last_poll_ok = 0.0
+        self._partition_count: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def open(self, *, serve_http: bool = False) -> None:
+        """Connect to Kafka (creating topics if configured), start alert delivery and, optionally, HTTP."""
+        kafka = self.settings.kafka
+        partitions = self.topics.create_partitions
+        if partitions is not None:
+            t = self.topics
+            ensure_topics(kafka, dict.fromkeys((t.serving, t.labels, t.dead_letter, t.alerts), partitions))
+        self.producer = RawProducer(kafka)
+        self.consumer = RawConsumer(
+            kafka,
+            [self.topics.serving],
+            group_id=self.group,
+            max_poll_records=self.settings.max_poll_records,
+        )
+        sinks: list[Callable[[dict[str, Any]], bool]] = [self._send_alert_to_topic]
+        if self.settings.alerts.webhook_url:
+            hook = WebhookSink(
+                self.settings.alerts.webhook_url,
+                timeout_s=self.settings.alerts.webhook_timeout_s,
+                retries=self.settings.alerts.webhook_retries,
+            )
+            sinks.append(hook.send)
+        self.dispatcher = AlertDispatcher(sinks)
+        self.dispatcher.start()
+        if serve_http:
+            http = self.settings.http
+            self.ops = OpsServer(http.host, http.port, self.metrics, self.health, self.status)
+            self.ops.start()
+        self._last_checkpoint = time.monotonic()
+        self._last_poll_ok = time.monotonic()
+
+    def close(self) -> None:
+        """Final checkpoint, then release everything (consumers before the broker goes, per Tansu)."""
+        try:
+            if self.consumer is not None:
+                self.checkpoint()
+        except (StoreError, BrokerError) as exc:
+            log.error("final checkpoint failed: %s", exc)
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+        if self.consumer is not None:
+            self.consumer.close(timeout_s=5.0)
+        if self.producer is not None:
+            self.producer.close(timeout_s=5.0)
+        if self.ops is not None:
+            self.ops.close()
+        self.consumer = self.producer = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll until ``stop`` is set; broker outages are retried with backoff, never fatal."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.step()
+                backoff = 0.5
+            except BrokerError as exc:
+                self.metrics.broker_errors.inc()
+                log.warning("broker problem, retrying in %.1fs: %s", backoff, exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except StoreError as exc:
+                log.warning("store problem, retrying in %.1fs: %s", backoff, exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """One poll, fold and (when due) checkpoint; returns the number of messages polled."""
+        consumer = self._require(self.consumer)
+        messages = consumer.poll(timeout_ms=200, max_records=self.settings.max_poll_records)
+        self._last_poll_ok = time.monotonic()
+        self._apply_assignment_changes()
+        by_partition: dict[TopicPartition, list[RawMessage]] = defaultdict(list)
+        for message in messages:
+            by_partition[TopicPartition(message.topic, message.partition)].append(message)
+        for tp, batch in by_partition.items():
+            self._fold_partition(tp, batch)
+        if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
+            self.checkpoint()
+        return len(messages)
+
+    def _apply_assignment_changes(self) -> None:
+        consumer = self._require(self.consumer)
+        for change in consumer.assignment_changes():
+            if change.kind is ChangeKind.REVOKED:
+                for tp in change.partitions:
+                    # Its new owner restores it from the last checkpoint; anything folded since is replayed.
+                    self.owned.pop(tp, None)
+                continue
+            with self.store.transaction() as tx:
+                stored = tx.load_checkpoints(self.group, [self.topics.serving])
+            now_us = int(self.clock() * 1e6)
+            for tp in change.partitions:
+                checkpoint = stored.get((tp.topic, tp.partition))
+                if checkpoint is None:
+                    self.owned[tp] = OwnedPartition(PartitionWindows(self.spec), None, now_us)
+                    continue
+                state = checkpoint.state
+                self.owned[tp] = OwnedPartition(
+                    PartitionWindows.from_dict(self.spec, state["windows"]),
+                    checkpoint.next_offset,
+                    int(state.get("last_record_wall_us", now_us)),
+                    bool(state.get("caught_up", False)),
+                )
+                consumer.seek(tp, checkpoint.next_offset)
+
+    def _fold_partition(self, tp: TopicPartition, batch: list[RawMessage]) -> None:
+        part = self.owned.get(tp)
+        if part is None:
+            return  # revoked in this very poll: the new owner replays it
+        records: list[ServingRecord] = []
+        for message in batch:
+            if part.next_offset is not None and message.offset < part.next_offset:
+                continue  # folded before the last restart (or re-fetched after a seek)
+            records += self._decode(message)
+            part.next_offset = message.offset + 1
+        if not records:
+            return
+        events = np.fromiter((to_us(r.event_time) for r in records), dtype=np.int64, count=len(records))
+        starts, late, arrival = part.windows.classify(events)
+        groups: dict[WindowId, list[ServingRecord]] = defaultdict(list)
+        late_counts: dict[WindowId, int] = defaultdict(int)
+        for record, start, is_late, arrived in zip(
+            records, starts.tolist(), late.tolist(), arrival.tolist(), strict=True
+        ):
+            if is_late:
+                late_counts[(record.model, arrived)] += 1
+            else:
+                groups[(record.model, start)].append(record)
+        for key, members in groups.items():
+            monitor = self.monitors[key[0]]
+            monitor.fold(part.windows.accumulator(key, monitor.new_accumulator), members)
+            self.metrics.records.labels(key[0]).inc(len(members))
+            self.counters.records += len(members)
+        for key, count in late_counts.items():
+            monitor = self.monitors[key[0]]
+            part.windows.accumulator(key, monitor.new_accumulator).late_records += count
+            self.metrics.late_records.labels(key[0]).inc(count)
+            self.counters.late += count
+        part.windows.advance(int(events.max()))
+        part.last_record_wall_us = int(self.clock() * 1e6)
+
+    def _decode(self, message: RawMessage) -> list[ServingRecord]:
+        try:
+            result = decode_message(message.value, max_bytes=self.settings.max_message_bytes)
+        except RecordError as exc:
+            self._dead_letter(message, message.value, exc.reason, str(exc))
+            return []
+        for rejected in result.rejected:
+            self._dead_letter(message, rejected.raw, rejected.error.reason, str(rejected.error))
+        good: list[ServingRecord] = []
+        for record in result.records:
+            if record.model not in self.monitors:
+                detail = f"record {record.request_id!r}: model {record.model!r} is not monitored here"
+                self._dead_letter(message, encode_record(record), UNKNOWN_MODEL, detail)
+                continue
+            good.append(record)
+        return good
+
+    def _dead_letter(self, message: RawMessage, raw: bytes | None, reason: str, detail: str) -> None:
+        producer = self._require(self.producer)
+        publish_dead_letter(
+            producer,
+            self.topics.dead_letter,
+            raw,
+            reason,
+            detail,
+            (message.topic, message.partition, message.offset),
+        )
+        self.metrics.dead_letters.labels(reason).inc()
+        self.counters.dead_letters[reason] += 1
+
+    # -- checkpoint and finalisation -----------------------------------------------------------------
+
+    def checkpoint(self) -> list[WindowResult]:
+        """Save state + offsets and finalise ready windows in one transaction; then commit and alert."""
+        consumer = self._require(self.consumer)
+        now = self.clock()
+        now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
+        lag = consumer.lag()
+        for tp, part in self.owned.items():
+            behind = lag.get(tp)
+            part.caught_up = behind == 0
+            if behind is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
+        deliveries: list[dict[str, Any]] = []
+        finalised: list[WindowResult] = []
+        with self.store.transaction() as tx:
+            sealed_keys = [
+                (model, start, start + self.spec.size_us)
+                for part in self.owned.values()
+                for model, start in part.windows.sealed
+            ]
+            done = tx.finalised(self.group, sealed_keys)
+            for part in self.owned.values():
+                part.windows.drop([(m, s) for m, s, _ in done])
+            for tp, part in self.owned.items():
+                if part.next_offset is None:
+                    continue
+                tx.save_checkpoint(
+                    self.group, Checkpoint(tp.topic, tp.partition, part.next_offset, part.state()), now=now_dt
+                )
+            finalised = self._finalise(tx, now, deliveries)
+        self.metrics.checkpoints.inc()
+        self._last_checkpoint = time.monotonic()
+        for result in finalised:
+            self.metrics.observe_window(result)
+            self.counters.windows += 1
+            for part in self.owned.values():
+                part.windows.drop([(result.key.model, to_us(result.key.start))])
+                part.windows.open.pop((result.key.model, to_us(result.key.start)), None)
+        offsets = {tp: part.next_offset for tp, part in self.owned.items() if part.next_offset is not None}
+        if offsets:
+            try:
+                consumer.commit(offsets)
+            except BrokerError as exc:  # the store is the source of truth; a failed commit costs a replay
+                log.info("offset commit failed (will resume from the store's checkpoint): %s", exc)
+        if self.dispatcher is not None:
+            for payload in deliveries:
+                self.dispatcher.submit(payload)
+        return finalised
+
+    def _serving_partitions(self) -> int:
+        if self._partition_count is None:
+            producer = self._require(self.producer)
+            self._partition_count = len(producer.partitions_for(self.topics.serving))
+        return self._partition_count
+
+    def _finalise(self, tx: Any, now: float, deliveries: list[dict[str, Any]]) -> list[WindowResult]:
+        tx.lock_checkpoints(self.group)
+        stored = tx.load_checkpoints(self.group, [self.topics.serving])
+        if len(stored) < self._serving_partitions():
+            return []  # a partition nobody has checkpointed yet may still hold records of any window
+        idle_us = self.settings.window.idle_timeout_s * 1e6
+        now_us = now * 1e6
+        partitions: list[tuple[PartitionWindows, bool]] = []
+        for key in sorted(stored):
+            state = stored[key].state
+            windows = PartitionWindows.from_dict(self.spec, state["windows"])
+            idle = (
+                bool(state.get("caught_up"))
+                and now_us - float(state.get("last_record_wall_us", now_us)) >= idle_us
+            )
+            partitions.append((windows, idle))
+        candidates: set[WindowId] = set()
+        for windows, idle in partitions:
+            candidates |= set(windows.sealed)
+            if idle:
+                candidates |= set(windows.open)
+        size = self.spec.size_us
+        done = tx.finalised(self.group, [(m, s, s + size) for m, s in candidates])
+        results: list[WindowResult] = []
+        for model, start in sorted(candidates, key=lambda k: (k[1], k[0])):
+            end = start + size
+            if (model, start, end) in done or model not in self.monitors:
+                continue
+            ready = all(
+                idle
+                or (model, start) in windows.sealed
+                or (windows.watermark_us is not None and windows.watermark_us >= end)
+                for windows, idle in partitions
+            )
+            if not ready:
+                continue
+            parts: list[WindowAccumulator] = []
+            for windows, idle in partitions:
+                part = windows.sealed.get((model, start)) or (
+                    windows.open.get((model, start)) if idle else None
+                )
+                if part is not None:
+                    parts.append(part)
+            merged = parts[0]
+            for part in parts[1:]:
+                merged = merged.merge(part)
+            previous_state = tx.previous_profile(self.group, model, start)
+            previous = None if previous_state is None else Profile.from_dict(previous_state)
+            key = WindowKey(model, from_us(start), from_us(end))
+            result = self.monitors[model].judge(key, merged, previous)
+            window_id = tx.finalise_window(
+                self.group,
+                result,
+                now=dt.datetime.fromtimestamp(now, dt.UTC),
+                profile=merged.profile.to_dict(),
+            )
+            if window_id is None:
+                continue  # another daemon won the race; it alerts
+            deliveries += self._raise_alerts(tx, window_id, result, now)
+            results.append(result)
+        return results
+
+    def _raise_alerts(
+        self, tx: Any, window_id: int, result: WindowResult, now: float
+    ) -> list[dict[str, Any]]:
+        """Alert on a flag that persists (k of the last m windows) or is severe; once per episode."""
+        policy = self.settings.policy
+        model = result.key.model
+        start_us = to_us(result.key.start)
+        history = tx.recent_flags(self.group, model, start_us, policy.persistence_m - 1)
+        open_alerts = tx.open_alerts(model)
+        resolved: set[tuple[str, str]] = set()
+        payloads: list[dict[str, Any]] = []
+        for finding in result.findings:
+            key = (finding.check.value, finding.subject)
+            if not finding.flagged:
+                if key in open_alerts:
+                    resolved.add(key)
+                continue
+            persisted = 1 + sum(key in flags for flags in history)
+            if finding.severity is not Severity.CRITICAL and persisted < policy.persistence_k:
+                continue
+            if key in open_alerts:
+                continue
+            alert = NewAlert(
+                dedup_key=f"{self.group}/{model}/{key[0]}/{key[1]}/{start_us}",
+                model=model,
+                check=finding.check,
+                subject=finding.subject,
+                severity=finding.severity,
+                message=finding.reason,
+                evidence={
+                    "effect": finding.effect,
+                    "threshold": finding.threshold,
+                    "p_value": finding.p_value,
+                    "method": finding.method,
+                    "persisted_windows": persisted,
+                    **finding.detail,
+                },
+            )
+            if tx.add_alert(window_id, alert, now=dt.datetime.fromtimestamp(now, dt.UTC)):
+                self.metrics.alerts.labels(model, key[0]).inc()
+                payloads.append(alert_payload(alert, result.key))
+        if resolved:
+            tx.resolve_alerts(model, resolved)
+        return payloads
+
+    def _send_alert_to_topic(self, payload: dict[str, Any]) -> bool:
+        producer = self.producer
+        if producer is None:
+            return False
+        try:
+            producer.send(self.topics.alerts, orjson.dumps(payload), key=payload["model"].encode())
+            return True
+        except BrokerError as exc:
+            log.warning("alert %s not published: %s", payload["dedup_key"], exc)
+            return False
+
+    # -- operations ----------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy while polls keep succeeding."""
+        since = time.monotonic() - self._last_poll_ok
+        limit = max(30.0, 3 * self.settings.checkpoint_interval_s)
+        if since > limit:
+            return False, f"no successful poll for {since:.0f}s"
+        return True, f"ok: {len(self.owned)} partition(s) owned, {self.counters.records} records folded"
+
+    def status(self) -> dict[str, Any]:
+        """Latest window per model and open alerts, from the store (what /status serves)."""
+        latest: dict[str, Any] = {}
+        for stored in self.store.windows(group=self.group, limit=200):
+            result = stored.result
+            if result.key.model in latest:
+                continue
+            latest[result.key.model] = {
+                "window_start": result.key.start.isoformat(),
+                "window_end": result.key.end.isoformat(),
+                "records": result.records,
+                "late_records": result.late_records,
+                "flagged": [
+                    {"check": f.check.value, "subject": f.subject, "reason": f.reason} for f in result.flagged
+                ],
+            }
+        return {
+            "group": self.group,
+            "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in self.owned),
+            "records": self.counters.records,
+            "dead_letters": dict(self.counters.dead_letters),
+            "models": latest,
+            "open_alerts": len(self.store.alerts(open_only=True)),
+        }
+
+    @staticmethod
+    def _require(value: Any) -> Any:
+        if value is None:
+            msg = "the daemon is not open: call open() first"
+            raise ConfigError(msg)
+        return value
+
+
+__all__ = ["MonitorDaemon", "OwnedPartition", "from_micros", "load_monitors", "to_micros"]

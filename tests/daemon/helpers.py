@@ -1,0 +1,119 @@
+"""Shared pieces of the daemon tests: a CTR baseline, traffic in windows, producing, stepping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.ctr import CTR_FEATURES
+from skewguard.baseline import Baseline, BaselineOptions, build_baseline
+from skewguard.daemon import MonitorDaemon
+from skewguard.demo.traffic import generate_requests, serving_records
+from skewguard.io.kafka import KafkaSettings, RawProducer
+from skewguard.records import ServingRecord, encode_records
+from skewguard.settings import MonitorSettings, load_settings
+
+T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+WINDOW = dt.timedelta(seconds=60)
+SEASONAL = ["hour_of_day_local", "day_of_week_local"]
+
+
+def build_ctr_baseline(directory: Path) -> Baseline:
+    train = generate_requests(24_000, seed=1, start=T0 - dt.timedelta(days=7), span=dt.timedelta(days=7))
+    train["score"] = np.random.default_rng(2).beta(2, 5, len(train))
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        yield train
+
+    baseline = build_baseline(
+        CTR_FEATURES,
+        chunks,
+        model="ctr",
+        prediction_column="score",
+        options=BaselineOptions(window_size=1_500, calibration_draws=100),
+    )
+    baseline.save(directory, CTR_FEATURES)
+    return baseline
+
+
+def window_records(
+    baseline: Baseline, index: int, n: int, *, seed: int, **kwargs: Any
+) -> list[ServingRecord]:
+    """``n`` records whose event times fall inside window ``index`` (windows of WINDOW from T0)."""
+    start = T0 + index * WINDOW
+    frame = generate_requests(
+        n, seed=seed, start=start, span=WINDOW - dt.timedelta(seconds=1), **kwargs.pop("gen", {})
+    )
+    frame["request_id"] = [f"w{index}-{i}" for i in range(n)]
+    scores = np.random.default_rng(seed + 1).beta(2, 5, n).tolist()
+    return serving_records(frame, CTR_FEATURES, baseline.state, model="ctr", scores=scores, **kwargs)
+
+
+def produce(bootstrap: str, topic: str, records: Sequence[ServingRecord], *, batch: int = 50) -> None:
+    """Write records as batch envelopes keyed by their first request id (so they spread over partitions)."""
+    producer = RawProducer(KafkaSettings.local(bootstrap))
+    try:
+        for start in range(0, len(records), batch):
+            chunk = records[start : start + batch]
+            producer.send(topic, encode_records(chunk), key=chunk[0].request_id.encode())
+        producer.flush(30)
+    finally:
+        producer.close(5)
+
+
+def produce_raw(bootstrap: str, topic: str, values: Sequence[bytes], *, partition_key: bytes = b"k") -> None:
+    producer = RawProducer(KafkaSettings.local(bootstrap))
+    try:
+        for value in values:
+            producer.send(topic, value, key=partition_key)
+        producer.flush(30)
+    finally:
+        producer.close(5)
+
+
+def settings_for(
+    bootstrap: str, baseline_dir: Path, store_url: str, *, partitions: int = 2, **overrides: Any
+) -> MonitorSettings:
+    suffix = uuid.uuid4().hex[:8]
+    data: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": bootstrap, "profile": "local"},
+        "group_id": f"sg-{suffix}",
+        "topics": {
+            "serving": f"serving-{suffix}",
+            "labels": f"labels-{suffix}",
+            "dead_letter": f"dead-{suffix}",
+            "alerts": f"alerts-{suffix}",
+            "create_partitions": partitions,
+        },
+        "store": {"url": store_url},
+        "window": {"size_s": WINDOW.total_seconds(), "lateness_s": 5.0, "idle_timeout_s": 3600.0},
+        "models": [{"name": "ctr", "baseline": str(baseline_dir), "features": "features.ctr:CTR_FEATURES",
+                    "drift_exclude": SEASONAL}],
+        "checkpoint_interval_s": 0.5,
+        "http": {"port": 0},
+    }  # fmt: skip
+    data.update(overrides)
+    return load_settings(None, **data)
+
+
+def step_until(daemon: MonitorDaemon, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        daemon.step()
+        if done():
+            daemon.checkpoint()
+            return
+    msg = f"condition not reached within {timeout_s}s; counters {daemon.counters}"
+    raise AssertionError(msg)
+
+
+def closing_record(baseline: Baseline, index: int) -> list[ServingRecord]:
+    """Records far enough in the future (one per partition key) to seal every earlier window."""
+    return window_records(baseline, index, 20, seed=999)

@@ -1,0 +1,300 @@
+"""The monitor daemon against the real embedded broker: findings, dead letters, crash recovery."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from skewguard.baseline import Baseline
+from skewguard.daemon import MonitorDaemon, load_monitors
+from skewguard.demo.traffic import TrafficShape, hour_in_utc_bug
+from skewguard.io.broker import EmbeddedBroker
+from skewguard.io.kafka import DeadLetter, KafkaSettings, RawConsumer, TopicPartition, read_dead_letter
+from skewguard.records import encode_record, encode_records
+from skewguard.results import Check, Severity, WindowResult
+from skewguard.settings import MonitorSettings
+from skewguard.store import Store
+from tests.daemon.helpers import (
+    build_ctr_baseline,
+    closing_record,
+    produce,
+    produce_raw,
+    settings_for,
+    step_until,
+    window_records,
+)
+
+pytestmark = pytest.mark.kafka
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="module")
+def baseline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("baseline")
+    build_ctr_baseline(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def baseline(baseline_dir: Path) -> Baseline:
+    return Baseline.load(baseline_dir)
+
+
+@pytest.fixture
+def daemon_for(
+    kafka_broker: EmbeddedBroker, baseline_dir: Path, tmp_path: Path
+) -> Iterator[Callable[..., MonitorDaemon]]:
+    opened: list[tuple[MonitorDaemon, Store]] = []
+
+    def make(**overrides: Any) -> MonitorDaemon:
+        settings = settings_for(
+            kafka_broker.bootstrap_servers, baseline_dir, f"sqlite:///{tmp_path / 'results.db'}", **overrides
+        )
+        store = Store(settings.store.url)
+        daemon = MonitorDaemon(settings, load_monitors(settings), store)
+        daemon.open()
+        opened.append((daemon, store))
+        return daemon
+
+    yield make
+    for daemon, store in opened:
+        daemon.close()
+        store.close()
+
+
+def results_by_start(store: Store, group: str) -> dict[dt.datetime, WindowResult]:
+    return {w.result.key.start: w.result for w in store.windows(group=group, limit=1000)}
+
+
+def test_skew_drift_and_alerts_from_a_live_stream(
+    daemon_for: Callable[..., MonitorDaemon], baseline: Baseline, kafka_broker: EmbeddedBroker
+) -> None:
+    daemon: MonitorDaemon = daemon_for()
+    rng = np.random.default_rng(5)
+    clean = window_records(baseline, 0, 1_500, seed=10)
+    bug_rows = rng.random(1_500) < 0.3
+    buggy = window_records(baseline, 1, 1_500, seed=20, bug=hour_in_utc_bug, bug_rows=bug_rows)
+    expected_mismatches = sum(
+        bool(flag) and record.raw_inputs is not None and record.raw_inputs["user_tz"] != "UTC"
+        for flag, record in zip(bug_rows, buggy, strict=True)
+    )
+    weights = 1.0 / np.arange(1, 25)
+    weights[12:] *= 10
+    drifted = window_records(baseline, 2, 1_500, seed=30, gen={"shape": _shape(weights)})
+    topic = daemon.topics.serving
+    produce(kafka_broker.bootstrap_servers, topic, clean + buggy + drifted)
+    produce(kafka_broker.bootstrap_servers, topic, closing_record(baseline, 5), batch=1)
+
+    step_until(daemon, lambda: daemon.counters.windows >= 3)
+
+    results = results_by_start(daemon.store, daemon.group)
+    ordered = [results[key] for key in sorted(results)]
+    assert [r.records for r in ordered] == [1_500, 1_500, 1_500]
+    assert ordered[0].flagged == ()
+    skew = {f.subject: f for f in ordered[1].findings if f.check is Check.SKEW}
+    assert skew["hour_of_day_local"].flagged
+    assert skew["hour_of_day_local"].detail["mismatched"] == expected_mismatches
+    assert skew["hour_of_day_local"].effect == pytest.approx(expected_mismatches / 1_500, abs=0)
+    assert {f.subject for f in ordered[1].flagged} == {"hour_of_day_local"}
+    assert ("drift", "category") in {(f.check.value, f.subject) for f in ordered[2].flagged}
+    # The skew episode is resolved by the clean window after it, so ask for closed alerts too.
+    alerts = {(a.check, a.subject): a for a in daemon.store.alerts(open_only=False)}
+    assert alerts[(Check.SKEW, "hour_of_day_local")].severity is Severity.CRITICAL
+    assert alerts[(Check.SKEW, "hour_of_day_local")].evidence["mismatched"] == expected_mismatches
+
+
+def _shape(weights: np.ndarray[Any, Any]) -> TrafficShape:
+    return TrafficShape(category_weights=weights)
+
+
+def test_every_bad_input_kind_is_dead_lettered_and_counted(
+    daemon_for,
+    baseline: Baseline,
+    kafka_broker: EmbeddedBroker,
+) -> None:
+    daemon: MonitorDaemon = daemon_for(max_message_bytes=50_000)
+    good = window_records(baseline, 0, 300, seed=40)
+    template = orjson.loads(encode_record(good[0]))
+    naive = template | {"request_id": "naive", "event_time": "2026-06-01T12:00:10"}
+    wrong_type = template | {"request_id": "wrong", "features": [1, 2, 3]}
+    missing = {k: v for k, v in template.items() if k != "request_id"}
+    version = template | {"request_id": "v99", "v": 99}
+    other_model = dataclasses.replace(good[1], request_id="other", model="not-monitored")
+    oversized = orjson.dumps(template | {"request_id": "big", "raw_inputs": {"blob": "x" * 60_000}})
+    envelope = orjson.loads(encode_records(good[2:5]))
+    envelope["batch"].append(template | {"request_id": "in-batch", "prediction": {"not": "a prediction"}})
+    bad = [
+        b"\xff\x00 not json",
+        b"[1, 2, 3]",
+        orjson.dumps(missing),
+        orjson.dumps(wrong_type),
+        orjson.dumps(naive),
+        orjson.dumps(version),
+        encode_record(other_model),
+        oversized,
+        orjson.dumps(envelope),
+    ]
+    topic = daemon.topics.serving
+    produce_raw(kafka_broker.bootstrap_servers, topic, bad)
+    produce(kafka_broker.bootstrap_servers, topic, good[5:])
+    produce(kafka_broker.bootstrap_servers, topic, closing_record(baseline, 5), batch=1)
+    expected = collections.Counter(
+        {
+            "undecodable": 1,
+            "not_an_object": 1,
+            "missing_field": 1,
+            "wrong_type": 2,
+            "naive_timestamp": 1,
+            "unsupported_version": 1,
+            "unknown_model": 1,
+            "oversized": 1,
+        }
+    )
+    step_until(
+        daemon, lambda: daemon.counters.windows >= 1 and sum(daemon.counters.dead_letters.values()) >= 9
+    )
+
+    assert dict(daemon.counters.dead_letters) == dict(expected)
+    # Every good record is counted: 3 from the envelope, 295 on their own (plus the closers, later).
+    first = min(results_by_start(daemon.store, daemon.group).items())[1]
+    assert first.records == 298
+    letters = _read_all(kafka_broker.bootstrap_servers, daemon.topics.dead_letter, daemon.settings)
+    assert collections.Counter(letter.reason for letter in letters) == expected
+    by_reason = {letter.reason: letter for letter in letters}
+    assert by_reason["undecodable"].value == b"\xff\x00 not json"
+    assert "request_id" in by_reason["missing_field"].detail
+    assert b"in-batch" in (by_reason["wrong_type"].value or b"") or any(
+        b"in-batch" in (letter.value or b"") for letter in letters
+    )
+
+
+def _read_all(bootstrap: str, topic: str, settings: MonitorSettings) -> list[DeadLetter]:
+    partitions = settings.topics.create_partitions or 1
+    consumer = RawConsumer(
+        KafkaSettings.local(bootstrap), partitions=[TopicPartition(topic, p) for p in range(partitions)]
+    )
+    try:
+        consumer.seek_to_beginning()
+        out: list[DeadLetter] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=300)
+            out += [read_dead_letter(m) for m in batch]
+            if not batch and out:
+                break
+        return out
+    finally:
+        consumer.close(2)
+
+
+# -- crash recovery -------------------------------------------------------------------------------------
+
+
+def _config_file(settings: MonitorSettings, path: Path) -> Path:
+    import json
+
+    data = settings.model_dump(mode="json", exclude_none=True)
+    data["kafka"] = {"bootstrap_servers": settings.kafka.bootstrap_servers, "profile": "local"}
+    path.write_text(json.dumps(data))  # JSON is YAML
+    return path
+
+
+def _summary(store: Store, group: str) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for start, result in sorted(results_by_start(store, group).items()):
+        rows.append(
+            (
+                start,
+                result.records,
+                result.late_records,
+                sorted((f.check.value, f.subject, f.flagged) for f in result.findings),
+                sorted(
+                    (f.check.value, f.subject, round(f.effect, 9))
+                    for f in result.findings
+                    if f.effect is not None
+                ),
+            )
+        )
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_sigkilled_daemon_stores_the_same_results_as_an_uninterrupted_one(
+    backend: str, kafka_broker: EmbeddedBroker, baseline: Baseline, baseline_dir: Path, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    schema = f"sg_crash_{uuid.uuid4().hex[:8]}"
+    url = f"sqlite:///{tmp_path / 'crash.db'}" if backend == "sqlite" else POSTGRES_URL
+    store_cfg = {"url": url} | ({"db_schema": schema} if backend == "postgresql" else {})
+    victim = settings_for(
+        bootstrap,
+        baseline_dir,
+        url,
+        partitions=3,
+        store=store_cfg,
+        checkpoint_interval_s=0.3,
+        max_poll_records=200,
+    )
+    reference = victim.model_copy(update={"group_id": victim.group_id + "-ref"})
+    records = [r for i in range(4) for r in window_records(baseline, i, 1_500, seed=100 + i)]
+    # Some late arrivals (older event times after newer ones) so lateness is part of what must match.
+    late = window_records(baseline, 0, 60, seed=200)
+    late = [dataclasses.replace(r, request_id=f"late-{i}") for i, r in enumerate(late)]
+    produce(bootstrap, victim.topics.serving, records[:3_000] + late + records[3_000:], batch=20)
+    produce(bootstrap, victim.topics.serving, closing_record(baseline, 9), batch=1)
+
+    ref_store = Store(url, schema=schema if backend == "postgresql" else None)
+    ref = MonitorDaemon(reference, load_monitors(reference), ref_store)
+    ref.open()
+    try:
+        step_until(ref, lambda: ref.counters.windows >= 4, timeout_s=120)
+    finally:
+        ref.close()
+    expected = _summary(ref_store, reference.group_id)
+    assert [row[1] for row in expected] == [1_500, 1_500, 1_500, 1_500]
+    assert sum(row[2] for row in expected) == 60  # the late records are counted, not folded
+
+    config = _config_file(victim, tmp_path / "monitor.yaml")
+    entry = "from skewguard.cli import main; main()"
+    command = [sys.executable, "-c", entry, "monitor", "--config", str(config), "--log-level", "WARNING"]
+    chaos = random.Random(7)
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("ab") as log:
+        for _kill in range(3):
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+            time.sleep(chaos.uniform(2.5, 5.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(results_by_start(ref_store, victim.group_id)) < 4:
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert _summary(ref_store, victim.group_id) == expected
+    if backend == "postgresql":
+        ref_store.drop_all()
+    ref_store.close()
