@@ -108,6 +108,7 @@ class EmbeddedBroker:
         self._port: int | None = None
         self._workdir: Path | None = None
         self._finalizer: weakref.finalize[..., EmbeddedBroker] | None = None
+        self._workdir_cleanup: weakref.finalize[..., EmbeddedBroker] | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -153,6 +154,15 @@ class EmbeddedBroker:
         binary = self._binary or find_tansu_binary()
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="skewguard-tansu-"))
+            self._workdir_cleanup = weakref.finalize(self, shutil.rmtree, self._workdir, True)
+        try:
+            return self._start(binary)
+        except BaseException:
+            if self._port is None:  # never ran: nothing worth keeping, and no __exit__ will follow
+                self.close()
+            raise
+
+    def _start(self, binary: Path) -> EmbeddedBroker:
         deadline = time.monotonic() + self._start_timeout_s
         port = self._requested_port if self._requested_port is not None else _free_port(self._host)
         tried: list[int] = []
@@ -199,9 +209,10 @@ class EmbeddedBroker:
     def close(self) -> None:
         """Stop the broker and delete its log directory."""
         self.stop()
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
+        if self._workdir_cleanup is not None:
+            self._workdir_cleanup()  # removes the log directory, once
+            self._workdir_cleanup = None
+        self._workdir = None
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -52,7 +52,7 @@ def test_taken_port_without_fallback_raises_naming_the_port(taken_port: int) -> 
     with pytest.raises(BrokerError, match=str(taken_port)):
         broker.start()
     assert not broker.running
-    broker.close()
+    assert broker.log_path is None, "a broker that never ran leaves no log directory behind"
 
 
 def test_stop_ends_the_process_and_bootstrap_servers_then_refuses() -> None:
