@@ -494,6 +494,13 @@ class Store:
                 for row in conn.execute(query)
             ]
 
+    def window_profile(self, window_id: int) -> Any:
+        """The stored merged-profile state of a finalised window (``Profile.from_dict`` input), or None."""
+        w = self.tables["windows"]
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(w.c.profile).where(w.c.id == window_id)).first()
+        return None if row is None or row.profile is None else unpack_state(row.profile)
+
     def drop_all(self) -> None:
         """Drop the tables (and the schema, on PostgreSQL); for tests and ``--reset``."""
         with self.engine.begin() as conn:

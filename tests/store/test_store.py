@@ -162,6 +162,9 @@ def test_recent_flags_previous_profile_and_alert_episodes(store: Store) -> None:
         end_of_second = to_micros(NOW + dt.timedelta(minutes=10))
         assert tx.previous_profile(GROUP, "ctr", end_of_second) == {"minute": 5}
         assert tx.previous_profile(GROUP, "ctr", to_micros(NOW)) is None
+    newest = store.windows(model="ctr", limit=1)[0]
+    assert store.window_profile(newest.id) == {"minute": 10}
+    with store.transaction() as tx:
         assert tx.recent_flags(GROUP, "ctr", end_of_second, 5) == [{("drift", "price")}] * 2
         first = to_micros(NOW), to_micros(NOW + dt.timedelta(minutes=5))
         assert tx.finalised(GROUP, [("ctr", *first), ("ctr", 1, 2)]) == {("ctr", *first)}
