@@ -17,6 +17,7 @@ from skewguard.commands.compare import finite_json, parse_columns
 from skewguard.detect import Method
 
 REFERENCE_ROWS = 6000
+COUNTRIES = np.array(["DE", "FR", "NL", "PL"], dtype=object)
 
 
 def draw(rng: np.random.Generator, n: int, *, shift: float = 0.0) -> pd.DataFrame:
@@ -24,7 +25,7 @@ def draw(rng: np.random.Generator, n: int, *, shift: float = 0.0) -> pd.DataFram
     return pd.DataFrame(
         {
             "amount": rng.normal(100.0 + 20.0 * shift, 20.0, n),
-            "country": rng.choice(np.array(["DE", "FR", "NL", "PL"], dtype=object), n, p=[0.4, 0.3, 0.2, 0.1]),
+            "country": rng.choice(COUNTRIES, n, p=[0.4, 0.3, 0.2, 0.1]),
             "store": rng.integers(0, 5, n),
         }
     )
@@ -100,9 +101,7 @@ def test_chunk_size_gives_one_entry_per_chunk_and_finds_the_shifted_one(
     reference_frame: pd.DataFrame, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(15)
-    current = pd.concat(
-        [draw(rng, 1000), draw(rng, 1000, shift=0.6), draw(rng, 500)], ignore_index=True
-    )
+    current = pd.concat([draw(rng, 1000), draw(rng, 1000, shift=0.6), draw(rng, 500)], ignore_index=True)
     reference = write(reference_frame, tmp_path / "reference.parquet")
     code, document = run_json(reference, write(current, tmp_path / "current.parquet"), "--chunk-size", "1000")
     assert code == EXIT_FINDING
@@ -122,7 +121,7 @@ def test_categorical_option_turns_integer_codes_into_categories(
     current_path = write(current, tmp_path / "current.csv")
     _, as_numbers = run_json(reference, current_path)
     code, as_codes = run_json(reference, current_path, "--categorical", " store, ")
-    assert as_numbers["chunks"][0]["features"]["store"]["method"] in (Method.WASSERSTEIN, Method.NULL_RATE)
+    assert as_numbers["chunks"][0]["features"]["store"]["method"] != Method.JENSEN_SHANNON.value
     store = as_codes["chunks"][0]["features"]["store"]
     assert code == EXIT_FINDING
     assert store["drifted"] is True and store["method"] == Method.JENSEN_SHANNON.value
@@ -157,5 +156,6 @@ def test_column_lists_and_non_finite_numbers_are_normalised() -> None:
     assert parse_columns(None) == []
     assert parse_columns(" a, b,,c ,") == ["a", "b", "c"]
     document = {"chunks": [{"threshold": float("inf"), "effect": float("nan"), "p_value": 0.5, "rows": 3}]}
-    assert finite_json(document) == {"chunks": [{"threshold": None, "effect": None, "p_value": 0.5, "rows": 3}]}
+    expected = {"chunks": [{"threshold": None, "effect": None, "p_value": 0.5, "rows": 3}]}
+    assert finite_json(document) == expected
     json.dumps(finite_json(document), allow_nan=False)
