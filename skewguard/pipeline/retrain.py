@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from features import FeatureSet, InputType
+from features import FeatureSet, FeatureState, InputType
 from skewguard import __version__
 from skewguard.baseline import BaselineOptions, PredictionKind, build_baseline
 from skewguard.config import import_object
@@ -53,6 +53,7 @@ from skewguard.pipeline.artifacts import (
     METRICS,
     MODEL_FORMAT,
     WEIGHTS,
+    TrainedModel,
     build_module,
     load_trained_model,
     predict_scores,
@@ -116,6 +117,8 @@ class RetrainResult:
     gate: GateReport
     training: TrainingOutcome
     comparison: HoldoutComparison
+    model: TrainedModel
+    """The trained module with its encoder and state, as the directory holds them (for scoring)."""
     seconds: dict[Stage, float] = field(default_factory=dict)
 
 
@@ -522,6 +525,8 @@ class _Pipeline:
                 "versions": {"skewguard": __version__, "torch": torch.__version__},
             }
 
+            written: dict[str, Any] = {}
+
             def finalize(version: str, created: str) -> None:
                 artifacts = {
                     str(path.relative_to(staging)): sha256_file(path)
@@ -530,6 +535,7 @@ class _Pipeline:
                 }
                 document = manifest | {"version": version, "created": created, "artifacts": artifacts}
                 (staging / MANIFEST).write_text(json.dumps(document, indent=2, allow_nan=False))
+                written.update(document)
 
             entry = self.registry.register(
                 staging,
@@ -553,6 +559,14 @@ class _Pipeline:
             gate=gate_report,
             training=outcome,
             comparison=comparison,
+            model=TrainedModel(
+                directory=directory,
+                manifest=written,
+                module=module,
+                encoder=encoder,
+                state=state,
+                feature_set=fs,
+            ),
             seconds=dict(self.seconds),
         )
 
@@ -561,7 +575,7 @@ class _Pipeline:
         staging: Path,
         module: nn.Module,
         encoder: FeatureEncoder,
-        state: Any,
+        state: FeatureState,
         train_raw: pd.DataFrame,
         train_scores: np.ndarray[Any, Any],
         gate_report: GateReport,

@@ -1,0 +1,168 @@
+"""Stages that stop the run: a seeded-bug model at the gate, bad raw data at validation, a worse
+candidate at evaluation, and configuration errors, each with its exit code and no model directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from skewguard.cli import EXIT_FINDING, EXIT_USAGE, app
+from skewguard.errors import ConfigError
+from skewguard.gate import CheckName
+from skewguard.pipeline import (
+    GateStopped,
+    HoldoutStopped,
+    RetrainConfig,
+    Stage,
+    ValidationStopped,
+    retrain,
+)
+
+
+def run_cli(config: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["retrain", "--config", str(config)])
+    return result.exit_code, result.output
+
+
+def no_model_written(config: Path) -> bool:
+    model_root = config.parent / "models" / "ctr"
+    return not model_root.exists() or not any(
+        p.name.startswith(("v", ".staging")) for p in model_root.iterdir()
+    )
+
+
+def test_seeded_bug_factory_stops_at_the_gate_with_the_check_and_diagnosis(
+    make_config: Callable[..., Path],
+) -> None:
+    config = make_config(model={"factory": "skewguard.demo.model:build_ctr_model_detached_encoder"})
+    code, output = run_cli(config)
+    assert code == EXIT_FINDING, output
+    assert "stopped at stage 'gate'" in output
+    assert "FAIL" in output and "gradient_flow" in output
+    assert "diagnosis:" in output and "encoder.0.weight" in output and ".detach()" in output
+    assert "no model directory was written" in output
+    assert no_model_written(config)
+
+
+def test_batch_mixing_bug_stops_at_the_gate_naming_batch_independence(
+    make_config: Callable[..., Path],
+) -> None:
+    config = make_config(model={"factory": "skewguard.demo.model:build_ctr_model_batch_mixing"})
+    with pytest.raises(GateStopped) as caught:
+        retrain(RetrainConfig.from_file(config))
+    assert caught.value.stage is Stage.GATE
+    failed = {c.name for c in caught.value.report.failed_checks}
+    assert CheckName.BATCH_INDEPENDENCE in failed
+    assert no_model_written(config)
+
+
+def test_invalid_raw_data_stops_at_validation_naming_the_columns(
+    demo_raw: pd.DataFrame, make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    bad = demo_raw.copy()
+    bad.loc[[3, 17], "device"] = "smartwatch"
+    bad.loc[[5], "ad_position"] = 0
+    path = tmp_path / "bad.parquet"
+    bad.to_parquet(path, index=False)
+    config = make_config(data_file=path)
+    code, output = run_cli(config)
+    assert code == EXIT_FINDING, output
+    assert "stopped at stage 'validate'" in output
+    assert "device" in output and "ad_position" in output and "'smartwatch'" in output
+    assert no_model_written(config)
+
+
+def test_bad_labels_are_validation_violations_of_the_label_column(
+    demo_raw: pd.DataFrame, make_config: Callable[..., Path]
+) -> None:
+    bad = demo_raw.copy()
+    bad["click"] = bad["click"].astype("float64")
+    bad.loc[[1, 2], "click"] = np.nan
+    bad.loc[[9], "click"] = 2.0
+    with pytest.raises(ValidationStopped) as caught:
+        retrain(RetrainConfig.from_file(make_config()), raw=bad)
+    violations = caught.value.report.violations
+    assert {v.column for v in violations} == {"click"}
+    assert sorted(v.unexpected_count or 0 for v in violations) == [1, 2]
+
+
+def test_a_frame_with_aware_timestamp_dtype_passes_validation_through_the_api(
+    demo_raw: pd.DataFrame, make_config: Callable[..., Path]
+) -> None:
+    # event_time is datetime64[ns, UTC] (as parquet files give it); the suite must not reject the dtype.
+    assert isinstance(demo_raw["event_time"].dtype, pd.DatetimeTZDtype)
+    config = RetrainConfig.from_file(make_config(training={"max_epochs": 1}))
+    result = retrain(config, raw=demo_raw.head(3000))
+    assert result.version == "v1"
+    assert result.rows.train + result.rows.validation + result.rows.holdout == 3000
+
+
+def test_candidate_worse_than_production_stops_when_required(
+    make_config: Callable[..., Path],
+) -> None:
+    retrain(RetrainConfig.from_file(make_config()))  # v1, production
+    worse = make_config(
+        training={"lr": 1e-5, "max_epochs": 1},
+        evaluation={"require_better": True, "metric": "log_loss"},
+    )
+    code, output = run_cli(worse)
+    assert code == EXIT_FINDING, output
+    assert "stopped at stage 'evaluate'" in output and "worse than production v1" in output
+    versions = sorted(p.name for p in (worse.parent / "models" / "ctr").iterdir() if p.name.startswith("v"))
+    assert versions == ["v1"]
+    with pytest.raises(HoldoutStopped) as caught:
+        retrain(RetrainConfig.from_file(worse))
+    comparison = caught.value.comparison
+    assert comparison.production is not None
+    assert comparison.candidate.log_loss > comparison.production.log_loss
+
+
+@pytest.mark.parametrize(
+    ("updates", "key"),
+    [
+        ({"training": {"patience": 0}}, "training.patience"),
+        ({"training": {"epochs": 3}}, "training.epochs"),
+        ({"model": {"factory": "no_such_module_xyz:build"}}, "model.factory"),
+        ({"model": {"options": {"depth": 3}}}, "model.options"),
+        ({"gate": {"batch_size": 5000}}, "gate.batch_size"),
+        ({"baseline": {"window_size": 5000}}, "baseline.window_size"),
+        ({"data": {"features": "features.ctr"}}, "data.features"),
+        ({"data": {"id_column": "no_such_column"}}, "data.id_column"),
+    ],
+)
+def test_config_errors_exit_2_naming_the_key(
+    make_config: Callable[..., Path], updates: dict[str, dict[str, object]], key: str
+) -> None:
+    config = make_config(**updates)
+    code, output = run_cli(config)
+    assert code == EXIT_USAGE, output
+    assert key in output
+    assert no_model_written(config)
+
+
+def test_missing_required_key_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    config = tmp_path / "retrain.toml"
+    config.write_text('model_name = "ctr"\nmodels_dir = "m"\n[model]\nfactory = "a:b"\n')
+    with pytest.raises(ConfigError, match="'data'"):
+        RetrainConfig.from_file(config)
+    code, output = run_cli(tmp_path / "absent.toml")
+    assert code == EXIT_USAGE and "not found" in output
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    nested = tmp_path / "deploy"
+    nested.mkdir()
+    config = nested / "retrain.toml"
+    config.write_text(
+        'model_name = "ctr"\nmodels_dir = "../models"\n'
+        '[data]\nfeatures = "features.ctr:CTR_FEATURES"\nfiles = ["train.parquet"]\nlabel = "click"\n'
+        '[model]\nfactory = "skewguard.demo.model:build_ctr_model"\n'
+    )
+    loaded = RetrainConfig.from_file(config)
+    assert loaded.models_dir == (tmp_path / "models").resolve()
+    assert loaded.data.files == [(nested / "train.parquet").resolve()]
