@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from features import FeatureSet, FeatureState, InputType
+from features import FeatureError, FeatureSet, FeatureState, InputType
 from skewguard import __version__
 from skewguard.baseline import BaselineOptions, PredictionKind, build_baseline
 from skewguard.config import import_object
@@ -422,8 +422,15 @@ class _Pipeline:
             metric=section.metric, candidate=candidate, tolerance=section.tolerance
         )
         if production_dir is not None and section.compare_with_production:
-            production = load_trained_model(production_dir)
-            scores = production.score_raw(holdout_raw)
+            try:
+                production = load_trained_model(production_dir)
+                scores = production.score_raw(holdout_raw)
+            except (ConfigError, DataError, FeatureError) as exc:
+                msg = (
+                    f"the production model {str(production_dir)!r} cannot score the holdout ({exc}); "
+                    "set evaluation.production_dir, or evaluation.compare_with_production = false"
+                )
+                raise DataError(msg) from exc
             comparison = replace(
                 comparison,
                 production=binary_metrics(labels, scores),

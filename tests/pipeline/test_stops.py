@@ -97,9 +97,25 @@ def test_a_frame_with_aware_timestamp_dtype_passes_validation_through_the_api(
     # event_time is datetime64[ns, UTC] (as parquet files give it); the suite must not reject the dtype.
     assert isinstance(demo_raw["event_time"].dtype, pd.DatetimeTZDtype)
     config = RetrainConfig.from_file(make_config(training={"max_epochs": 1}))
-    result = retrain(config, raw=demo_raw.head(3000))
+    result = retrain(config, raw=demo_raw.head(3000), holdout=demo_raw.tail(1000))
     assert result.version == "v1"
-    assert result.rows.train + result.rows.validation + result.rows.holdout == 3000
+    # A given holdout is used as it is; the other rows are split into training and validation only.
+    assert result.rows.holdout == 1000
+    assert result.rows.train + result.rows.validation == 3000
+    assert result.comparison.candidate.rows == 1000
+
+
+def test_an_unloadable_production_model_is_a_data_error_naming_it(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-production"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    config = make_config(evaluation={"production_dir": str(broken)}, training={"max_epochs": 1})
+    code, output = run_cli(config)
+    assert code == EXIT_USAGE, output
+    assert "broken-production" in output and "manifest.json" in output
+    assert no_model_written(config)
 
 
 def test_candidate_worse_than_production_stops_when_required(
