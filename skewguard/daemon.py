@@ -35,7 +35,7 @@ import orjson
 
 from features import FeatureSet, FeatureState
 from skewguard.alerts import AlertDispatcher, WebhookSink, alert_payload
-from skewguard.baseline import Baseline
+from skewguard.baseline import LABEL_COLUMN, Baseline, PredictionKind
 from skewguard.config import import_object
 from skewguard.errors import BrokerError, ConfigError, RecordError, StoreError
 from skewguard.io.kafka import (
@@ -47,10 +47,11 @@ from skewguard.io.kafka import (
     ensure_topics,
     publish_dead_letter,
 )
-from skewguard.monitor import ModelMonitor, MonitorOptions
+from skewguard.labels import LabelTally, PerformanceOptions, evaluate_window, label_to_float
+from skewguard.monitor import ModelMonitor, MonitorOptions, prediction_values
 from skewguard.ops import Metrics, OpsServer
-from skewguard.records import ServingRecord, decode_message, encode_record
-from skewguard.results import Severity, WindowKey, WindowResult
+from skewguard.records import LabelRecord, ServingRecord, decode_label_message, decode_message, encode_record
+from skewguard.results import Severity, Stage, WindowKey, WindowResult
 from skewguard.settings import MonitorSettings
 from skewguard.stats import Profile
 from skewguard.store import Checkpoint, NewAlert, Store, from_micros, to_micros
@@ -63,18 +64,72 @@ UNKNOWN_MODEL = "unknown_model"
 
 @dataclass
 class OwnedPartition:
-    """A serving-log partition this daemon currently owns."""
+    """A serving-log partition this daemon currently owns, with the label join of its request ids.
+
+    The labels topic is co-partitioned with the serving log (same key, same partition count), so labels
+    partition ``p`` joins against serving partition ``p``; the join state lives here, and is saved in the
+    same transaction as both partitions' offsets.
+    """
 
     windows: PartitionWindows
     #: Next offset to fold; None until the first message when the store had no checkpoint.
     next_offset: int | None
     last_record_wall_us: int
     caught_up: bool = False
+    #: Predictions waiting for their label: request id → (model, window start µs, prediction).
+    awaiting: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    #: Labels that arrived before their prediction: request id → (label, label event µs).
+    pending: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: Joined pairs per prediction window.
+    tallies: dict[WindowId, LabelTally] = field(default_factory=dict)
 
     def state(self) -> dict[str, Any]:
         """What the checkpoint stores for this partition."""
         return {
             "windows": self.windows.to_dict(),
+            "last_record_wall_us": self.last_record_wall_us,
+            "caught_up": self.caught_up,
+            "awaiting": {rid: list(v) for rid, v in self.awaiting.items()},
+            "pending": {rid: list(v) for rid, v in self.pending.items()},
+            "tallies": [
+                {"model": m, "start": s, "tally": t.to_dict()} for (m, s), t in sorted(self.tallies.items())
+            ],
+        }
+
+    @classmethod
+    def restore(
+        cls, spec: WindowSpec, next_offset: int, state: dict[str, Any], now_us: int
+    ) -> OwnedPartition:
+        """Inverse of :meth:`state`."""
+        return cls(
+            PartitionWindows.from_dict(spec, state["windows"]),
+            next_offset,
+            int(state.get("last_record_wall_us", now_us)),
+            bool(state.get("caught_up", False)),
+            awaiting={
+                rid: (str(v[0]), int(v[1]), float(v[2])) for rid, v in state.get("awaiting", {}).items()
+            },
+            pending={rid: (float(v[0]), int(v[1])) for rid, v in state.get("pending", {}).items()},
+            tallies={
+                (str(t["model"]), int(t["start"])): LabelTally.from_dict(t["tally"])
+                for t in state.get("tallies", [])
+            },
+        )
+
+
+@dataclass
+class LabelPartition:
+    """A labels partition this daemon owns: its offset and its label watermark."""
+
+    next_offset: int | None
+    max_event_us: int | None
+    last_record_wall_us: int
+    caught_up: bool = False
+
+    def state(self) -> dict[str, Any]:
+        """What the checkpoint stores for this partition."""
+        return {
+            "max_event_us": self.max_event_us,
             "last_record_wall_us": self.last_record_wall_us,
             "caught_up": self.caught_up,
         }
@@ -87,8 +142,13 @@ class DaemonCounters:
     records: int = 0
     dead_letters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     late: int = 0
-    skipped_replays: int = 0
     windows: int = 0
+    labels: int = 0
+    labels_joined: int = 0
+    late_labels: int = 0
+    unmatched_labels: int = 0
+    unjoinable_labels: int = 0
+    label_windows: int = 0
 
 
 def load_monitors(settings: MonitorSettings) -> dict[str, ModelMonitor]:
@@ -151,6 +211,21 @@ class MonitorDaemon:
         self.group = settings.group_id
         self.topics = settings.topics
         self.owned: dict[TopicPartition, OwnedPartition] = {}
+        self.label_parts: dict[TopicPartition, LabelPartition] = {}
+        self.horizon_us = int(settings.labels.horizon_s * 1e6)
+        self.performance = PerformanceOptions(
+            min_pairs=settings.labels.min_pairs,
+            tolerance=settings.labels.tolerance,
+            resamples=settings.labels.bootstrap_resamples,
+            alpha=settings.policy.alpha,
+        )
+        # Models whose predictions are joined with labels: their baseline knows a label and a number.
+        self.labelled = {
+            name
+            for name, m in self.monitors.items()
+            if m.baseline.has_label
+            and m.baseline.prediction_kind in (PredictionKind.SCORE, PredictionKind.VALUE)
+        }
         self.consumer: RawConsumer | None = None
         self.producer: RawProducer | None = None
         self.dispatcher: AlertDispatcher | None = None
@@ -171,7 +246,7 @@ class MonitorDaemon:
         self.producer = RawProducer(kafka)
         self.consumer = RawConsumer(
             kafka,
-            [self.topics.serving],
+            [self.topics.serving, self.topics.labels],
             group_id=self.group,
             max_poll_records=self.settings.max_poll_records,
         )
@@ -238,7 +313,10 @@ class MonitorDaemon:
         for message in messages:
             by_partition[TopicPartition(message.topic, message.partition)].append(message)
         for tp, batch in by_partition.items():
-            self._fold_partition(tp, batch)
+            if tp.topic == self.topics.labels:
+                self._fold_labels(tp, batch)
+            else:
+                self._fold_partition(tp, batch)
         if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
             self.checkpoint()
         return len(messages)
@@ -250,22 +328,31 @@ class MonitorDaemon:
                 for tp in change.partitions:
                     # Its new owner restores it from the last checkpoint; anything folded since is replayed.
                     self.owned.pop(tp, None)
+                    self.label_parts.pop(tp, None)
                 continue
             with self.store.transaction() as tx:
-                stored = tx.load_checkpoints(self.group, [self.topics.serving])
+                stored = tx.load_checkpoints(self.group, [self.topics.serving, self.topics.labels])
             now_us = int(self.clock() * 1e6)
             for tp in change.partitions:
                 checkpoint = stored.get((tp.topic, tp.partition))
+                labels = tp.topic == self.topics.labels
                 if checkpoint is None:
-                    self.owned[tp] = OwnedPartition(PartitionWindows(self.spec), None, now_us)
+                    if labels:
+                        self.label_parts[tp] = LabelPartition(None, None, now_us)
+                    else:
+                        self.owned[tp] = OwnedPartition(PartitionWindows(self.spec), None, now_us)
                     continue
                 state = checkpoint.state
-                self.owned[tp] = OwnedPartition(
-                    PartitionWindows.from_dict(self.spec, state["windows"]),
-                    checkpoint.next_offset,
-                    int(state.get("last_record_wall_us", now_us)),
-                    bool(state.get("caught_up", False)),
-                )
+                if labels:
+                    max_event = state.get("max_event_us")
+                    self.label_parts[tp] = LabelPartition(
+                        checkpoint.next_offset,
+                        None if max_event is None else int(max_event),
+                        int(state.get("last_record_wall_us", now_us)),
+                        bool(state.get("caught_up", False)),
+                    )
+                else:
+                    self.owned[tp] = OwnedPartition.restore(self.spec, checkpoint.next_offset, state, now_us)
                 consumer.seek(tp, checkpoint.next_offset)
 
     def _fold_partition(self, tp: TopicPartition, batch: list[RawMessage]) -> None:
@@ -294,6 +381,8 @@ class MonitorDaemon:
         for key, members in groups.items():
             monitor = self.monitors[key[0]]
             monitor.fold(part.windows.accumulator(key, monitor.new_accumulator), members)
+            if key[0] in self.labelled:
+                self._await_labels(part, key, members, monitor)
             self.metrics.records.labels(key[0]).inc(len(members))
             self.counters.records += len(members)
         for key, count in late_counts.items():
@@ -303,6 +392,76 @@ class MonitorDaemon:
             self.counters.late += count
         part.windows.advance(int(events.max()))
         part.last_record_wall_us = int(self.clock() * 1e6)
+
+    def _await_labels(
+        self, part: OwnedPartition, key: WindowId, members: list[ServingRecord], monitor: ModelMonitor
+    ) -> None:
+        """Join each prediction with a label that came first, or keep it waiting for its label."""
+        kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
+        values = prediction_values([r.prediction for r in members], kind)
+        tally = part.tallies.setdefault(key, LabelTally())
+        tally.predicted += len(members)
+        window_end = key[1] + self.spec.size_us
+        for record, value in zip(members, values.tolist(), strict=True):
+            if value is None or value != value:  # no usable prediction (NaN): nothing to score
+                continue
+            early = part.pending.pop(record.request_id, None)
+            if early is None:
+                part.awaiting[record.request_id] = (key[0], key[1], float(value))
+            elif early[1] < window_end + self.horizon_us:
+                tally.add(record.request_id, float(value), early[0])
+                self.counters.labels_joined += 1
+                self.metrics.labels_joined.labels(key[0]).inc()
+            else:
+                tally.beyond_horizon += 1
+
+    def _fold_labels(self, tp: TopicPartition, batch: list[RawMessage]) -> None:
+        """Join a labels partition's records with the predictions of the co-partitioned serving partition."""
+        lp = self.label_parts.get(tp)
+        if lp is None:
+            return
+        partner = self.owned.get(TopicPartition(self.topics.serving, tp.partition))
+        for message in batch:
+            if lp.next_offset is not None and message.offset < lp.next_offset:
+                continue
+            lp.next_offset = message.offset + 1
+            for label in self._decode_labels(message):
+                self.counters.labels += 1
+                event_us = to_us(label.event_time)
+                value = label_to_float(label.label)
+                late = lp.max_event_us is not None and event_us < lp.max_event_us - self.spec.lateness_us
+                lp.max_event_us = event_us if lp.max_event_us is None else max(lp.max_event_us, event_us)
+                if late or value is None:
+                    self.counters.late_labels += late
+                    continue
+                if partner is None:
+                    self.counters.unjoinable_labels += (
+                        1  # labels topic not co-partitioned with the serving log
+                    )
+                    continue
+                waiting = partner.awaiting.pop(label.request_id, None)
+                if waiting is None:
+                    partner.pending[label.request_id] = (value, event_us)
+                    continue
+                model, start, prediction = waiting
+                tally = partner.tallies.setdefault((model, start), LabelTally())
+                if event_us < start + self.spec.size_us + self.horizon_us:
+                    tally.add(label.request_id, prediction, value)
+                    self.counters.labels_joined += 1
+                    self.metrics.labels_joined.labels(model).inc()
+                else:
+                    tally.beyond_horizon += 1
+        lp.last_record_wall_us = int(self.clock() * 1e6)
+
+    def _decode_labels(self, message: RawMessage) -> list[LabelRecord]:
+        try:
+            result = decode_label_message(message.value, max_bytes=self.settings.max_message_bytes)
+        except RecordError as exc:
+            self._dead_letter(message, message.value, exc.reason, str(exc))
+            return []
+        for rejected in result.rejected:
+            self._dead_letter(message, rejected.raw, rejected.error.reason, str(rejected.error))
+        return result.records
 
     def _decode(self, message: RawMessage) -> list[ServingRecord]:
         try:
@@ -342,11 +501,16 @@ class MonitorDaemon:
         now = self.clock()
         now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
         lag = consumer.lag()
-        for tp, part in self.owned.items():
+        parts: list[tuple[TopicPartition, OwnedPartition | LabelPartition]] = [
+            *self.owned.items(),
+            *self.label_parts.items(),
+        ]
+        for tp, owned in parts:
             behind = lag.get(tp)
-            part.caught_up = behind == 0
+            owned.caught_up = behind == 0
             if behind is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
+        self._evict_orphan_labels()
         deliveries: list[dict[str, Any]] = []
         finalised: list[WindowResult] = []
         with self.store.transaction() as tx:
@@ -356,24 +520,39 @@ class MonitorDaemon:
                 for model, start in part.windows.sealed
             ]
             done = tx.finalised(self.group, sealed_keys)
+            tally_keys = [
+                (m, s, s + self.spec.size_us) for part in self.owned.values() for m, s in part.tallies
+            ]
+            labelled = tx.finalised(self.group, tally_keys, Stage.LABELS)
             for part in self.owned.values():
                 part.windows.drop([(m, s) for m, s, _ in done])
-            for tp, part in self.owned.items():
-                if part.next_offset is None:
+                self._forget_labelled(part, {(m, s) for m, s, _ in labelled})
+            for tp, owned in parts:
+                if owned.next_offset is None:
                     continue
                 tx.save_checkpoint(
-                    self.group, Checkpoint(tp.topic, tp.partition, part.next_offset, part.state()), now=now_dt
+                    self.group,
+                    Checkpoint(tp.topic, tp.partition, owned.next_offset, owned.state()),
+                    now=now_dt,
                 )
             finalised = self._finalise(tx, now, deliveries)
+            if self.labelled:
+                finalised += self._finalise_labels(tx, now, deliveries)
         self.metrics.checkpoints.inc()
         self._last_checkpoint = time.monotonic()
         for result in finalised:
             self.metrics.observe_window(result)
+            key = (result.key.model, to_us(result.key.start))
+            if result.stage is Stage.LABELS:
+                self.counters.label_windows += 1
+                for part in self.owned.values():
+                    self._forget_labelled(part, {key})
+                continue
             self.counters.windows += 1
             for part in self.owned.values():
-                part.windows.drop([(result.key.model, to_us(result.key.start))])
-                part.windows.open.pop((result.key.model, to_us(result.key.start)), None)
-        offsets = {tp: part.next_offset for tp, part in self.owned.items() if part.next_offset is not None}
+                part.windows.drop([key])
+                part.windows.open.pop(key, None)
+        offsets = {tp: owned.next_offset for tp, owned in parts if owned.next_offset is not None}
         if offsets:
             try:
                 consumer.commit(offsets)
@@ -383,6 +562,111 @@ class MonitorDaemon:
             for payload in deliveries:
                 self.dispatcher.submit(payload)
         return finalised
+
+    def _evict_orphan_labels(self) -> None:
+        """Drop early labels whose prediction can no longer come (it would be older than the watermark).
+
+        A prediction precedes its label in event time, so once a partition's watermark has passed a
+        waiting label's time, its prediction was either folded (and would have joined) or is late.
+        """
+        for part in self.owned.values():
+            watermark = part.windows.watermark_us
+            if watermark is None or not part.pending:
+                continue
+            orphans = [rid for rid, (_label, event_us) in part.pending.items() if event_us < watermark]
+            for rid in orphans:
+                del part.pending[rid]
+            self.counters.unmatched_labels += len(orphans)
+
+    @staticmethod
+    def _forget_labelled(part: OwnedPartition, keys: set[WindowId]) -> None:
+        if not keys:
+            return
+        for key in keys:
+            part.tallies.pop(key, None)
+        stale = [rid for rid, (m, s, _p) in part.awaiting.items() if (m, s) in keys]
+        for rid in stale:
+            del part.awaiting[rid]
+
+    def _finalise_labels(self, tx: Any, now: float, deliveries: list[dict[str, Any]]) -> list[WindowResult]:
+        """Judge label-joined performance of windows whose label horizon has passed in every partition."""
+        serving = tx.load_checkpoints(self.group, [self.topics.serving])
+        labels = tx.load_checkpoints(self.group, [self.topics.labels])
+        count = self._serving_partitions()
+        if len(serving) < count:
+            return []
+        idle_us = self.settings.window.idle_timeout_s * 1e6
+        now_us = now * 1e6
+
+        def idle(state: dict[str, Any]) -> bool:
+            quiet_for = now_us - float(state.get("last_record_wall_us", now_us))
+            return bool(state.get("caught_up")) and quiet_for >= idle_us
+
+        partitions: list[tuple[OwnedPartition, bool, int | None, bool]] = []
+        for (_topic, number), checkpoint in sorted(serving.items()):
+            part = OwnedPartition.restore(self.spec, checkpoint.next_offset, checkpoint.state, int(now_us))
+            label_checkpoint = labels.get((self.topics.labels, number))
+            label_state = label_checkpoint.state if label_checkpoint is not None else {}
+            max_label = label_state.get("max_event_us")
+            partitions.append(
+                (
+                    part,
+                    idle(checkpoint.state),
+                    None if max_label is None else int(max_label),
+                    idle(label_state),
+                )
+            )
+        candidates = {key for part, *_ in partitions for key in part.tallies}
+        size = self.spec.size_us
+        done = tx.finalised(self.group, [(m, s, s + size) for m, s in candidates], Stage.LABELS)
+        results: list[WindowResult] = []
+        for model, start in sorted(candidates, key=lambda k: (k[1], k[0])):
+            end = start + size
+            if (model, start, end) in done or model not in self.labelled:
+                continue
+            ready = all(
+                (serving_idle or (part.windows.watermark_us is not None and part.windows.watermark_us >= end))
+                and (
+                    labels_idle
+                    or (max_label is not None and max_label - self.spec.lateness_us >= end + self.horizon_us)
+                )
+                for part, serving_idle, max_label, labels_idle in partitions
+            )
+            if not ready:
+                continue
+            merged = LabelTally()
+            for part, *_ in partitions:
+                tally = part.tallies.get((model, start))
+                if tally is not None:
+                    merged = merged.merge(tally)
+            monitor = self.monitors[model]
+            baseline = monitor.baseline
+            label_sketch = (
+                baseline.profile.categorical(LABEL_COLUMN)
+                if LABEL_COLUMN in baseline.profile.layout.names
+                and baseline.prediction_kind is PredictionKind.SCORE
+                else None
+            )
+            findings = evaluate_window(
+                merged,
+                baseline.prediction_kind or PredictionKind.SCORE,
+                baseline.metrics,
+                self.performance,
+                label_sketch,
+            )
+            result = WindowResult(
+                key=WindowKey(model, from_us(start), from_us(end)),
+                records=merged.predicted,
+                findings=tuple(findings),
+                context={"pairs": len(merged.ids), "beyond_horizon": merged.beyond_horizon},
+                stage=Stage.LABELS,
+            )
+            window_id = tx.finalise_window(self.group, result, now=dt.datetime.fromtimestamp(now, dt.UTC))
+            if window_id is None:
+                continue
+            deliveries += self._raise_alerts(tx, window_id, result, now)
+            results.append(result)
+        return results
 
     def _serving_partitions(self) -> int:
         if self._partition_count is None:
@@ -459,7 +743,7 @@ class MonitorDaemon:
         policy = self.settings.policy
         model = result.key.model
         start_us = to_us(result.key.start)
-        history = tx.recent_flags(self.group, model, start_us, policy.persistence_m - 1)
+        history = tx.recent_flags(self.group, model, start_us, policy.persistence_m - 1, result.stage)
         open_alerts = tx.open_alerts(model)
         resolved: set[tuple[str, str]] = set()
         payloads: list[dict[str, Any]] = []
@@ -475,7 +759,7 @@ class MonitorDaemon:
             if key in open_alerts:
                 continue
             alert = NewAlert(
-                dedup_key=f"{self.group}/{model}/{key[0]}/{key[1]}/{start_us}",
+                dedup_key=f"{self.group}/{model}/{result.stage.value}/{key[0]}/{key[1]}/{start_us}",
                 model=model,
                 check=finding.check,
                 subject=finding.subject,

@@ -66,6 +66,15 @@ class Finding:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+class Stage(StrEnum):
+    """The two judgements of a window: at its close, and once its labels have had time to arrive."""
+
+    SERVING = "serving"
+    """Drift, skew, defaults, shadow: judged when the window closes."""
+    LABELS = "labels"
+    """Label-joined performance and label drift: judged when the label horizon has passed too."""
+
+
 @dataclass(frozen=True, slots=True)
 class WindowKey:
     """Identifies one window of one model's traffic; unique in the store (finalised exactly once)."""
@@ -93,6 +102,7 @@ class WindowResult:
     findings: tuple[Finding, ...] = ()
     #: Free-form context (partitions merged, model versions seen, …), stored as JSON.
     context: dict[str, Any] = field(default_factory=dict)
+    stage: Stage = Stage.SERVING
 
     @property
     def flagged(self) -> tuple[Finding, ...]:

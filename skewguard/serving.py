@@ -32,7 +32,13 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from skewguard.errors import BrokerError, ConfigError, RecordError
-from skewguard.io.kafka import DeliveredRecord, KafkaSettings, RawProducer, broker_reachable
+from skewguard.io.kafka import (
+    DeliveredRecord,
+    KafkaSettings,
+    RawProducer,
+    broker_reachable,
+    partition_for_key,
+)
 from skewguard.records import (
     Prediction,
     ServingRecord,
@@ -169,6 +175,7 @@ class ServingLogger:
         self._close_deadline = float("inf")
         self._producer: RawProducer | None = None
         self._consecutive_failures = 0
+        self._partition_count: int | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"skewguard-serving-logger-{topic}", daemon=True
         )
@@ -351,14 +358,37 @@ class ServingLogger:
                 return None
         return self._producer
 
+    def _partitions(self, producer: RawProducer) -> int:
+        if self._partition_count is None:
+            try:
+                self._partition_count = max(1, len(producer.partitions_for(self._topic)))
+            except BrokerError:
+                return 1
+        return self._partition_count
+
     def _send(self, producer: RawProducer, records: list[ServingRecord], first_seq: int) -> None:
-        """Encode records one by one (a bad one is dropped alone), cut envelopes by size, send them."""
+        """Encode records one by one (a bad one is dropped alone), cut envelopes by size, send them.
+
+        Each envelope holds records of ONE partition — the one each request id's own key hashes to — so
+        the serving log stays co-partitioned with the labels topic (keyed by request id) and the monitor
+        can join labels partition by partition.
+        """
         limit = self._max_message_bytes - _ENVELOPE_OVERHEAD
+        partitions = self._partitions(producer)
+        targets = [partition_for_key(r.request_id.encode(), partitions) for r in records]
+        order = sorted(range(len(records)), key=targets.__getitem__)
+        records = [records[i] for i in order]
+        targets = [targets[i] for i in order]
         fragments: list[bytes] = []
         size = 0
         range_start = first_seq
+        current = targets[0] if targets else 0
         for offset, record in enumerate(records):
             seq = first_seq + offset
+            if fragments and targets[offset] != current:
+                self._send_envelope(producer, fragments, range_start, seq, current)
+                fragments, size, range_start = [], 0, seq
+            current = targets[offset]
             try:
                 fragment = encode_record_fragment(record)
             except RecordError as exc:
@@ -375,19 +405,21 @@ class ServingLogger:
                     )
                 continue
             if fragments and size + len(fragment) + 1 > limit:
-                self._send_envelope(producer, fragments, range_start, seq)
+                self._send_envelope(producer, fragments, range_start, seq, current)
                 fragments, size, range_start = [], 0, seq
             fragments.append(fragment)
             size += len(fragment) + 1
-        self._send_envelope(producer, fragments, range_start, first_seq + len(records))
+        self._send_envelope(producer, fragments, range_start, first_seq + len(records), current)
 
-    def _send_envelope(self, producer: RawProducer, fragments: list[bytes], start: int, end: int) -> None:
+    def _send_envelope(
+        self, producer: RawProducer, fragments: list[bytes], start: int, end: int, partition: int
+    ) -> None:
         count = len(fragments)
         if count == 0:
             self._ledger.resolve(start, end)
             return
         try:
-            delivery = producer.send(self._topic, envelope_from_fragments(fragments))
+            delivery = producer.send(self._topic, envelope_from_fragments(fragments), partition=partition)
         except BrokerError as exc:
             self._consecutive_failures += 1
             self._ledger.resolve(start, end, failed=count, error=str(exc))

@@ -89,6 +89,19 @@ class AlertsConfig(_Section):
     webhook_retries: int = Field(3, ge=0)
 
 
+class LabelsConfig(_Section):
+    """Delayed labels: joined to predictions by request id (needs a baseline built with a label column)."""
+
+    horizon_s: PositiveFloat = 3600.0
+    """A label counts for its prediction's window if it arrives within this long after the window ends;
+    the window's performance is judged once every partition's labels have passed that point."""
+    min_pairs: PositiveInt = 100
+    """Fewer labelled predictions in a window: metrics are reported, never flagged."""
+    tolerance: float = Field(0.02, ge=0)
+    """A metric gap to the training holdout smaller than this is never flagged."""
+    bootstrap_resamples: PositiveInt = 400
+
+
 class HttpConfig(_Section):
     """The operations endpoint: /metrics, /healthz, /status."""
 
@@ -111,6 +124,7 @@ class MonitorSettings(BaseSettings):
     models: list[ModelConfig] = Field(min_length=1)
     policy: DriftPolicy = Field(default_factory=DriftPolicy)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     checkpoint_interval_s: PositiveFloat = 5.0
     """How often window state and offsets are checkpointed (and windows finalised)."""

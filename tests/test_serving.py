@@ -14,7 +14,14 @@ import pytest
 
 from skewguard.errors import ConfigError
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.io.kafka import KafkaSettings, RawConsumer, RawMessage, TopicPartition, ensure_topics
+from skewguard.io.kafka import (
+    KafkaSettings,
+    RawConsumer,
+    RawMessage,
+    TopicPartition,
+    ensure_topics,
+    partition_for_key,
+)
 from skewguard.records import ServingRecord, decode_message
 from skewguard.serving import FeatureGroupFetcher, ServingLogger
 
@@ -91,6 +98,26 @@ def test_ten_thousand_logged_records_arrive_exactly_once_in_batch_envelopes(
     assert sample.features == {"x": 4321 * 0.5, "plan": "pro", "flag": False}
     assert (sample.model, sample.model_version, sample.feature_state_hash) == ("churn", "v3", "3f2a")
     assert sample.event_time == T0 + timedelta(milliseconds=4321)
+
+
+@pytest.mark.kafka
+def test_envelopes_are_co_partitioned_with_labels_keyed_by_request_id(
+    kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
+) -> None:
+    settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
+    topic = kafka_topic(partitions=3)
+    with make_logger(settings, topic, batch_records=50) as logger:
+        assert all(log_n(logger, 1_500))
+        assert logger.flush(timeout_s=30)
+    messages = read_all(settings, topic, 3, 1_500)
+    placed: Counter[int] = Counter()
+    for message in messages:
+        for record in decode_message(message.value).records:
+            # The partition a label keyed by this request id goes to: the monitor joins there.
+            assert message.partition == partition_for_key(record.request_id.encode(), 3)
+            placed[message.partition] += 1
+    assert sum(placed.values()) == 1_500
+    assert len(placed) == 3
 
 
 @pytest.mark.kafka

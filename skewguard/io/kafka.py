@@ -37,6 +37,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as _KafkaTP
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 from pydantic import (
     BaseModel,
@@ -942,6 +943,18 @@ def _raise_topic_errors(result: Any, action: str, *, ignore: tuple[type[Exceptio
 
 
 # ======================================================================================= dead letters
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the Java client) gives ``key``.
+
+    The serving log and the labels topic are joined partition by partition, so a producer that batches
+    several requests into one message must place each batch where each request's own key would go.
+    """
+    if partitions < 1:
+        msg = f"partitions must be >= 1, got {partitions}"
+        raise ConfigError(msg)
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def publish_dead_letter(

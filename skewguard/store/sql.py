@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from skewguard.errors import StoreError
-from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
+from skewguard.results import Check, Finding, Severity, Stage, WindowKey, WindowResult
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -76,6 +76,7 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("consumer_group", sa.String(200), nullable=False),
         sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("stage", sa.String(20), nullable=False),
         sa.Column("start_us", sa.BigInteger, nullable=False),
         sa.Column("end_us", sa.BigInteger, nullable=False),
         sa.Column("records", sa.BigInteger, nullable=False),
@@ -86,7 +87,7 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         # The window's merged Profile: the reference for the next window's span drift, and the sample
         # behind ``skewguard report``.
         sa.Column("profile", sa.LargeBinary, nullable=True),
-        sa.UniqueConstraint("consumer_group", "model", "start_us", "end_us", name="uq_window_once"),
+        sa.UniqueConstraint("consumer_group", "model", "stage", "start_us", "end_us", name="uq_window_once"),
     )
     findings = sa.Table(
         "findings",
@@ -237,6 +238,7 @@ class StoreTransaction:
             .values(
                 consumer_group=group,
                 model=result.key.model,
+                stage=result.stage.value,
                 start_us=to_micros(result.key.start),
                 end_us=to_micros(result.key.end),
                 records=result.records,
@@ -246,7 +248,7 @@ class StoreTransaction:
                 finalised_us=to_micros(now),
                 profile=None if profile is None else pack_state(profile),
             )
-            .on_conflict_do_nothing(index_elements=["consumer_group", "model", "start_us", "end_us"])
+            .on_conflict_do_nothing(index_elements=["consumer_group", "model", "stage", "start_us", "end_us"])
             .returning(windows.c.id)
         )
         window_id = self._conn.execute(insert).scalar_one_or_none()
@@ -274,15 +276,20 @@ class StoreTransaction:
             )
         return int(window_id)
 
-    def finalised(self, group: str, keys: Sequence[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
-        """Which of ``keys`` (model, start µs, end µs) are already finalised."""
+    def finalised(
+        self, group: str, keys: Sequence[tuple[str, int, int]], stage: Stage = Stage.SERVING
+    ) -> set[tuple[str, int, int]]:
+        """Which of ``keys`` (model, start µs, end µs) are already finalised at ``stage``."""
         if not keys:
             return set()
         w = self._t["windows"]
         models = sorted({k[0] for k in keys})
         starts = sorted({k[1] for k in keys})
         query = sa.select(w.c.model, w.c.start_us, w.c.end_us).where(
-            w.c.consumer_group == group, w.c.model.in_(models), w.c.start_us.in_(starts)
+            w.c.consumer_group == group,
+            w.c.stage == stage.value,
+            w.c.model.in_(models),
+            w.c.start_us.in_(starts),
         )
         found = {(row.model, row.start_us, row.end_us) for row in self._conn.execute(query)}
         return found & set(keys)
@@ -292,14 +299,19 @@ class StoreTransaction:
         w = self._t["windows"]
         row = self._conn.execute(
             sa.select(w.c.profile)
-            .where(w.c.consumer_group == group, w.c.model == model, w.c.end_us <= before_us)
+            .where(
+                w.c.consumer_group == group,
+                w.c.model == model,
+                w.c.stage == Stage.SERVING.value,
+                w.c.end_us <= before_us,
+            )
             .order_by(w.c.end_us.desc())
             .limit(1)
         ).first()
         return None if row is None or row.profile is None else unpack_state(row.profile)
 
     def recent_flags(
-        self, group: str, model: str, before_us: int, windows: int
+        self, group: str, model: str, before_us: int, windows: int, stage: Stage = Stage.SERVING
     ) -> list[set[tuple[str, str]]]:
         """Flagged (check, subject) pairs of the latest ``windows`` windows ending by ``before_us``."""
         w, f = self._t["windows"], self._t["findings"]
@@ -307,7 +319,12 @@ class StoreTransaction:
             row.id
             for row in self._conn.execute(
                 sa.select(w.c.id)
-                .where(w.c.consumer_group == group, w.c.model == model, w.c.end_us <= before_us)
+                .where(
+                    w.c.consumer_group == group,
+                    w.c.model == model,
+                    w.c.stage == stage.value,
+                    w.c.end_us <= before_us,
+                )
                 .order_by(w.c.end_us.desc())
                 .limit(windows)
             )
@@ -419,7 +436,12 @@ class Store:
     # -- reads ---------------------------------------------------------------------------------------
 
     def windows(
-        self, *, group: str | None = None, model: str | None = None, limit: int = 50
+        self,
+        *,
+        group: str | None = None,
+        model: str | None = None,
+        stage: Stage | None = Stage.SERVING,
+        limit: int = 50,
     ) -> list[StoredWindow]:
         """The most recent finalised windows (newest first), with their findings."""
         w, f = self.tables["windows"], self.tables["findings"]
@@ -428,6 +450,8 @@ class Store:
             query = query.where(w.c.consumer_group == group)
         if model is not None:
             query = query.where(w.c.model == model)
+        if stage is not None:
+            query = query.where(w.c.stage == stage.value)
         with self.engine.connect() as conn:
             rows = list(conn.execute(query))
             ids = [row.id for row in rows]
@@ -457,6 +481,7 @@ class Store:
                     late_records=row.late_records,
                     findings=tuple(found[row.id]),
                     context=dict(row.context or {}),
+                    stage=Stage(row.stage),
                 ),
             )
             for row in rows

@@ -16,7 +16,7 @@ from features.ctr import CTR_FEATURES
 from skewguard.baseline import Baseline, BaselineOptions, build_baseline
 from skewguard.daemon import MonitorDaemon
 from skewguard.demo.traffic import generate_requests, serving_records
-from skewguard.io.kafka import KafkaSettings, RawProducer
+from skewguard.io.kafka import KafkaSettings, RawProducer, partition_for_key
 from skewguard.records import ServingRecord, encode_records
 from skewguard.settings import MonitorSettings, load_settings
 
@@ -57,12 +57,20 @@ def window_records(
 
 
 def produce(bootstrap: str, topic: str, records: Sequence[ServingRecord], *, batch: int = 50) -> None:
-    """Write records as batch envelopes keyed by their first request id (so they spread over partitions)."""
+    """Write records as batch envelopes, each holding records of the partition their request id hashes to
+    (as ServingLogger does), so the serving log stays co-partitioned with labels keyed by request id."""
     producer = RawProducer(KafkaSettings.local(bootstrap))
     try:
-        for start in range(0, len(records), batch):
-            chunk = records[start : start + batch]
-            producer.send(topic, encode_records(chunk), key=chunk[0].request_id.encode())
+        partitions = len(producer.partitions_for(topic))
+        by_partition: dict[int, list[ServingRecord]] = {}
+        for record in records:
+            by_partition.setdefault(partition_for_key(record.request_id.encode(), partitions), []).append(
+                record
+            )
+        for partition, members in sorted(by_partition.items()):
+            for start in range(0, len(members), batch):
+                chunk = members[start : start + batch]
+                producer.send(topic, encode_records(chunk), partition=partition)
         producer.flush(30)
     finally:
         producer.close(5)

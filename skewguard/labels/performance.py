@@ -1,0 +1,197 @@
+"""Per-window model performance on label-joined traffic, with a bootstrap confidence interval.
+
+A window's metric is compared with the training holdout's: it is flagged only when the holdout value lies
+outside the window's bootstrap interval *on the worse side* and the gap exceeds a tolerance — a noisy
+small window is not a degraded model, and a significant but tiny gap is not worth a page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from skewguard.baseline import PredictionKind
+from skewguard.labels.join import LabelTally
+from skewguard.results import Check, Finding, Severity
+from skewguard.stats import CategoricalSketch, chi_square
+
+FloatArray = npt.NDArray[np.float64]
+Metric = Callable[[FloatArray, FloatArray], float]
+_EPS = 1e-15
+
+
+def auc(scores: FloatArray, labels: FloatArray) -> float:
+    """Area under the ROC curve via the Mann–Whitney U statistic (ties count one half)."""
+    positive = labels > 0.5
+    n_pos = int(positive.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = stats.rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def log_loss(scores: FloatArray, labels: FloatArray) -> float:
+    """Mean binary cross-entropy of the scores (clipped away from 0 and 1)."""
+    p = np.clip(scores, _EPS, 1 - _EPS)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def accuracy(scores: FloatArray, labels: FloatArray) -> float:
+    """Share of correct decisions at the 0.5 threshold."""
+    return float(np.mean((scores >= 0.5) == (labels > 0.5)))
+
+
+def rmse(values: FloatArray, labels: FloatArray) -> float:
+    """Root mean squared error."""
+    return float(np.sqrt(np.mean((values - labels) ** 2)))
+
+
+def mae(values: FloatArray, labels: FloatArray) -> float:
+    """Mean absolute error."""
+    return float(np.mean(np.abs(values - labels)))
+
+
+#: Metrics per prediction kind, with whether higher is better.
+METRICS: dict[PredictionKind, dict[str, tuple[Metric, bool]]] = {
+    PredictionKind.SCORE: {"auc": (auc, True), "log_loss": (log_loss, False), "accuracy": (accuracy, True)},
+    PredictionKind.VALUE: {"rmse": (rmse, False), "mae": (mae, False)},
+    PredictionKind.CLASS: {"accuracy": (lambda p, y: float(np.mean(p == y)), True)},
+}
+
+
+@dataclass(frozen=True)
+class PerformanceOptions:
+    """How label-joined windows are judged."""
+
+    min_pairs: int = 100
+    """Fewer joined pairs than this: metrics are reported, never flagged."""
+    tolerance: float = 0.02
+    """A gap to the holdout metric smaller than this is never flagged."""
+    resamples: int = 400
+    confidence: float = 0.95
+    label_shift_tolerance: float = 0.02
+    """Label drift: the positive rate must move by at least this much (and be significant)."""
+    alpha: float = 0.01
+    seed: int = 0
+
+
+def _interval(
+    metric: Metric, scores: FloatArray, labels: FloatArray, options: PerformanceOptions
+) -> tuple[float, float]:
+    result = stats.bootstrap(
+        (scores, labels),
+        metric,
+        paired=True,
+        vectorized=False,
+        n_resamples=options.resamples,
+        confidence_level=options.confidence,
+        method="percentile",
+        rng=np.random.default_rng(options.seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def evaluate_window(
+    tally: LabelTally,
+    kind: PredictionKind,
+    holdout: Mapping[str, float],
+    options: PerformanceOptions,
+    baseline_labels: CategoricalSketch | None = None,
+) -> list[Finding]:
+    """Performance findings (one per metric) and, for binary scores, a label-drift finding."""
+    scores = np.asarray(tally.predictions, dtype=np.float64)
+    labels = np.asarray(tally.labels, dtype=np.float64)
+    n = len(scores)
+    labelled_share = n / tally.predicted if tally.predicted else 0.0
+    findings: list[Finding] = []
+    for name, (metric, higher_is_better) in METRICS[kind].items():
+        value = metric(scores, labels) if n else math.nan
+        reference = holdout.get(name)
+        detail: dict[str, object] = {
+            "pairs": n,
+            "predicted": tally.predicted,
+            "labelled_share": labelled_share,
+            "beyond_horizon": tally.beyond_horizon,
+            "holdout": reference,
+        }
+        if n < options.min_pairs or not math.isfinite(value):
+            findings.append(
+                Finding(
+                    Check.PERFORMANCE,
+                    name,
+                    False,
+                    effect=value if math.isfinite(value) else None,
+                    threshold=reference,
+                    method="bootstrap",
+                    reason=f"{name}: only {n} labelled predictions (need {options.min_pairs}); not judged",
+                    detail=detail,
+                )
+            )
+            continue
+        low, high = _interval(metric, scores, labels, options)
+        detail |= {"ci_low": low, "ci_high": high, "confidence": options.confidence}
+        degraded = False
+        if reference is not None:
+            gap = reference - value if higher_is_better else value - reference
+            outside = high < reference if higher_is_better else low > reference
+            degraded = outside and gap > options.tolerance
+        versus = "" if reference is None else f" vs holdout {reference:.4f}"
+        verdict = "degraded" if degraded else "within expectations"
+        findings.append(
+            Finding(
+                Check.PERFORMANCE,
+                name,
+                degraded,
+                effect=value,
+                threshold=reference,
+                method="bootstrap",
+                reason=(
+                    f"{name} {value:.4f} (95% CI {low:.4f}–{high:.4f}, {n:,} labelled predictions){versus}: "
+                    f"{verdict}"
+                ),
+                severity=Severity.WARNING if degraded else Severity.INFO,
+                detail=detail,
+            )
+        )
+    if kind is PredictionKind.SCORE and baseline_labels is not None and n >= options.min_pairs:
+        findings.append(_label_drift(labels, baseline_labels, options))
+    return findings
+
+
+def _label_drift(labels: FloatArray, baseline: CategoricalSketch, options: PerformanceOptions) -> Finding:
+    names = baseline.layout.bin_labels()
+    counts = np.asarray(baseline.counts, dtype=np.float64)
+    positive_bins = [i for i, label in enumerate(names) if str(label) in {"1", "1.0", "True", "true"}]
+    reference_positive = float(counts[positive_bins].sum())
+    reference_total = float(counts.sum())
+    window_positive = float((labels > 0.5).sum())
+    window_total = float(len(labels))
+    test = chi_square(
+        [reference_total - reference_positive, reference_positive],
+        [window_total - window_positive, window_positive],
+    )
+    before = reference_positive / reference_total if reference_total else math.nan
+    after = window_positive / window_total if window_total else math.nan
+    shift = abs(after - before)
+    flagged = test.p_value < options.alpha and shift >= options.label_shift_tolerance
+    return Finding(
+        Check.LABEL_DRIFT,
+        "label",
+        flagged,
+        effect=shift,
+        threshold=options.label_shift_tolerance,
+        p_value=test.p_value,
+        method="chi_square",
+        reason=(
+            f"positive label rate {before:.3f} in training → {after:.3f} in this window "
+            f"(p={test.p_value:.2g}){': label drift' if flagged else ''}"
+        ),
+        severity=Severity.WARNING if flagged else Severity.INFO,
+        detail={"reference_rate": before, "window_rate": after},
+    )
