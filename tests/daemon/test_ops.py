@@ -1,0 +1,129 @@
+"""Operations surface of a running daemon: /metrics, /healthz, /status, and webhook alert delivery."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from skewguard.baseline import Baseline
+from skewguard.daemon import MonitorDaemon, load_monitors
+from skewguard.demo.traffic import hour_in_utc_bug
+from skewguard.io.broker import EmbeddedBroker
+from skewguard.ops import metric_names
+from skewguard.store import Store
+from tests.daemon.helpers import (
+    build_ctr_baseline,
+    closing_record,
+    produce,
+    settings_for,
+    step_until,
+    window_records,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+class Receiver:
+    """A local webhook endpoint that records what it is sent (and fails the first call, to test retries)."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        self.calls = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver.calls += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.calls == 1:
+                    self.send_response(503)  # first attempt fails: the sink must retry
+                else:
+                    receiver.payloads.append(json.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_metrics_health_status_and_webhook(kafka_broker: EmbeddedBroker, tmp_path: Path) -> None:
+    baseline_dir = tmp_path / "baseline"
+    build_ctr_baseline(baseline_dir)
+    baseline = Baseline.load(baseline_dir)
+    receiver = Receiver()
+    settings = settings_for(
+        kafka_broker.bootstrap_servers,
+        baseline_dir,
+        f"sqlite:///{tmp_path / 'ops.db'}",
+        alerts={"webhook_url": receiver.url, "webhook_retries": 3},
+    )
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store)
+    daemon.open(serve_http=True)
+    try:
+        assert daemon.ops is not None
+        base = f"http://127.0.0.1:{daemon.ops.port}"
+        bug_rows = np.random.default_rng(1).random(800) < 0.5
+        records = window_records(baseline, 0, 800, seed=7, bug=hour_in_utc_bug, bug_rows=bug_rows)
+        produce(kafka_broker.bootstrap_servers, settings.topics.serving, records)
+        produce(kafka_broker.bootstrap_servers, settings.topics.serving, closing_record(baseline, 5), batch=1)
+        step_until(daemon, lambda: daemon.counters.windows >= 1)
+        deadline = time.monotonic() + 15
+        while not receiver.payloads and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        status, body = get(f"{base}/metrics")
+        text = body.decode()
+        assert status == 200
+        assert 'skewguard_records_total{model="ctr"} 8' in text  # 800 (+ closers) folded
+        assert 'skewguard_skew_mismatch_rate{feature="hour_of_day_local",model="ctr"}' in text
+        assert "skewguard_windows_finalised_total" in text
+        assert {"skewguard_records_total", "skewguard_effect_size"} <= metric_names(daemon.metrics)
+
+        status, body = get(f"{base}/healthz")
+        assert status == 200 and body.startswith(b"ok")
+        status, body = get(f"{base}/status")
+        document = json.loads(body)
+        assert document["models"]["ctr"]["records"] == 800
+        assert {"check": "skew", "subject": "hour_of_day_local"}.items() <= document["models"]["ctr"][
+            "flagged"
+        ][0].items()
+        assert get(f"{base}/nope")[0] == 404
+
+        assert receiver.calls >= 2  # one refused attempt, then the retry
+        payload = receiver.payloads[0]
+        assert (payload["check"], payload["subject"], payload["severity"]) == (
+            "skew",
+            "hour_of_day_local",
+            "critical",
+        )
+        assert payload["evidence"]["mismatched"] > 0
+        assert payload["evidence"]["examples"]
+    finally:
+        daemon.close()
+        store.close()
+        receiver.server.shutdown()
+        receiver.server.server_close()
