@@ -127,7 +127,7 @@ def write_report(
     """Write the drift HTML of one stored window and the effects PNG of the windows ending with it."""
     from skewguard.baseline import Baseline
     from skewguard.report import plot_findings, render_drift_html
-    from skewguard.stats import Profile
+    from skewguard.stats import ColumnRole, Profile
     from skewguard.store import Store
 
     if last < 1:
@@ -158,7 +158,16 @@ def write_report(
     stamp = f"{key.start:%Y%m%dT%H%M%SZ}"
     # The PNG first: it is cheap, and it refuses windows without drift findings before Evidently runs.
     png = plot_findings([w.result for w in windows], out / f"{chosen.name}-{stamp}-effects.png")
-    html = render_drift_html(baseline.profile, profile, out / f"{chosen.name}-{stamp}-drift.html")
+    # The page shows what the monitor drift-checks: not the seasonal features it leaves out by design,
+    # and not the label, which serving windows do not carry (it arrives later, on its own topic).
+    columns = [
+        spec.name
+        for spec in baseline.profile.layout.specs
+        if spec.role is not ColumnRole.LABEL and spec.name not in chosen.drift_exclude
+    ]
+    html = render_drift_html(
+        baseline.profile, profile, out / f"{chosen.name}-{stamp}-drift.html", columns=columns
+    )
     return ReportFiles(html=html, png=png, window=target, plotted=len(windows))
 
 
@@ -197,6 +206,7 @@ def report(
         f"[bold]{result.key.model}[/bold]: {result.records:,} records, "
         f"{len(flagged)} flagged{': ' + ', '.join(flagged) if flagged else ''}",
         highlight=False,
+        soft_wrap=True,
     )
     console.print(f"drift report (HTML): {files.html}", highlight=False, soft_wrap=True)
     console.print(

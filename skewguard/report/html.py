@@ -8,6 +8,7 @@ act on, and this page is for looking at the distributions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from skewguard.errors import DataError, StatisticsError
@@ -15,20 +16,32 @@ from skewguard.report._evidently import data_drift
 from skewguard.stats import ColumnKind, Profile
 
 
-def render_drift_html(reference: Profile, window: Profile, path: str | Path) -> Path:
-    """Write the Evidently DataDriftPreset HTML for ``window`` vs ``reference`` to ``path``."""
+def render_drift_html(
+    reference: Profile, window: Profile, path: str | Path, *, columns: Sequence[str] | None = None
+) -> Path:
+    """Write the Evidently DataDriftPreset HTML for ``window`` vs ``reference`` to ``path``.
+
+    ``columns`` limits the page to those columns (default: all), so features that are deliberately
+    not drift-checked (seasonal ones) do not show up as Evidently drift.
+    """
     if not reference.layout.same_columns(window.layout):
         msg = "reference and window profiles were built on different layouts"
         raise StatisticsError(msg)
-    ref_rows, win_rows = reference.sample_frame(), window.sample_frame()
+    names = list(reference.layout.names) if columns is None else list(columns)
+    unknown = sorted(set(names) - set(reference.layout.names))
+    if unknown or not names:
+        msg = f"the report needs columns of the profiles {list(reference.layout.names)}, got {names}"
+        raise DataError(msg)
+    ref_rows, win_rows = reference.sample_frame()[names], window.sample_frame()[names]
     if len(ref_rows) == 0 or len(win_rows) == 0:
         msg = (
             f"the report needs sampled rows on both sides; the reference sample has {len(ref_rows)}, "
             f"the window sample {len(win_rows)} (was the profile built with reservoir_size=0?)"
         )
         raise DataError(msg)
-    numerical = [c.name for c in reference.layout.columns if c.kind is ColumnKind.NUMERIC]
-    categorical = [c.name for c in reference.layout.columns if c.kind is ColumnKind.CATEGORICAL]
+    kinds = {c.name: c.kind for c in reference.layout.columns}
+    numerical = [name for name in names if kinds[name] is ColumnKind.NUMERIC]
+    categorical = [name for name in names if kinds[name] is ColumnKind.CATEGORICAL]
     result = data_drift(ref_rows, win_rows, numerical=numerical, categorical=categorical)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
