@@ -8,14 +8,13 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from skewguard.config import describe_validation_error, read_config_document
 from skewguard.detect import DriftPolicy
 from skewguard.errors import ConfigError
 from skewguard.io.kafka import KafkaSettings
@@ -149,21 +148,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> MonitorSettings
     """Read a TOML/YAML config file (or none) and apply environment overrides; ConfigError on any problem."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            msg = f"cannot read config file {str(path)!r}: {exc.strerror}"
-            raise ConfigError(msg) from exc
-        try:
-            loaded = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            syntax = "TOML" if path.suffix == ".toml" else "YAML"
-            msg = f"config file {str(path)!r} is not valid {syntax}: {exc}"
-            raise ConfigError(msg) from exc
-        if not isinstance(loaded, dict):
-            msg = f"config file {str(path)!r} must hold a mapping of settings"
-            raise ConfigError(msg)
-        data = loaded
+        data = read_config_document(path)
         base = path.parent
         for model in data.get("models", []) or []:
             if isinstance(model, dict) and "baseline" in model:
@@ -172,9 +157,5 @@ def load_settings(path: Path | None = None, **overrides: Any) -> MonitorSettings
     try:
         return MonitorSettings(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        msg = f"invalid monitor configuration: {problems}"
-        raise ConfigError(msg) from exc
+        name = path.name if path is not None else "(settings)"
+        raise ConfigError(describe_validation_error(name, exc)) from exc

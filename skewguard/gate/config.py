@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
+from skewguard.config import describe_validation_error, read_config_document
 from skewguard.errors import ConfigError, GateError
 from skewguard.gate.checks import LossFn
 from skewguard.gate.gate import (
@@ -128,55 +127,14 @@ class GateConfig(BaseModel):
         raise ValueError(msg)
 
 
-def _format_validation(path: Path, error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            problems.append(f"key {key!r}: unknown key")
-        elif item["type"] == "missing":
-            problems.append(f"key {key!r}: required key is missing")
-        else:
-            got = item.get("input")
-            problems.append(f"key {key!r}: {item['msg']} (got {got!r})")
-    return f"config {path.name}: " + "; ".join(problems)
-
-
 def load_gate_config(path: str | Path) -> GateConfig:
     """Read and validate a TOML (.toml) or YAML (.yaml/.yml) gate config."""
     file = Path(path)
-    if not file.is_file():
-        msg = f"config file {str(file)!r}: not found (expected a .toml, .yaml or .yml file)"
-        raise ConfigError(msg)
-    suffix = file.suffix.lower()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        msg = f"config file {file.name!r}: cannot be read as UTF-8 text ({exc})"
-        raise ConfigError(msg) from exc
-    data: Any
-    if suffix == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            msg = f"config {file.name}: invalid TOML ({exc})"
-            raise ConfigError(msg) from exc
-    elif suffix in {".yaml", ".yml"}:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            msg = f"config {file.name}: invalid YAML ({exc})"
-            raise ConfigError(msg) from exc
-    else:
-        msg = f"config file {file.name!r}: expected a .toml, .yaml or .yml extension"
-        raise ConfigError(msg)
-    if not isinstance(data, dict):
-        msg = f"config {file.name}: expected a table of keys at the top level, got {type(data).__name__}"
-        raise ConfigError(msg)
+    data = read_config_document(file)
     try:
         return GateConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(file, exc)) from exc
+        raise ConfigError(describe_validation_error(file.name, exc)) from exc
 
 
 @contextmanager

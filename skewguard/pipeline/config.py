@@ -30,14 +30,13 @@ directory. Every problem (missing file, bad syntax, unknown key, wrong type or r
 
 from __future__ import annotations
 
-import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from skewguard.config import describe_validation_error, read_config_document
 from skewguard.errors import ConfigError
 from skewguard.gate.config import GateSection
 
@@ -212,57 +211,12 @@ class RetrainConfig(BaseModel):
         return load_retrain_config(path)
 
 
-def _format_validation(name: str, error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            problems.append(f"key {key!r}: unknown key")
-        elif item["type"] == "missing":
-            problems.append(f"key {key!r}: required key is missing")
-        else:
-            problems.append(f"key {key!r}: {item['msg']} (got {item.get('input')!r})")
-    return f"config {name}: " + "; ".join(problems)
-
-
-def _read_document(file: Path) -> dict[str, Any]:
-    if not file.is_file():
-        msg = f"config file {str(file)!r}: not found (expected a .toml, .yaml or .yml file)"
-        raise ConfigError(msg)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        msg = f"config file {file.name!r}: cannot be read as UTF-8 text ({exc})"
-        raise ConfigError(msg) from exc
-    suffix = file.suffix.lower()
-    data: Any
-    if suffix == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            msg = f"config {file.name}: invalid TOML ({exc})"
-            raise ConfigError(msg) from exc
-    elif suffix in {".yaml", ".yml"}:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            msg = f"config {file.name}: invalid YAML ({exc})"
-            raise ConfigError(msg) from exc
-    else:
-        msg = f"config file {file.name!r}: expected a .toml, .yaml or .yml extension"
-        raise ConfigError(msg)
-    if not isinstance(data, dict):
-        msg = f"config {file.name}: expected a table of keys at the top level, got {type(data).__name__}"
-        raise ConfigError(msg)
-    return data
-
-
 def load_retrain_config(path: str | Path) -> RetrainConfig:
     """Read and validate a retraining config file; relative paths are relative to the file."""
     file = Path(path)
-    data = _read_document(file)
+    data = read_config_document(file)
     try:
         config = RetrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(file.name, exc)) from exc
+        raise ConfigError(describe_validation_error(file.name, exc)) from exc
     return config.resolved(file.resolve().parent)

@@ -29,7 +29,6 @@ from skewguard.errors import DataError
 _NUMERIC_TYPES = ["int64", "int32", "int16", "int8", "float64", "float32", "int", "float", "Int64", "Float64"]
 _STRING_TYPES = ["str", "str_", "StringDtype"]
 _BOOL_TYPES = ["bool", "bool_", "BooleanDtype"]
-_TIMESTAMP_TYPES = ["Timestamp", "datetime", "str"]
 
 _INPUT_TYPES = {
     InputType.FLOAT: _NUMERIC_TYPES,
@@ -37,7 +36,9 @@ _INPUT_TYPES = {
     InputType.STRING: _STRING_TYPES,
     InputType.TIMEZONE: _STRING_TYPES,
     InputType.BOOL: _BOOL_TYPES,
-    InputType.TIMESTAMP: _TIMESTAMP_TYPES,
+    # No GX type check for timestamps: GX 1.x rejects a tz-aware datetime64 column whatever type name
+    # is listed. ``validate_frame`` runs the feature library's own coercion on raw inputs instead, which
+    # checks timestamps exactly (and rejects naive ones, which no GX type list can tell apart).
 }
 _FEATURE_TYPES = {
     FeatureKind.NUMERIC: _NUMERIC_TYPES,

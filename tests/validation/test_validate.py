@@ -152,3 +152,12 @@ def test_missing_file_and_unrelated_columns_exit_2(tmp_path: Path) -> None:
     code, out = _run("validate", "--features", FEATURES, "--data", str(data))
     assert code == EXIT_USAGE
     assert "matches neither" in out
+
+
+def test_raw_parquet_with_aware_datetime_columns_is_clean(raw: pd.DataFrame, tmp_path: Path) -> None:
+    frame = raw.drop(columns=["request_id", "click"]).head(80)
+    assert isinstance(frame["event_time"].dtype, pd.DatetimeTZDtype)
+    data = tmp_path / "raw.parquet"
+    frame.to_parquet(data)
+    code, out = _run("validate", "--features", FEATURES, "--data", str(data))
+    assert code == EXIT_OK, out
