@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 from features.ctr import CTR_FEATURES
 from skewguard.cli import app
 from skewguard.commands.common import EXIT_OK, EXIT_USAGE
+from skewguard.commands.report import find_windows
 from skewguard.demo.traffic import TrafficShape
+from skewguard.errors import DataError
 from skewguard.monitor import ModelMonitor, MonitorOptions
-from skewguard.results import WindowKey
+from skewguard.results import WindowKey, WindowResult
 from skewguard.store import Store
 from tests.daemon.helpers import SEASONAL, T0, WINDOW, build_ctr_baseline, window_records
 
@@ -154,3 +156,24 @@ def test_config_problems_exit_2(deployment: Deployment, tmp_path: Path) -> None:
     two = deployment.config("two.toml", models=second)
     result = run("--config", two, "--out", tmp_path / "out")
     assert result.exit_code == EXIT_USAGE and "choose one with --model" in result.stderr
+
+
+def test_an_old_window_is_found_by_paging_back(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'many.db'}")
+    try:
+        with store.transaction() as tx:
+            for index in range(80):
+                start = window_start(index)
+                tx.finalise_window(GROUP, WindowResult(WindowKey("ctr", start, start + WINDOW), 10), now=NOW)
+        oldest = find_windows(store, GROUP, "ctr", window_start(0), last=3)
+        assert [w.result.key.start for w in oldest] == [window_start(0)]  # nothing before the first
+        middle = find_windows(store, GROUP, "ctr", window_start(40), last=3)
+        assert [w.result.key.start for w in middle] == [window_start(i) for i in (40, 39, 38)]
+        latest = find_windows(store, GROUP, "ctr", None, last=5)
+        assert [w.result.key.start for w in latest] == [window_start(i) for i in range(79, 74, -1)]
+        with pytest.raises(DataError, match="starts at"):
+            find_windows(store, GROUP, "ctr", window_start(40) + dt.timedelta(seconds=1), last=3)
+        with pytest.raises(DataError, match="no finalised window of model 'fraud'"):
+            find_windows(store, GROUP, "fraud", None, last=3)
+    finally:
+        store.close()
