@@ -156,8 +156,6 @@ def write_report(
         )
         raise DataError(msg)
     stamp = f"{key.start:%Y%m%dT%H%M%SZ}"
-    # The PNG first: it is cheap, and it refuses windows without drift findings before Evidently runs.
-    png = plot_findings([w.result for w in windows], out / f"{chosen.name}-{stamp}-effects.png")
     # The page shows what the monitor drift-checks: not the seasonal features it leaves out by design,
     # and not the label, which serving windows do not carry (it arrives later, on its own topic).
     columns = [
@@ -165,9 +163,15 @@ def write_report(
         for spec in baseline.profile.layout.specs
         if spec.role is not ColumnRole.LABEL and spec.name not in chosen.drift_exclude
     ]
-    html = render_drift_html(
-        baseline.profile, profile, out / f"{chosen.name}-{stamp}-drift.html", columns=columns
-    )
+    try:
+        # The PNG first: it is cheap, and it refuses windows without drift findings before Evidently runs.
+        png = plot_findings([w.result for w in windows], out / f"{chosen.name}-{stamp}-effects.png")
+        html = render_drift_html(
+            baseline.profile, profile, out / f"{chosen.name}-{stamp}-drift.html", columns=columns
+        )
+    except OSError as exc:
+        msg = f"cannot write the report into --out {str(out)!r}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
     return ReportFiles(html=html, png=png, window=target, plotted=len(windows))
 
 

@@ -152,6 +152,10 @@ def test_config_problems_exit_2(deployment: Deployment, tmp_path: Path) -> None:
     result = run("--config", missing, "--out", tmp_path / "out")
     assert result.exit_code == EXIT_USAGE and "does not exist" in result.stderr
     assert not (tmp_path / "nope.db").exists()  # reading must not create an empty store
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    result = run("--config", deployment.config(), "--out", blocked)
+    assert result.exit_code == EXIT_USAGE and "cannot write the report into --out" in result.stderr
     second = '[[models]]\nname = "fraud"\nbaseline = "elsewhere"\nfeatures = "features.ctr:CTR_FEATURES"\n'
     two = deployment.config("two.toml", models=second)
     result = run("--config", two, "--out", tmp_path / "out")
