@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from skewguard import __version__
-from skewguard.commands import baseline, bench, compare, gate, monitor, report, retrain, validate
+from skewguard.commands import baseline, bench, compare, gate, monitor, report, retrain, shadow, validate
 from skewguard.commands.common import EXIT_FINDING, EXIT_OK, EXIT_USAGE
 
 __all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "app", "main"]
@@ -46,7 +46,7 @@ def demo() -> None:
     typer.echo("skewguard demo: the end-to-end demo is not built yet (see README, 'Status').")
 
 
-for _module in (validate, baseline, compare, bench, monitor, report, gate, retrain):
+for _module in (validate, baseline, compare, bench, monitor, report, gate, retrain, shadow):
     _module.register(app)
 
 

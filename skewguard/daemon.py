@@ -53,6 +53,7 @@ from skewguard.ops import Metrics, OpsServer
 from skewguard.records import LabelRecord, ServingRecord, decode_label_message, decode_message, encode_record
 from skewguard.results import Severity, Stage, WindowKey, WindowResult
 from skewguard.settings import MonitorSettings
+from skewguard.shadow.compare import labelled_findings
 from skewguard.stats import Profile
 from skewguard.store import Checkpoint, NewAlert, Store, from_micros, to_micros
 from skewguard.windows import PartitionWindows, WindowAccumulator, WindowId, WindowSpec, from_us, to_us
@@ -76,8 +77,9 @@ class OwnedPartition:
     next_offset: int | None
     last_record_wall_us: int
     caught_up: bool = False
-    #: Predictions waiting for their label: request id → (model, window start µs, prediction).
-    awaiting: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    #: Predictions waiting for their label: request id → (model, window start µs, prediction,
+    #: shadow candidates' predictions by version).
+    awaiting: dict[str, tuple[str, int, float, dict[str, float]]] = field(default_factory=dict)
     #: Labels that arrived before their prediction: request id → (label, label event µs).
     pending: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: Joined pairs per prediction window.
@@ -107,7 +109,8 @@ class OwnedPartition:
             int(state.get("last_record_wall_us", now_us)),
             bool(state.get("caught_up", False)),
             awaiting={
-                rid: (str(v[0]), int(v[1]), float(v[2])) for rid, v in state.get("awaiting", {}).items()
+                rid: (str(v[0]), int(v[1]), float(v[2]), {str(k): float(x) for k, x in v[3].items()})
+                for rid, v in state.get("awaiting", {}).items()
             },
             pending={rid: (float(v[0]), int(v[1])) for rid, v in state.get("pending", {}).items()},
             tallies={
@@ -149,6 +152,15 @@ class DaemonCounters:
     unmatched_labels: int = 0
     unjoinable_labels: int = 0
     label_windows: int = 0
+
+
+def _shadow_values(record: ServingRecord, kind: PredictionKind) -> dict[str, float]:
+    """A record's shadow predictions as numbers (the candidates' scores), by candidate version."""
+    if not record.shadow_predictions:
+        return {}
+    versions = sorted(record.shadow_predictions)
+    values = prediction_values([record.shadow_predictions[v] for v in versions], kind)
+    return {v: float(x) for v, x in zip(versions, values.tolist(), strict=True) if x is not None and x == x}
 
 
 def load_monitors(settings: MonitorSettings) -> dict[str, ModelMonitor]:
@@ -380,7 +392,9 @@ class MonitorDaemon:
                 groups[(record.model, start)].append(record)
         for key, members in groups.items():
             monitor = self.monitors[key[0]]
-            monitor.fold(part.windows.accumulator(key, monitor.new_accumulator), members)
+            accumulator = part.windows.accumulator(key, monitor.new_accumulator)
+            monitor.fold(accumulator, members)
+            monitor.fold_shadow(accumulator, members)
             if key[0] in self.labelled:
                 self._await_labels(part, key, members, monitor)
             self.metrics.records.labels(key[0]).inc(len(members))
@@ -405,11 +419,12 @@ class MonitorDaemon:
         for record, value in zip(members, values.tolist(), strict=True):
             if value is None or value != value:  # no usable prediction (NaN): nothing to score
                 continue
+            shadows = _shadow_values(record, kind)
             early = part.pending.pop(record.request_id, None)
             if early is None:
-                part.awaiting[record.request_id] = (key[0], key[1], float(value))
+                part.awaiting[record.request_id] = (key[0], key[1], float(value), shadows)
             elif early[1] < window_end + self.horizon_us:
-                tally.add(record.request_id, float(value), early[0])
+                tally.add(record.request_id, float(value), early[0], shadows)
                 self.counters.labels_joined += 1
                 self.metrics.labels_joined.labels(key[0]).inc()
             else:
@@ -443,10 +458,10 @@ class MonitorDaemon:
                 if waiting is None:
                     partner.pending[label.request_id] = (value, event_us)
                     continue
-                model, start, prediction = waiting
+                model, start, prediction, shadows = waiting
                 tally = partner.tallies.setdefault((model, start), LabelTally())
                 if event_us < start + self.spec.size_us + self.horizon_us:
-                    tally.add(label.request_id, prediction, value)
+                    tally.add(label.request_id, prediction, value, shadows)
                     self.counters.labels_joined += 1
                     self.metrics.labels_joined.labels(model).inc()
                 else:
@@ -584,7 +599,7 @@ class MonitorDaemon:
             return
         for key in keys:
             part.tallies.pop(key, None)
-        stale = [rid for rid, (m, s, _p) in part.awaiting.items() if (m, s) in keys]
+        stale = [rid for rid, (m, s, _p, _c) in part.awaiting.items() if (m, s) in keys]
         for rid in stale:
             del part.awaiting[rid]
 
@@ -647,13 +662,14 @@ class MonitorDaemon:
                 and baseline.prediction_kind is PredictionKind.SCORE
                 else None
             )
-            findings = evaluate_window(
-                merged,
-                baseline.prediction_kind or PredictionKind.SCORE,
-                baseline.metrics,
-                self.performance,
-                label_sketch,
-            )
+            kind = baseline.prediction_kind or PredictionKind.SCORE
+            findings = evaluate_window(merged, kind, baseline.metrics, self.performance, label_sketch)
+            production = np.asarray(merged.predictions, dtype=float)
+            truth = np.asarray(merged.labels, dtype=float)
+            for version, values in sorted(merged.candidates.items()):
+                findings += labelled_findings(
+                    version, production, np.asarray(values, dtype=float), truth, kind, monitor.shadow_options
+                )
             result = WindowResult(
                 key=WindowKey(model, from_us(start), from_us(end)),
                 records=merged.predicted,

@@ -8,6 +8,7 @@ stores what comes back.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,9 @@ from skewguard.detect import DriftPolicy, FeatureVerdict, judge
 from skewguard.errors import ConfigError
 from skewguard.records import ServingRecord
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
+from skewguard.shadow.compare import ShadowOptions, serving_findings
 from skewguard.stats import ColumnRole, Profile
-from skewguard.windows import SkewTally, WindowAccumulator
+from skewguard.windows import ShadowTally, SkewTally, WindowAccumulator
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class ModelMonitor:
     options: MonitorOptions = field(default_factory=MonitorOptions)
     #: FeatureStates a record may legitimately carry (the baseline's, plus any other deployed one).
     known_states: dict[str, FeatureState] = field(default_factory=dict)
+    shadow_options: ShadowOptions = field(default_factory=ShadowOptions)
 
     def __post_init__(self) -> None:
         if self.baseline.feature_set != self.feature_set.name:
@@ -101,24 +104,72 @@ class ModelMonitor:
     # -- folding -------------------------------------------------------------------------------------
 
     def fold(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
-        """Fold a batch of this model's records (all of one window) into ``accumulator``."""
+        """Fold a batch of this model's records (all of one window) into ``accumulator``.
+
+        This is the daemon's hot path, so the frame is built column by column (one C-level pass picks
+        every feature out of each record, numeric columns go straight to float64 arrays) rather than
+        through ``DataFrame.from_records``; the profile folded is the same.
+        """
         if not records:
             return
-        frame = pd.DataFrame.from_records([r.features for r in records], columns=self._feature_columns)
-        for name in self._feature_columns:
-            if self._kinds.get(name) is FeatureKind.BOOLEAN:
-                frame[name] = frame[name].map(lambda v: None if v is None else ("true" if v else "false"))
-        if self._has_prediction and self.baseline.prediction_kind is not None:
-            frame[PREDICTION_COLUMN] = prediction_values(
-                [r.prediction for r in records], self.baseline.prediction_kind
-            )
-        accumulator.profile.fold(frame, [r.request_id for r in records])
+        accumulator.profile.fold(self._fold_frame(records), [r.request_id for r in records])
         accumulator.records += len(records)
-        for record in records:
-            accumulator.versions[record.model_version] += 1
-            if record.defaulted:
-                accumulator.defaulted.update(record.defaulted)
-        self._replay(accumulator, records)
+        accumulator.versions.update([r.model_version for r in records])
+        for defaulted in [r.defaulted for r in records if r.defaulted]:
+            accumulator.defaulted.update(defaulted)
+        known = self.known_states
+        # Replay only has work when a record carries raw inputs or an unknown FeatureState hash.
+        if any(r.raw_inputs is not None or r.feature_state_hash not in known for r in records):
+            self._replay(accumulator, records)
+
+    def _fold_frame(self, records: Sequence[ServingRecord]) -> pd.DataFrame:
+        """The batch as the profile's frame: one column per feature, plus the prediction.
+
+        A feature a record lacks is null. Booleans become ``"true"``/``"false"``, as the baseline
+        profiled them. A numeric column that numpy cannot convert (a string in it, say) is handed to the
+        profile as objects, which reports it exactly as before.
+        """
+        names = self._feature_columns
+        features = [r.features for r in records]
+        columns: list[Sequence[Any]]
+        try:
+            if len(names) == 1:
+                columns = [[f[names[0]] for f in features]]
+            else:
+                columns = list(zip(*map(operator.itemgetter(*names), features), strict=True))
+        except KeyError:  # some record lacks a feature: fetch column by column, missing as None
+            columns = [[f.get(name) for f in features] for name in names]
+        data: dict[str, Any] = {}
+        kinds = self._kinds
+        for name, values in zip(names, columns, strict=True):
+            kind = kinds.get(name)
+            if kind is FeatureKind.NUMERIC:
+                data[name] = self._float_column(values)
+            elif kind is FeatureKind.BOOLEAN:
+                data[name] = pd.Series(
+                    [None if v is None else ("true" if v else "false") for v in values], dtype=object
+                )
+            else:
+                data[name] = pd.Series(values, dtype=object)
+        kind_of_prediction = self.baseline.prediction_kind
+        if self._has_prediction and kind_of_prediction is not None:
+            predictions = [r.prediction for r in records]
+            if kind_of_prediction is not PredictionKind.CLASS and {float, int}.issuperset(
+                map(type, predictions)
+            ):
+                data[PREDICTION_COLUMN] = np.array(predictions, dtype=np.float64)
+            else:
+                data[PREDICTION_COLUMN] = prediction_values(predictions, kind_of_prediction)
+        return pd.DataFrame(data, copy=False)
+
+    @staticmethod
+    def _float_column(values: Sequence[Any]) -> np.ndarray[Any, Any] | pd.Series[Any]:
+        """A numeric feature column as float64 (None -> NaN), or as objects when numpy refuses it."""
+        try:
+            column = np.array(values, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            return pd.Series(values, dtype=object)
+        return column if column.ndim == 1 else pd.Series(values, dtype=object)
 
     def _replay(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
         """Implementation skew: recompute features from logged raw inputs with the logged state."""
@@ -214,6 +265,8 @@ class ModelMonitor:
                 ]
         findings += self._default_findings(accumulator)
         findings += self._skew_findings(accumulator)
+        for version, tally in sorted(accumulator.shadow.items()):
+            findings += serving_findings(version, tally, self.shadow_options)
         if accumulator.unknown_state:
             share = accumulator.unknown_state / max(accumulator.records, 1)
             hashes = ", ".join(h[:12] for h in sorted(accumulator.unknown_state_hashes))
@@ -244,6 +297,29 @@ class ModelMonitor:
             findings=tuple(findings),
             context={"versions": dict(accumulator.versions), "replayed": accumulator.replayed},
         )
+
+    def fold_shadow(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
+        """Pair each shadow candidate's predictions with production's, per candidate version."""
+        versions = sorted({v for r in records for v in r.shadow_predictions})
+        if not versions or self.baseline.prediction_kind not in (PredictionKind.SCORE, PredictionKind.VALUE):
+            return
+        kind = self.baseline.prediction_kind
+        production = np.asarray(prediction_values([r.prediction for r in records], kind), dtype=float)
+        edges = self._prediction_edges()
+        for version in versions:
+            candidate = np.asarray(
+                prediction_values([r.shadow_predictions.get(version) for r in records], kind), dtype=float
+            )
+            accumulator.shadow.setdefault(version, ShadowTally()).add(production, candidate, edges)
+
+    def _prediction_edges(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        layout = self.baseline.profile.layout
+        if PREDICTION_COLUMN in layout.names:
+            column = layout.column(PREDICTION_COLUMN)
+            edges = getattr(column, "edges", None)
+            if edges is not None:
+                return np.asarray(edges, dtype=np.float64)
+        return np.linspace(0.0, 1.0, 21)
 
     def _default_findings(self, accumulator: WindowAccumulator) -> list[Finding]:
         findings = []

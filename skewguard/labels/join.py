@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,29 +37,46 @@ class LabelTally:
     predicted: int = 0
     #: Labels that arrived after the horizon of their prediction's window.
     beyond_horizon: int = 0
+    #: Shadow candidates' predictions for the same requests, aligned with ``ids`` (NaN where missing).
+    candidates: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, request_id: str, prediction: float, label: float) -> None:
-        """Record one joined pair."""
+    def add(
+        self, request_id: str, prediction: float, label: float, candidates: dict[str, float] | None = None
+    ) -> None:
+        """Record one joined pair (and what each shadow candidate predicted for it)."""
+        for version in candidates or {}:
+            if version not in self.candidates:
+                self.candidates[version] = [math.nan] * len(self.ids)
+        for version, values in self.candidates.items():
+            values.append((candidates or {}).get(version, math.nan))
         self.ids.append(request_id)
         self.predictions.append(prediction)
         self.labels.append(label)
 
     def merge(self, other: LabelTally) -> LabelTally:
         """Both tallies; pairs are kept sorted by request id, so the merge order never matters."""
-        triples = sorted(
+        versions = sorted(set(self.candidates) | set(other.candidates))
+
+        def column(tally: LabelTally, version: str) -> list[float]:
+            return tally.candidates.get(version, [math.nan] * len(tally.ids))
+
+        rows = sorted(
             zip(
                 self.ids + other.ids,
                 self.predictions + other.predictions,
                 self.labels + other.labels,
+                *[column(self, v) + column(other, v) for v in versions],
                 strict=True,
-            )
+            ),
+            key=lambda row: row[0],
         )
         return LabelTally(
-            ids=[t[0] for t in triples],
-            predictions=[t[1] for t in triples],
-            labels=[t[2] for t in triples],
+            ids=[r[0] for r in rows],
+            predictions=[r[1] for r in rows],
+            labels=[r[2] for r in rows],
             predicted=self.predicted + other.predicted,
             beyond_horizon=self.beyond_horizon + other.beyond_horizon,
+            candidates={v: [r[3 + i] for r in rows] for i, v in enumerate(versions)},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +87,9 @@ class LabelTally:
             "labels": self.labels,
             "predicted": self.predicted,
             "beyond_horizon": self.beyond_horizon,
+            "candidates": {
+                v: [None if math.isnan(x) else x for x in xs] for v, xs in self.candidates.items()
+            },
         }
 
     @classmethod
@@ -80,4 +101,8 @@ class LabelTally:
             labels=[float(v) for v in data["labels"]],
             predicted=int(data["predicted"]),
             beyond_horizon=int(data["beyond_horizon"]),
+            candidates={
+                str(v): [math.nan if x is None else float(x) for x in xs]
+                for v, xs in data.get("candidates", {}).items()
+            },
         )

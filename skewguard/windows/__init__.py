@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from skewguard.windows.accumulator import SkewTally, WindowAccumulator
+from skewguard.windows.accumulator import ShadowTally, SkewTally, WindowAccumulator
 from skewguard.windows.partition import LatePolicy, PartitionWindows, WindowId, WindowSpec, from_us, to_us
 
 __all__ = [
     "LatePolicy",
     "PartitionWindows",
+    "ShadowTally",
     "SkewTally",
     "WindowAccumulator",
     "WindowId",

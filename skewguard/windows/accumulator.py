@@ -7,11 +7,18 @@ accumulator of their partition; finalisation merges the partitions' accumulators
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from skewguard.stats import Profile, ProfileLayout
+
+FloatArray = npt.NDArray[np.float64]
 
 #: Request ids kept as examples per finding: enough to start debugging, bounded for the checkpoint.
 MAX_EXAMPLES = 5
@@ -69,6 +76,87 @@ class SkewTally:
 
 
 @dataclass
+class ShadowTally:
+    """One shadow candidate's agreement with production in one window (or one partition's share).
+
+    Plain sums and histograms, so it merges exactly; ``skewguard.shadow.compare`` turns it into findings.
+    """
+
+    compared: int = 0
+    missing: int = 0
+    agree: int = 0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    syy: float = 0.0
+    sxy: float = 0.0
+    sabs: float = 0.0
+    production_hist: list[int] = field(default_factory=list)
+    candidate_hist: list[int] = field(default_factory=list)
+
+    def add(self, production: FloatArray, candidate: FloatArray, edges: FloatArray) -> None:
+        """Fold paired predictions (NaN where a model gave none) into the tally."""
+        usable = ~np.isnan(production) & ~np.isnan(candidate)
+        self.missing += int((~np.isnan(production) & np.isnan(candidate)).sum())
+        x, y = production[usable], candidate[usable]
+        self.compared += len(x)
+        self.agree += int(((x >= 0.5) == (y >= 0.5)).sum())
+        self.sx += float(x.sum())
+        self.sy += float(y.sum())
+        self.sxx += float((x * x).sum())
+        self.syy += float((y * y).sum())
+        self.sxy += float((x * y).sum())
+        self.sabs += float(np.abs(x - y).sum())
+        bins = len(edges) + 1
+        prod = np.bincount(np.searchsorted(edges, x, side="right"), minlength=bins)
+        cand = np.bincount(np.searchsorted(edges, y, side="right"), minlength=bins)
+        self.production_hist = (np.asarray(self.production_hist or np.zeros(bins, int)) + prod).tolist()
+        self.candidate_hist = (np.asarray(self.candidate_hist or np.zeros(bins, int)) + cand).tolist()
+
+    def merge(self, other: ShadowTally) -> ShadowTally:
+        """The tally of both record sets."""
+
+        def hist(a: list[int], b: list[int]) -> list[int]:
+            if not a or not b:
+                return list(a or b)
+            return [int(v) for v in np.asarray(a) + np.asarray(b)]
+
+        return ShadowTally(
+            self.compared + other.compared,
+            self.missing + other.missing,
+            self.agree + other.agree,
+            self.sx + other.sx,
+            self.sy + other.sy,
+            self.sxx + other.sxx,
+            self.syy + other.syy,
+            self.sxy + other.sxy,
+            self.sabs + other.sabs,
+            hist(self.production_hist, other.production_hist),
+            hist(self.candidate_hist, other.candidate_hist),
+        )
+
+    @property
+    def correlation(self) -> float:
+        """Pearson correlation of production and candidate scores (NaN when either is constant)."""
+        n = self.compared
+        if n < 2:
+            return math.nan
+        cov = self.sxy - self.sx * self.sy / n
+        vx = self.sxx - self.sx**2 / n
+        vy = self.syy - self.sy**2 / n
+        return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShadowTally:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass
 class WindowAccumulator:
     """One model's window (or one partition's share of it)."""
 
@@ -82,6 +170,7 @@ class WindowAccumulator:
     unknown_state_examples: list[str] = field(default_factory=list)
     skew: dict[str, SkewTally] = field(default_factory=dict)
     replayed: int = 0
+    shadow: dict[str, ShadowTally] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, layout: ProfileLayout) -> WindowAccumulator:
@@ -104,6 +193,12 @@ class WindowAccumulator:
             unknown_state_examples=_merge_examples(self.unknown_state_examples, other.unknown_state_examples),
             skew=skew,
             replayed=self.replayed + other.replayed,
+            shadow={
+                version: self.shadow.get(version, ShadowTally()).merge(
+                    other.shadow.get(version, ShadowTally())
+                )
+                for version in sorted(set(self.shadow) | set(other.shadow))
+            },
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +214,7 @@ class WindowAccumulator:
             "unknown_state_examples": self.unknown_state_examples,
             "skew": {name: tally.to_dict() for name, tally in self.skew.items()},
             "replayed": self.replayed,
+            "shadow": {version: tally.to_dict() for version, tally in self.shadow.items()},
         }
 
     @classmethod
@@ -135,4 +231,5 @@ class WindowAccumulator:
             unknown_state_examples=list(data["unknown_state_examples"]),
             skew={str(k): SkewTally.from_dict(v) for k, v in data["skew"].items()},
             replayed=int(data["replayed"]),
+            shadow={str(k): ShadowTally.from_dict(v) for k, v in data.get("shadow", {}).items()},
         )
