@@ -435,6 +435,16 @@ class Store:
 
     # -- reads ---------------------------------------------------------------------------------------
 
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for reads; database errors become StoreError (no SQLAlchemy error leaks out)."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            msg = f"reading the store failed: {exc}"
+            raise StoreError(msg) from exc
+
     def windows(
         self,
         *,
@@ -452,7 +462,7 @@ class Store:
             query = query.where(w.c.model == model)
         if stage is not None:
             query = query.where(w.c.stage == stage.value)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = list(conn.execute(query))
             ids = [row.id for row in rows]
             found: dict[int, list[Finding]] = {i: [] for i in ids}
@@ -502,7 +512,7 @@ class Store:
             query = query.where(a.c.model == model)
         if open_only:
             query = query.where(a.c.resolved.is_(False))
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [
                 StoredAlert(
                     id=row.id,
@@ -522,7 +532,7 @@ class Store:
     def window_profile(self, window_id: int) -> Any:
         """The stored merged-profile state of a finalised window (``Profile.from_dict`` input), or None."""
         w = self.tables["windows"]
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(sa.select(w.c.profile).where(w.c.id == window_id)).first()
         return None if row is None or row.profile is None else unpack_state(row.profile)
 

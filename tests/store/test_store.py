@@ -174,3 +174,12 @@ def test_recent_flags_previous_profile_and_alert_episodes(store: Store) -> None:
         assert tx.open_alerts("ctr") == {("drift", "price")}
         tx.resolve_alerts("ctr", {("drift", "price")})
         assert tx.open_alerts("ctr") == set()
+
+
+def test_reading_a_store_without_tables_is_a_store_error(tmp_path: Path) -> None:
+    empty = Store(f"sqlite:///{tmp_path / 'empty.db'}", create=False)
+    with pytest.raises(StoreError, match="reading the store failed"):
+        empty.windows()
+    with pytest.raises(StoreError, match="reading the store failed"):
+        empty.alerts()
+    empty.close()
