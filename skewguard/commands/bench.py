@@ -62,3 +62,51 @@ def gate(
             console.print(f"  {mark} {row['name']:<32} passed={row['passed']!s:<5} {row['seconds']:.2f}s")
     if result["correct_verdicts"] != result["total"]:
         raise typer.Exit(EXIT_FINDING)
+
+
+@bench_app.command("shadow")
+@reports_errors
+def shadow(
+    as_json: bool = JSON_OPTION,
+    requests: int = typer.Option(10_000, "--requests", help="Timed requests per arm (shadow off, on)."),
+    rate: float = typer.Option(500.0, "--rate", help="Requests per second, on a steady schedule."),
+    slowdown: float = typer.Option(5.0, "--slowdown", help="Candidate time per request / production's."),
+    workers: int = typer.Option(1, "--workers", help="Shadow worker threads."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Most requests a candidate scores per call."),
+    threads: int = typer.Option(1, "--threads", help="torch threads (1 is fastest on a shared 2-core box)."),
+) -> None:
+    """Production request latency with shadow mode off vs on (a 5x slower candidate), at a steady rate."""
+    from skewguard.bench.shadow import bench_shadow
+
+    progress = None if as_json else (lambda text: console.print(f"[dim]{text}[/dim]"))
+    result = bench_shadow(
+        requests=requests,
+        rate_per_s=rate,
+        slowdown=slowdown,
+        workers=workers,
+        batch_size=batch_size,
+        threads=threads,
+        progress=progress,
+    )
+    _emit(result, as_json, "skewguard bench shadow")
+
+
+@bench_app.command("scale")
+@reports_errors
+def scale(
+    as_json: bool = JSON_OPTION,
+    records: int = typer.Option(40_000, "--records", help="Records in the stream."),
+    partitions: int = typer.Option(8, "--partitions", min=8, help="Partitions of the serving log (>= 8)."),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="Shared store URL (default: PostgreSQL on 127.0.0.1:5432/test, or $SKEWGUARD_BENCH_STORE).",
+    ),
+) -> None:
+    """One daemon vs three in one consumer group (one SIGKILLed mid-run): identical results and throughput."""
+    from skewguard.bench.scale import DEFAULT_STORE, bench_scale
+
+    result = bench_scale(records=records, partitions=partitions, store_url=store or DEFAULT_STORE)
+    _emit(result, as_json, "skewguard bench scale")
+    if not result["identical_results"]:
+        raise typer.Exit(EXIT_FINDING)

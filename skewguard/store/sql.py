@@ -217,6 +217,14 @@ class StoreTransaction:
             )
         return out
 
+    def checkpoint_times(self, group: str, topic: str) -> dict[int, int]:
+        """When each partition of ``topic`` was last checkpointed (epoch µs), by partition."""
+        table = self._t["checkpoints"]
+        query = sa.select(table.c.partition, table.c.updated_us).where(
+            table.c.consumer_group == group, table.c.topic == topic
+        )
+        return {row.partition: row.updated_us for row in self._conn.execute(query)}
+
     def lock_checkpoints(self, group: str) -> None:
         """Serialise the finalisers of ``group`` on PostgreSQL (``SELECT … FOR UPDATE``).
 

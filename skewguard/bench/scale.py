@@ -1,0 +1,295 @@
+"""``skewguard bench scale``: one daemon vs three in one consumer group, with one SIGKILLed mid-run.
+
+The same stream (≥ 8 partitions) is processed twice on the real broker against one shared store: by one
+``skewguard monitor`` process, and by three processes in another consumer group, one of which is killed
+with SIGKILL part-way through. Every window's counts and verdicts must come out identical. Throughput is
+records over the time from starting the processes to the last window stored (process start-up and the
+group join are inside both figures). ``rebalance_seconds`` is the time from the kill until every
+partition's checkpoint has moved again, i.e. until the survivors own and process the dead one's share.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.ctr import CTR_FEATURES
+from skewguard.baseline import Baseline, BaselineOptions, build_baseline
+from skewguard.demo.traffic import generate_requests, serving_records
+from skewguard.io.broker import EmbeddedBroker
+from skewguard.io.kafka import KafkaSettings, RawProducer, ensure_topics, partition_for_key
+from skewguard.records import ServingRecord, encode_records
+from skewguard.results import WindowResult
+from skewguard.store import Store, to_micros
+
+DEFAULT_STORE = os.environ.get("SKEWGUARD_BENCH_STORE", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+T0 = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+WINDOW = dt.timedelta(seconds=60)
+
+
+def _baseline(directory: Path) -> Baseline:
+    train = generate_requests(12_000, seed=1, start=T0 - dt.timedelta(days=7), span=dt.timedelta(days=7))
+    train["score"] = np.random.default_rng(2).beta(2, 5, len(train))
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        yield train
+
+    baseline = build_baseline(
+        CTR_FEATURES,
+        chunks,
+        model="ctr",
+        prediction_column="score",
+        options=BaselineOptions(window_size=1_000, calibration_draws=50),
+    )
+    baseline.save(directory)
+    return baseline
+
+
+def _stream(baseline: Baseline, records: int, windows: int) -> list[ServingRecord]:
+    per_window = records // windows
+    out: list[ServingRecord] = []
+    for index in range(windows):
+        frame = generate_requests(
+            per_window, seed=100 + index, start=T0 + index * WINDOW, span=WINDOW - dt.timedelta(seconds=1)
+        )
+        frame["request_id"] = [f"w{index}-{i}" for i in range(per_window)]
+        scores = np.random.default_rng(200 + index).beta(2, 5, per_window).tolist()
+        out += serving_records(
+            frame, CTR_FEATURES, baseline.state, model="ctr", scores=scores, with_raw=False
+        )
+    # Closers: one record per partition key far in the future, so every partition seals every window.
+    closers = generate_requests(
+        64, seed=999, start=T0 + (windows + 5) * WINDOW, span=dt.timedelta(seconds=30)
+    )
+    closers["request_id"] = [f"closer-{i}" for i in range(64)]
+    out += serving_records(closers, CTR_FEATURES, baseline.state, model="ctr", with_raw=False)
+    return out
+
+
+def _produce(bootstrap: str, topic: str, records: Sequence[ServingRecord], partitions: int) -> None:
+    producer = RawProducer(KafkaSettings.local(bootstrap))
+    try:
+        by_partition: dict[int, list[ServingRecord]] = {}
+        for record in records:
+            by_partition.setdefault(partition_for_key(record.request_id.encode(), partitions), []).append(
+                record
+            )
+        for partition, members in sorted(by_partition.items()):
+            for start in range(0, len(members), 100):
+                producer.send(topic, encode_records(members[start : start + 100]), partition=partition)
+        producer.flush(60)
+    finally:
+        producer.close(5)
+
+
+def _config(
+    path: Path, bootstrap: str, baseline_dir: Path, store_url: str, group: str, topics: dict[str, str]
+) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "kafka": {"bootstrap_servers": bootstrap, "profile": "local"},
+                "group_id": group,
+                "topics": topics,
+                "store": {"url": store_url},
+                "window": {"size_s": WINDOW.total_seconds(), "lateness_s": 5.0, "idle_timeout_s": 3600.0},
+                "models": [
+                    {
+                        "name": "ctr",
+                        "baseline": str(baseline_dir),
+                        "features": "features.ctr:CTR_FEATURES",
+                        "drift_exclude": ["hour_of_day_local", "day_of_week_local"],
+                    }
+                ],
+                "checkpoint_interval_s": 0.5,
+                "max_poll_records": 1000,
+                "http": {"port": 0},
+            }
+        )
+    )
+    return path
+
+
+def _summary(store: Store, group: str) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    results: list[WindowResult] = [w.result for w in store.windows(group=group, limit=10_000)]
+    for result in sorted(results, key=lambda r: r.key.start):
+        rows.append(
+            (
+                result.key.start.isoformat(),
+                result.records,
+                result.late_records,
+                sorted((f.check.value, f.subject, f.flagged) for f in result.findings),
+            )
+        )
+    return rows
+
+
+def _spawn(config: Path, log: Any) -> subprocess.Popen[bytes]:
+    entry = "from skewguard.cli import main; main()"
+    command = [sys.executable, "-c", entry, "monitor", "--config", str(config), "--log-level", "WARNING"]
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=log, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+    )
+
+
+def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in processes:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _run_group(
+    store: Store,
+    config: Path,
+    group: str,
+    expected_windows: int,
+    processes: int,
+    log: Any,
+    *,
+    kill_after_s: float | None,
+    partitions: int,
+    serving_topic: str,
+    timeout_s: float,
+) -> tuple[float, float | None]:
+    started = time.monotonic()
+    procs = [_spawn(config, log) for _ in range(processes)]
+    killed_at: float | None = None
+    killed_wall: dt.datetime | None = None
+    rebalance: float | None = None
+    try:
+        while time.monotonic() - started < timeout_s:
+            if kill_after_s is not None and killed_at is None and time.monotonic() - started >= kill_after_s:
+                procs[0].send_signal(signal.SIGKILL)
+                procs[0].wait(10)
+                killed_at = time.monotonic()
+                killed_wall = dt.datetime.now(dt.UTC)
+            if (
+                killed_wall is not None
+                and rebalance is None
+                and _updated_since(store, group, serving_topic, killed_wall, partitions)
+            ):
+                rebalance = time.monotonic() - (killed_at or 0.0)
+            if len(store.windows(group=group, limit=10_000)) >= expected_windows:
+                elapsed = time.monotonic() - started
+                if killed_at is not None and rebalance is None:
+                    rebalance = elapsed - (killed_at - started)
+                return elapsed, rebalance
+            time.sleep(0.2)
+        msg = f"group {group}: windows not all stored within {timeout_s}s"
+        raise TimeoutError(msg)
+    finally:
+        _stop(procs)
+
+
+def _updated_since(store: Store, group: str, topic: str, since: dt.datetime, partitions: int) -> bool:
+    """Every partition's checkpoint written after ``since``: the survivors own and process them all."""
+    since_us = to_micros(since)
+    with store.transaction() as tx:
+        updated = tx.checkpoint_times(group, topic)
+    return len(updated) == partitions and all(value >= since_us for value in updated.values())
+
+
+def bench_scale(
+    *,
+    records: int = 40_000,
+    windows: int = 4,
+    partitions: int = 8,
+    store_url: str = DEFAULT_STORE,
+    kill_after_s: float = 6.0,
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
+    """Run the scale-out benchmark; see the module docstring for what is measured."""
+    if partitions < 8:
+        msg = f"the scale benchmark needs at least 8 partitions, got {partitions}"
+        raise ValueError(msg)
+    suffix = uuid.uuid4().hex[:8]
+    schema = f"sg_bench_{suffix}" if store_url.startswith("postgresql") else None
+    with tempfile.TemporaryDirectory(prefix="skewguard-scale-") as tmp, EmbeddedBroker() as broker:
+        work = Path(tmp)
+        baseline = _baseline(work / "baseline")
+        topics = {
+            "serving": f"serving-{suffix}",
+            "labels": f"labels-{suffix}",
+            "dead_letter": f"dead-{suffix}",
+            "alerts": f"alerts-{suffix}",
+        }
+        settings = KafkaSettings.local(broker.bootstrap_servers)
+        ensure_topics(settings, {name: partitions for name in topics.values()})
+        stream = _stream(baseline, records, windows)
+        _produce(broker.bootstrap_servers, topics["serving"], stream, partitions)
+        url = store_url
+        store = Store(url, schema=schema)
+        try:
+            with (work / "daemons.log").open("ab") as log:
+                runs: dict[str, Any] = {}
+                for label, processes, kill in (("one", 1, None), ("three", 3, kill_after_s)):
+                    group = f"bench-{label}-{suffix}"
+                    config = _config(
+                        work / f"{label}.yaml",
+                        broker.bootstrap_servers,
+                        work / "baseline",
+                        url,
+                        group,
+                        topics,
+                    )
+                    if schema is not None:
+                        data = json.loads(config.read_text())
+                        data["store"]["db_schema"] = schema
+                        config.write_text(json.dumps(data))
+                    seconds, rebalance = _run_group(
+                        store,
+                        config,
+                        group,
+                        windows,
+                        processes,
+                        log,
+                        kill_after_s=kill,
+                        partitions=partitions,
+                        serving_topic=topics["serving"],
+                        timeout_s=timeout_s,
+                    )
+                    runs[label] = {
+                        "seconds": seconds,
+                        "rebalance": rebalance,
+                        "summary": _summary(store, group),
+                    }
+            one, three = runs["one"], runs["three"]
+            return {
+                "records": len(stream),
+                "windows": len(one["summary"]),
+                "partitions": partitions,
+                "identical_results": one["summary"] == three["summary"],
+                "rps_1": round(len(stream) / one["seconds"], 1),
+                "rps_3": round(len(stream) / three["seconds"], 1),
+                "rebalance_seconds": None if three["rebalance"] is None else round(three["rebalance"], 2),
+                "killed": f"one of the three processes, SIGKILL, after {kill_after_s:.1f}s",
+                "store": "postgresql" if schema is not None else "sqlite",
+                "measured": (
+                    "wall time from starting the processes to the last window stored "
+                    "(start-up and group join included)"
+                ),
+            }
+        finally:
+            if schema is not None:
+                store.drop_all()
+            store.close()
