@@ -1,0 +1,111 @@
+"""torch_scorer: eval mode and inference mode (dropout off → deterministic), batched like row by row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from skewguard.errors import ConfigError
+from skewguard.shadow import ShadowRunner, torch_scorer
+from tests.shadow.helpers import MemoryLog, features_for
+
+NAMES = ("x", "y")
+
+
+def encode(batch: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    return torch.tensor([[float(row[name]) for name in NAMES] for row in batch], dtype=torch.float32)
+
+
+class Probe(nn.Module):
+    """Records, on every forward, whether it ran in training mode and whether autograd was on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, bool, bool]] = []
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        self.seen.append((self.training, torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+        return inputs
+
+
+@pytest.fixture
+def seeded() -> Iterator[None]:
+    """Module initialisation draws from torch's global RNG: seed it, and restore it afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
+def dropout_model(outputs: int = 1) -> tuple[nn.Sequential, Probe]:
+    probe = Probe()
+    model = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Dropout(0.5), probe, nn.Linear(64, outputs))
+    model.train()  # as a training loop would leave it
+    return model, probe
+
+
+@pytest.mark.usefixtures("seeded")
+def test_torch_scorer_runs_in_eval_and_inference_mode_so_dropout_is_off_and_output_deterministic() -> None:
+    model, probe = dropout_model()
+    scorer = torch_scorer(model, encode, output=torch.sigmoid)
+    assert not model.training
+    rows = [features_for(i) for i in range(20)]
+    first = scorer.score_batch(rows)
+    assert all(scorer.score_batch(rows) == first for _ in range(5))
+    with torch.no_grad():
+        expected = torch.sigmoid(model.eval()(encode(rows))).reshape(-1).tolist()
+    assert first == pytest.approx(expected, abs=0.0)
+    assert set(probe.seen[:6]) == {(False, False, True)}  # eval, no grad, inference mode
+    # someone switches the shared module back to training: the next call is still in eval mode
+    model.train()
+    assert scorer.score_batch(rows) == first
+    assert probe.seen[-1] == (False, False, True)
+
+
+@pytest.mark.usefixtures("seeded")
+def test_torch_scorer_batches_score_like_single_rows() -> None:
+    model, _ = dropout_model()
+    scorer = torch_scorer(model, encode)
+    rows = [features_for(i) for i in range(33)]
+    singles = [scorer(row) for row in rows]
+    assert all(type(value) is float for value in singles)
+    assert scorer.score_batch(rows) == pytest.approx(singles, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.usefixtures("seeded")
+def test_torch_candidate_with_several_outputs_logs_class_probabilities() -> None:
+    model, _ = dropout_model(outputs=3)
+    candidate = torch_scorer(model, encode, output=lambda logits: torch.softmax(logits, dim=-1))
+    log = MemoryLog()
+    with ShadowRunner(lambda f: 0.5, {"v-torch": candidate}, log, batch_size=8) as runner:
+        for i in range(40):
+            runner.predict(f"r{i}", features_for(i))
+        assert runner.flush(10.0)
+        stats = runner.stats()
+    assert (stats.candidates["v-torch"].scored, stats.candidates["v-torch"].errors) == (40, 0)
+    for i, call in enumerate(sorted(log.calls, key=lambda c: int(c["request_id"][1:]))):
+        probabilities = call["shadow_predictions"]["v-torch"]
+        assert len(probabilities) == 3 and sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+        assert probabilities == pytest.approx(candidate(features_for(i)), abs=1e-6)
+
+
+def test_torch_scorer_refuses_what_is_not_a_module_or_an_encoder() -> None:
+    with pytest.raises(ConfigError, match=r"torch\.nn\.Module"):
+        torch_scorer(lambda x: x, encode)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="encode"):
+        torch_scorer(nn.Identity(), "encode")  # type: ignore[arg-type]
+
+
+def test_torch_output_that_does_not_split_into_rows_is_a_counted_candidate_error() -> None:
+    candidate = torch_scorer(nn.Identity(), lambda rows: torch.ones(len(rows) * 2 + 1))
+    log = MemoryLog()
+    with ShadowRunner(lambda f: 0.5, {"odd": candidate}, log, batch_size=4) as runner:
+        for i in range(10):
+            assert runner.predict(f"r{i}", features_for(i)) == 0.5
+        assert runner.flush(10.0)
+        stats = runner.stats()
+    assert (stats.candidates["odd"].errors, stats.logged) == (10, 10)
+    assert "cannot be split into" in str(stats.candidates["odd"].last_error)
