@@ -91,6 +91,21 @@ class GateSection(BaseModel):
             raise ValueError(msg)
         return value
 
+    def options(self, optimizer_factory: Any = None) -> GateOptions:
+        """The gate's options as this section sets them (GateError for a combination the gate refuses)."""
+        return GateOptions(
+            optimizer_factory=optimizer_factory,
+            lr=self.lr,
+            max_steps=self.max_steps,
+            loss_floor=self.loss_floor,
+            allow_no_grad=tuple(self.allow_no_grad),
+            allow_frozen=tuple(self.allow_frozen),
+            seed=self.seed,
+            lr_ladder=tuple(self.lr_ladder),
+            init_loss_tolerance=self.init_loss_tolerance,
+            determinism_steps=self.determinism_steps,
+        )
+
 
 class GateConfig(BaseModel):
     """A gate config file's contents, validated."""
@@ -246,18 +261,7 @@ def prepare_gate_job(path: str | Path) -> GateJob:
         factory = _resolve("optimizer", config.optimizer, base_dir)
     section = config.gate
     try:
-        options = GateOptions(
-            optimizer_factory=factory,
-            lr=section.lr,
-            max_steps=section.max_steps,
-            loss_floor=section.loss_floor,
-            allow_no_grad=tuple(section.allow_no_grad),
-            allow_frozen=tuple(section.allow_frozen),
-            seed=section.seed,
-            lr_ladder=tuple(section.lr_ladder),
-            init_loss_tolerance=section.init_loss_tolerance,
-            determinism_steps=section.determinism_steps,
-        )
+        options = section.options(factory)
     except GateError as exc:
         msg = f"config {file.name}: [gate] {exc}"
         raise ConfigError(msg) from exc

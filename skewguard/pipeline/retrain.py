@@ -41,7 +41,7 @@ from skewguard.baseline import BaselineOptions, PredictionKind, build_baseline
 from skewguard.config import import_object
 from skewguard.datafiles import count_rows, decode_json_lists, iter_chunks
 from skewguard.errors import ConfigError, DataError, GateError, SkewguardError
-from skewguard.gate import GateOptions, GateReport, OverfitGate, Task
+from skewguard.gate import GateReport, OverfitGate, Task
 from skewguard.gate.gate import preserved_random_state, seed_everything
 from skewguard.pipeline.artifacts import (
     BASELINE_DIR,
@@ -350,18 +350,7 @@ class _Pipeline:
         generator = torch.Generator().manual_seed(self.config.seed)
         rows = torch.randperm(len(inputs), generator=generator)[: section.batch_size]
         try:
-            options = GateOptions(
-                lr=section.lr,
-                max_steps=section.max_steps,
-                loss_floor=section.loss_floor,
-                allow_no_grad=tuple(section.allow_no_grad),
-                allow_frozen=tuple(section.allow_frozen),
-                seed=section.seed,
-                lr_ladder=tuple(section.lr_ladder),
-                init_loss_tolerance=section.init_loss_tolerance,
-                determinism_steps=section.determinism_steps,
-            )
-            report = OverfitGate.from_options(options).check(
+            report = OverfitGate.from_options(section.options()).check(
                 module, inputs[rows], targets[rows], nn.BCEWithLogitsLoss(), task=Task.CLASSIFICATION
             )
         except GateError as exc:
