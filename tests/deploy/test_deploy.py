@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import BaseModel
@@ -122,6 +123,12 @@ def monitor_services(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for name, service in doc["services"].items()
         if is_skewguard_image(service) and "entrypoint" not in service
     }
+
+
+def depends_on(doc: dict[str, Any], service: str, target: str) -> bool:
+    """Whether ``service`` starts after ``target``, directly or through other services."""
+    direct = doc["services"][service].get("depends_on", {})
+    return target in direct or any(depends_on(doc, other, target) for other in direct)
 
 
 def settings_field_exists(env_name: str) -> bool:
@@ -443,7 +450,7 @@ def test_compose_runs_two_monitor_replicas_in_one_group_against_postgresql(
     groups: set[str] = set()
     for name, service in monitors.items():
         assert "container_name" not in service, f"{name}: a fixed name breaks replicas"
-        assert "postgres" in service["depends_on"]
+        assert depends_on(doc, name, "postgres")
         config = bind_mounts(service)[CONFIG_IN_IMAGE]
         assert (DEPLOY / config).resolve() == EXAMPLE_CONFIG
         env = compose_env(service)
@@ -479,6 +486,29 @@ def test_compose_baseline_service_writes_the_baseline_the_monitors_read(
             str(v).startswith(f"{volume}:") and out.startswith(str(v).split(":")[1])
             for v in service["volumes"]
         )
+
+
+def test_compose_store_init_creates_the_monitors_store_before_they_start(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Run the one-shot's own code (config path and URL pointed here) and find the store's tables."""
+    doc = compose()
+    init = doc["services"]["store-init"]
+    assert init["entrypoint"] == ["python", "-c"]
+    assert bind_mounts(init)[CONFIG_IN_IMAGE] == "./monitor.example.toml"
+    for name, service in monitor_services(doc).items():
+        assert service["depends_on"]["store-init"]["condition"] == "service_completed_successfully", name
+        assert compose_env(service) == compose_env(init), name
+        assert bind_mounts(service)[CONFIG_IN_IMAGE] == bind_mounts(init)[CONFIG_IN_IMAGE], name
+    database = tmp_path / "store.db"
+    clean_env.setenv("SKEWGUARD_STORE__URL", f"sqlite:///{database}")
+    code = init["command"][0].replace(CONFIG_IN_IMAGE, str(EXAMPLE_CONFIG))
+    exec(compile(code, "store-init", "exec"), {})
+    engine = sqlalchemy.create_engine(f"sqlite:///{database}")
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
 
 
 def test_compose_bind_mounts_point_at_files_in_deploy() -> None:
