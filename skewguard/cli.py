@@ -10,7 +10,18 @@ from __future__ import annotations
 import typer
 
 from skewguard import __version__
-from skewguard.commands import baseline, bench, compare, gate, monitor, report, retrain, shadow, validate
+from skewguard.commands import (
+    baseline,
+    bench,
+    compare,
+    demo,
+    gate,
+    monitor,
+    report,
+    retrain,
+    shadow,
+    validate,
+)
 from skewguard.commands.common import EXIT_FINDING, EXIT_OK, EXIT_USAGE
 
 __all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "app", "main"]
@@ -40,13 +51,7 @@ def _root(
     """Catch training-serving skew, drift, bad shadow models and unlearnable retraining runs."""
 
 
-@app.command()
-def demo() -> None:
-    """Run the end-to-end demo: broker, traffic, gate, baseline, daemon, injected problems."""
-    typer.echo("skewguard demo: the end-to-end demo is not built yet (see README, 'Status').")
-
-
-for _module in (validate, baseline, compare, bench, monitor, report, gate, retrain, shadow):
+for _module in (validate, baseline, compare, bench, monitor, report, gate, retrain, shadow, demo):
     _module.register(app)
 
 
