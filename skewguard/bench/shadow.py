@@ -143,10 +143,10 @@ def bench_shadow(
     requests: int = 10_000,
     rate_per_s: float = 500.0,
     slowdown: float = 5.0,
-    blocks: int = 10,
+    blocks: int = 20,
     warmup: int = 500,
     batch_size: int = 32,
-    batch_wait_ms: float = 2.0,
+    batch_wait_ms: float = 10.0,
     queue_size: int = 1_000,
     workers: int = 1,
     threads: int = 1,
@@ -240,6 +240,7 @@ def bench_shadow(
         "p50_on_ms": round(pct("on", 50), 4),
         "p99_on_ms": round(p99_on, 4),
         "p99_overhead_ms": round(p99_on - p99_off, 4),
+        "p50_overhead_ms": round(pct("on", 50) - pct("off", 50), 4),
         "dropped": final_on.dropped - warm_on.dropped,
         "candidate_scored": final_on.scored - warm_on.scored,
         "candidate_errors": final_on.errors - warm_on.errors,
@@ -263,6 +264,7 @@ def bench_shadow(
         "logged": logger_stats.sent,
         "log_failed": logger_stats.failed + logger_stats.dropped + logger_stats.invalid,
         "latency": "wall time of ShadowRunner.predict per request (perf_counter_ns)",
-        "arms": "off = runner without candidates, on = runner with the candidate; same production, same "
+        "arms": "off = ShadowRunner without candidates (logs each record inside predict), on = with the "
+        "candidate (predict queues the request; the worker logs the record); same production, same "
         "ServingLogger to the embedded broker; alternating blocks",
     }

@@ -252,7 +252,7 @@ class ShadowRunner:
         workers: int = 1,
         queue_size: int = 1_000,
         batch_size: int = 32,
-        batch_wait_ms: float = 2.0,
+        batch_wait_ms: float = 10.0,
         deadline_ms: float = 1_000.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
