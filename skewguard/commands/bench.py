@@ -73,6 +73,7 @@ def shadow(
     slowdown: float = typer.Option(5.0, "--slowdown", help="Candidate time per request / production's."),
     workers: int = typer.Option(1, "--workers", help="Shadow worker threads."),
     batch_size: int = typer.Option(32, "--batch-size", help="Most requests a candidate scores per call."),
+    batch_wait_ms: float = typer.Option(10.0, "--batch-wait-ms", help="Longest wait for a batch to fill."),
     threads: int = typer.Option(1, "--threads", help="torch threads (1 is fastest on a shared 2-core box)."),
 ) -> None:
     """Production request latency with shadow mode off vs on (a 5x slower candidate), at a steady rate."""
@@ -85,6 +86,7 @@ def shadow(
         slowdown=slowdown,
         workers=workers,
         batch_size=batch_size,
+        batch_wait_ms=batch_wait_ms,
         threads=threads,
         progress=progress,
     )
