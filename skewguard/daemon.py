@@ -341,6 +341,7 @@ class MonitorDaemon:
                     # Its new owner restores it from the last checkpoint; anything folded since is replayed.
                     self.owned.pop(tp, None)
                     self.label_parts.pop(tp, None)
+                    self.metrics.forget_partition(tp.topic, tp.partition)
                 continue
             with self.store.transaction() as tx:
                 stored = tx.load_checkpoints(self.group, [self.topics.serving, self.topics.labels])
@@ -556,13 +557,14 @@ class MonitorDaemon:
         self.metrics.checkpoints.inc()
         self._last_checkpoint = time.monotonic()
         for result in finalised:
-            self.metrics.observe_window(result)
             key = (result.key.model, to_us(result.key.start))
             if result.stage is Stage.LABELS:
+                self.metrics.observe_labelled_window(result)
                 self.counters.label_windows += 1
                 for part in self.owned.values():
                     self._forget_labelled(part, {key})
                 continue
+            self.metrics.observe_window(result)
             self.counters.windows += 1
             for part in self.owned.values():
                 part.windows.drop([key])

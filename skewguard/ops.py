@@ -6,6 +6,7 @@ test checks every query against ``METRIC_NAMES``), so they are declared here, on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -94,6 +95,22 @@ class Metrics:
             self.flagged.labels(*labels).set(1.0 if finding.flagged else 0.0)
             if finding.check is Check.SKEW and finding.effect is not None:
                 self.skew_mismatch.labels(model, finding.subject).set(finding.effect)
+
+    def observe_labelled_window(self, result: WindowResult) -> None:
+        """Publish a label-stage window's findings (its window was already counted when it closed)."""
+        model = result.key.model
+        for finding in result.findings:
+            labels = (model, finding.check.value, finding.subject)
+            if finding.effect is not None:
+                self.effect.labels(*labels).set(finding.effect)
+            if finding.threshold is not None:
+                self.threshold.labels(*labels).set(finding.threshold)
+            self.flagged.labels(*labels).set(1.0 if finding.flagged else 0.0)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a partition's lag series when it moves to another daemon (its value would go stale)."""
+        with contextlib.suppress(KeyError):
+            self.lag.remove(topic, str(partition))
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from skewguard.config import describe_validation_error, read_config_document
 from skewguard.detect import DriftPolicy
@@ -156,6 +156,9 @@ def load_settings(path: Path | None = None, **overrides: Any) -> MonitorSettings
     data.update(overrides)
     try:
         return MonitorSettings(**data)
+    except SettingsError as exc:
+        msg = f"invalid monitor configuration from the environment (SKEWGUARD_*): {exc}"
+        raise ConfigError(msg) from exc
     except ValidationError as exc:
         name = path.name if path is not None else "(settings)"
         raise ConfigError(describe_validation_error(name, exc)) from exc

@@ -21,6 +21,7 @@ Everything crosses this boundary as bytes and small typed objects; kafka-python 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import operator
 import socket
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, Self
+from typing import Annotated, Any, Final, Literal, NamedTuple, Self
 
 import kafka.errors as kafka_errors
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
@@ -50,6 +51,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_settings import NoDecode
 
 from skewguard.errors import BrokerError, ConfigError
 
@@ -152,7 +154,8 @@ class KafkaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    bootstrap_servers: list[str] = Field(min_length=1)
+    # NoDecode: from the environment, "k1:9092,k2:9092" is split by _split_servers instead of parsed as JSON.
+    bootstrap_servers: Annotated[list[str], NoDecode] = Field(min_length=1)
     client_id: str = "skewguard"
     profile: KafkaProfile = KafkaProfile.PRODUCTION
 
@@ -193,7 +196,13 @@ class KafkaSettings(BaseModel):
     @classmethod
     def _split_servers(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            text = value.strip()
+            if text.startswith("["):  # a JSON list, e.g. from an environment variable
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    return value
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     @model_validator(mode="before")

@@ -420,8 +420,12 @@ class Store:
         """Create the schema and tables when missing (idempotent)."""
         try:
             with self.engine.begin() as conn:
-                if self.schema and self.dialect == "postgresql":
-                    conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                if self.dialect == "postgresql":
+                    # Replicas starting together would race on CREATE SCHEMA / CREATE TABLE (IF NOT EXISTS
+                    # is not atomic in PostgreSQL); a transaction-scoped advisory lock serialises them.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7406119862093175151)"))
+                    if self.schema:
+                        conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
                 self.metadata.create_all(conn)
         except SQLAlchemyError as exc:
             msg = f"cannot create the store tables: {exc}"

@@ -183,3 +183,30 @@ def test_reading_a_store_without_tables_is_a_store_error(tmp_path: Path) -> None
     with pytest.raises(StoreError, match="reading the store failed"):
         empty.alerts()
     empty.close()
+
+
+@pytest.mark.postgres
+def test_replicas_creating_the_store_together_do_not_collide() -> None:
+    schema = f"sg_race_{uuid.uuid4().hex[:8]}"
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start_replica() -> None:
+        barrier.wait()
+        try:
+            Store(POSTGRES_URL, schema=schema).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_replica) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store = Store(POSTGRES_URL, schema=schema)
+    try:
+        assert errors == []
+        assert store.windows() == []
+    finally:
+        store.drop_all()
+        store.close()

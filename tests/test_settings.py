@@ -1,0 +1,48 @@
+"""Monitor settings: file + environment overrides, and clear errors for bad values from either."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skewguard.errors import ConfigError
+from skewguard.settings import load_settings
+
+MINIMAL = {
+    "kafka": {"bootstrap_servers": "file:9092"},
+    "models": [{"name": "m", "baseline": "b", "features": "x:y"}],
+}
+
+
+@pytest.mark.parametrize("value", ["k1:9092,k2:9092", '["k1:9092", "k2:9092"]', " k1:9092 , k2:9092 "])
+def test_bootstrap_servers_from_the_environment_in_plain_or_json_form(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKEWGUARD_KAFKA__BOOTSTRAP_SERVERS", value)
+    assert load_settings(None, **MINIMAL).kafka.bootstrap_servers == ["k1:9092", "k2:9092"]
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        '[kafka]\nbootstrap_servers = ["file:9092"]\n[store]\nurl = "sqlite:///file.db"\n'
+        '[[models]]\nname = "m"\nbaseline = "b"\nfeatures = "x:y"\n'
+    )
+    monkeypatch.setenv("SKEWGUARD_STORE__URL", "postgresql+psycopg://env@db/x")
+    settings = load_settings(config)
+    assert settings.store.url == "postgresql+psycopg://env@db/x"
+    assert settings.models[0].baseline == (tmp_path / "b").resolve()  # relative to the config file
+
+
+def test_bad_environment_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKEWGUARD_MODELS", "[{not json")
+    with pytest.raises(ConfigError, match="from the environment"):
+        load_settings(None, **MINIMAL)
+
+
+def test_unknown_key_and_wrong_type_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'windw': unknown key"):
+        load_settings(None, **MINIMAL, windw={"size_s": 5})
+    with pytest.raises(ConfigError, match=r"'window\.size_s'"):
+        load_settings(None, **MINIMAL, window={"size_s": -1})
