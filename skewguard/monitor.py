@@ -23,7 +23,7 @@ from skewguard.errors import ConfigError
 from skewguard.records import ServingRecord
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.shadow.compare import ShadowOptions, serving_findings
-from skewguard.stats import ColumnRole, Profile
+from skewguard.stats import ColumnRole, EncodedColumn, EncodedFrame, Profile
 from skewguard.windows import ShadowTally, SkewTally, WindowAccumulator
 
 
@@ -106,13 +106,14 @@ class ModelMonitor:
     def fold(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
         """Fold a batch of this model's records (all of one window) into ``accumulator``.
 
-        This is the daemon's hot path, so the frame is built column by column (one C-level pass picks
-        every feature out of each record, numeric columns go straight to float64 arrays) rather than
-        through ``DataFrame.from_records``; the profile folded is the same.
+        This is the daemon's hot path, so the batch is taken apart column by column (one C-level pass
+        picks every feature out of each record, numeric columns go straight to float64 arrays) and each
+        column is encoded on its own, with no DataFrame in between; the profile folded is the same as
+        ``profile.fold`` of the batch as a frame.
         """
         if not records:
             return
-        accumulator.profile.fold(self._fold_frame(records), [r.request_id for r in records])
+        self._fold_profile(accumulator.profile, records)
         accumulator.records += len(records)
         accumulator.versions.update([r.model_version for r in records])
         for defaulted in [r.defaulted for r in records if r.defaulted]:
@@ -122,8 +123,23 @@ class ModelMonitor:
         if any(r.raw_inputs is not None or r.feature_state_hash not in known for r in records):
             self._replay(accumulator, records)
 
-    def _fold_frame(self, records: Sequence[ServingRecord]) -> pd.DataFrame:
-        """The batch as the profile's frame: one column per feature, plus the prediction.
+    def _fold_profile(self, profile: Profile, records: Sequence[ServingRecord]) -> None:
+        """Encode the batch's columns against the profile's layout and fold them in."""
+        columns = self._fold_columns(records)
+        request_ids = [r.request_id for r in records]
+        encoded: dict[str, EncodedColumn | None] = {}
+        for layout in profile.layout.columns:
+            series = columns.get(layout.name)
+            if series is None:
+                if layout.spec.role is not ColumnRole.LABEL:  # labels join later; anything else is an error
+                    profile.layout.encode(pd.DataFrame(columns))  # raises DataError naming the column
+                encoded[layout.name] = None
+            else:
+                encoded[layout.name] = layout.encode(series)
+        profile.fold_encoded(EncodedFrame(rows=len(records), columns=encoded), request_ids)
+
+    def _fold_columns(self, records: Sequence[ServingRecord]) -> dict[str, pd.Series[Any]]:
+        """The batch as the profile's columns: one per feature, plus the prediction.
 
         A feature a record lacks is null. Booleans become ``"true"``/``"false"``, as the baseline
         profiled them. A numeric column that numpy cannot convert (a string in it, say) is handed to the
@@ -139,7 +155,7 @@ class ModelMonitor:
                 columns = list(zip(*map(operator.itemgetter(*names), features), strict=True))
         except KeyError:  # some record lacks a feature: fetch column by column, missing as None
             columns = [[f.get(name) for f in features] for name in names]
-        data: dict[str, Any] = {}
+        data: dict[str, pd.Series[Any]] = {}
         kinds = self._kinds
         for name, values in zip(names, columns, strict=True):
             kind = kinds.get(name)
@@ -157,19 +173,23 @@ class ModelMonitor:
             if kind_of_prediction is not PredictionKind.CLASS and {float, int}.issuperset(
                 map(type, predictions)
             ):
-                data[PREDICTION_COLUMN] = np.array(predictions, dtype=np.float64)
+                data[PREDICTION_COLUMN] = pd.Series(np.array(predictions, dtype=np.float64), copy=False)
             else:
-                data[PREDICTION_COLUMN] = prediction_values(predictions, kind_of_prediction)
-        return pd.DataFrame(data, copy=False)
+                data[PREDICTION_COLUMN] = pd.Series(
+                    prediction_values(predictions, kind_of_prediction), copy=False
+                )
+        return data
 
     @staticmethod
-    def _float_column(values: Sequence[Any]) -> np.ndarray[Any, Any] | pd.Series[Any]:
+    def _float_column(values: Sequence[Any]) -> pd.Series[Any]:
         """A numeric feature column as float64 (None -> NaN), or as objects when numpy refuses it."""
         try:
             column = np.array(values, dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
             return pd.Series(values, dtype=object)
-        return column if column.ndim == 1 else pd.Series(values, dtype=object)
+        if column.ndim != 1:
+            return pd.Series(values, dtype=object)
+        return pd.Series(column, copy=False)
 
     def _replay(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
         """Implementation skew: recompute features from logged raw inputs with the logged state."""

@@ -214,12 +214,16 @@ def _decode(raw: bytes | None, max_bytes: int, parse: Callable[[Any, str, bool],
     if type(batch) is not list:
         msg = f"field 'batch': expected a list of records, got {_json_type(batch)}"
         raise RecordError(msg, reason=Reason.WRONG_TYPE)
+    try:  # the common case, every member good: one comprehension, no per-member error context (~5 %)
+        return DecodeResult([parse(item, "", False) for item in batch])
+    except RecordError:
+        pass
+    # Some member is bad: parse them again one by one, naming each member's position in its error.
     records: list[T] = []
     rejected: list[RejectedRecord] = []
-    append = records.append
     for index, item in enumerate(batch):
         try:
-            append(parse(item, f"batch[{index}].", False))
+            records.append(parse(item, f"batch[{index}].", False))
         except RecordError as exc:
             rejected.append(RejectedRecord(index, exc, orjson.dumps(item)))
     return DecodeResult(records, rejected)

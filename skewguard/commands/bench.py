@@ -64,6 +64,35 @@ def gate(
         raise typer.Exit(EXIT_FINDING)
 
 
+@bench_app.command("stream")
+@reports_errors
+def stream(
+    as_json: bool = JSON_OPTION,
+    records: int = typer.Option(100_000, "--records", help="Records produced (once per message kind)."),
+    features: int = typer.Option(20, "--features", help="Features per record (synthetic feature set)."),
+    batch_size: int = typer.Option(100, "--batch-size", help="Records per batch-envelope message."),
+    partitions: int = typer.Option(4, "--partitions", help="Partitions of each serving topic."),
+    windows: int = typer.Option(5, "--windows", help="Event-time windows the records span."),
+    repeats: int = typer.Option(1, "--repeats", help="Timed runs per side; the best rate of each counts."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data."),
+) -> None:
+    """Daemon end-to-end throughput vs raw kafka-python consumption of the same messages (embedded broker)."""
+    from skewguard.bench.stream import bench_stream
+
+    progress = None if as_json else (lambda text: console.print(f"[dim]{text}[/dim]"))
+    result = bench_stream(
+        records=records,
+        features=features,
+        batch_size=batch_size,
+        partitions=partitions,
+        windows=windows,
+        repeats=repeats,
+        seed=seed,
+        progress=progress,
+    )
+    _emit(result, as_json, "skewguard bench stream")
+
+
 @bench_app.command("shadow")
 @reports_errors
 def shadow(

@@ -1,0 +1,589 @@
+"""Benchmark: the monitor daemon's end-to-end throughput against raw kafka-python consumption.
+
+One process, one embedded broker (Tansu), the same messages for both sides:
+
+1. A synthetic feature set of ``features`` features (about 70 % numeric, the rest categorical, one
+   boolean) and its baseline are built in a temporary directory.
+2. ``records`` serving records are produced twice: as single-record messages to one topic, and as
+   ``batch_size``-record envelopes to another. Records carry features and a score, **no raw inputs**,
+   so what is measured is the monitoring path (decode → windows → profile fold → verdicts), not the
+   implementation-skew replay. Event times are in order and spread over ``windows`` event-time windows.
+3. For each topic, in the same run, the time to consume every message is measured for
+
+   * **raw**: a :class:`~skewguard.io.kafka.RawConsumer` (kafka-python's ``KafkaConsumer.poll`` plus one
+     tuple per message, which the daemon pays too) in its own consumer group, touching each value
+     but decoding nothing: the ceiling for any Python consumer of these messages;
+   * **daemon**: a :class:`~skewguard.daemon.MonitorDaemon` with a SQLite store, stepped until every
+     record is folded and every window is finalised (judged and stored) — so the checkpoints, the
+     finalisation and the store writes are inside the time.
+
+Warm-up: the group join is excluded from both sides. Every consumer joins its group on the still-empty
+topics before anything is produced (a consumer with no records to fetch only joins); the clock of each
+side starts at its first poll after production, so the first fetch is inside both times. Nothing else
+is excluded. With ``repeats > 1`` raw and daemon runs alternate and the best rate of each is reported.
+
+Throughputs are records per second (a 100-record envelope counts 100). ``peak_rss_mb`` is the peak
+resident memory of this process (``getrusage``), producer and the synthetic data included; the broker
+is a separate process and reported apart as ``broker_peak_rss_mb`` (Linux only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from features import Feature, FeatureKind, FeatureSet
+from features.inputs import InputColumns, InputType, RawInput
+from skewguard.baseline import Baseline, BaselineOptions, build_baseline
+from skewguard.daemon import MonitorDaemon
+from skewguard.errors import BrokerError, ConfigError
+from skewguard.io.broker import EmbeddedBroker
+from skewguard.io.kafka import KafkaSettings, RawConsumer, RawProducer, ensure_topics
+from skewguard.monitor import ModelMonitor
+from skewguard.records import ServingRecord, encode_record, encode_record_fragment, envelope_from_fragments
+from skewguard.settings import MonitorSettings, load_settings
+from skewguard.store import Store
+
+__all__ = ["BenchStreamError", "Side", "bench_stream", "stream_feature_set"]
+
+MODEL: Final = "bench"
+#: Windows start at a window boundary, so ``windows`` windows hold the records exactly.
+T0: Final = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+WINDOW_S: Final = 60.0
+#: Long enough for a slow, shared machine; a run that exceeds it is reported as an error, not a figure.
+PHASE_TIMEOUT_S: Final = 600.0
+_POLL_MS: Final = 200
+_JOIN_POLL_MS: Final = 50
+_JOIN_TIMEOUT_S: Final = 120.0
+
+
+class BenchStreamError(BrokerError):
+    """The streaming benchmark could not complete a measurement (a client never joined, records lost)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# the synthetic feature set
+
+
+def _passthrough(name: str) -> Callable[[InputColumns, Any], pd.Series[Any]]:
+    def compute(raw: InputColumns, params: Any) -> pd.Series[Any]:
+        return raw[name]
+
+    return compute
+
+
+def _layout(features: int) -> tuple[list[str], list[str], str]:
+    """Names of the numeric, categorical and the boolean feature for a feature set of this width."""
+    if features < 5:
+        msg = f"features must be >= 5 (numeric, categorical and boolean ones), got {features}"
+        raise ConfigError(msg)
+    n_cat = max(1, round(features * 0.25))
+    n_num = features - n_cat - 1
+    return [f"num_{i:02d}" for i in range(n_num)], [f"cat_{j:02d}" for j in range(n_cat)], "flag"
+
+
+def _categories(j: int) -> tuple[str, ...]:
+    return tuple(f"c{j}_{v}" for v in range(3 + (5 * j) % 17))
+
+
+def stream_feature_set(features: int = 20) -> FeatureSet:
+    """A feature set of ``features`` pass-through features over raw inputs of the same names.
+
+    Pass-through keeps the baseline build cheap; the monitor never runs the computations here, since
+    the benchmark's records carry no raw inputs.
+    """
+    numeric, categorical, flag = _layout(features)
+    inputs = [RawInput(n, InputType.FLOAT, nullable=i % 5 == 4) for i, n in enumerate(numeric)]
+    inputs += [RawInput(n, InputType.STRING) for n in categorical]
+    inputs.append(RawInput(flag, InputType.BOOL))
+    feature_set = FeatureSet(f"bench_stream_{features}", inputs)
+    for i, name in enumerate(numeric):
+        feature_set.add(Feature(name, FeatureKind.NUMERIC, (name,), _passthrough(name), nullable=i % 5 == 4))
+    for j, name in enumerate(categorical):
+        feature_set.add(
+            Feature(name, FeatureKind.CATEGORICAL, (name,), _passthrough(name), categories=_categories(j))
+        )
+    feature_set.add(Feature(flag, FeatureKind.BOOLEAN, (flag,), _passthrough(flag)))
+    return feature_set
+
+
+def _draw(features: int, n: int, rng: np.random.Generator) -> dict[str, list[Any]]:
+    """``n`` rows of raw values per input, as plain Python lists (nulls as None)."""
+    numeric, categorical, flag = _layout(features)
+    columns: dict[str, list[Any]] = {}
+    for i, name in enumerate(numeric):
+        values = rng.normal(float(i), 1.0 + i % 3, n) if i % 2 == 0 else rng.gamma(2.0, 1.0 + i % 4, n)
+        column: list[Any] = values.tolist()
+        if i % 5 == 4:
+            for position in np.flatnonzero(rng.random(n) < 0.01).tolist():
+                column[position] = None
+        columns[name] = column
+    for j, name in enumerate(categorical):
+        values = np.asarray(_categories(j), dtype=object)
+        weights = 1.0 / np.arange(1, len(values) + 1)
+        columns[name] = rng.choice(values, size=n, p=weights / weights.sum()).tolist()
+    columns[flag] = (rng.random(n) < 0.3).tolist()
+    return columns
+
+
+def _build_baseline(
+    feature_set: FeatureSet, features: int, directory: Path, seed: int, *, rows: int = 20_000
+) -> Baseline:
+    """Fit, profile and calibrate the synthetic feature set on ``rows`` training rows; save it."""
+    rng = np.random.default_rng(seed)
+    train = pd.DataFrame(_draw(features, rows, rng))
+    numeric, _, _ = _layout(features)
+    for name in numeric:
+        train[name] = train[name].astype("float64")
+    train["score"] = rng.beta(2.0, 5.0, rows)
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        yield train
+
+    baseline = build_baseline(
+        feature_set,
+        chunks,
+        model=MODEL,
+        prediction_column="score",
+        options=BaselineOptions(window_size=min(1_000, rows // 10), calibration_draws=50, seed=seed),
+    )
+    # Saved without the feature set: that would also write a Great Expectations suite, which the
+    # daemon never reads (and importing GX costs seconds and ~100 MB this benchmark would report).
+    baseline.save(directory)
+    return baseline
+
+
+# --------------------------------------------------------------------------------------------------
+# producing
+
+
+@dataclass(frozen=True, slots=True)
+class _Produced:
+    single_messages: int
+    batch_messages: int
+    seconds: float
+
+
+def _produce(
+    bootstrap: str,
+    single_topic: str,
+    batch_topic: str,
+    *,
+    baseline: Baseline,
+    features: int,
+    records: int,
+    batch_size: int,
+    windows: int,
+    partitions: int,
+    seed: int,
+) -> _Produced:
+    """Write the same records as single-record messages and as batch envelopes, chunk by chunk.
+
+    Chunks keep the process's memory flat whatever ``records`` is: nothing but the chunk in hand is held.
+    """
+    rng = np.random.default_rng(seed + 1)
+    step_us = windows * WINDOW_S * 1e6 / records
+    state_hash = baseline.state_hash
+    started = time.perf_counter()
+    producer = RawProducer(KafkaSettings.local(bootstrap))
+    single = batch = 0
+    try:
+        chunk = batch_size * max(1, 5_000 // batch_size)
+        for first in range(0, records, chunk):
+            n = min(chunk, records - first)
+            columns = _draw(features, n, rng)
+            names = list(columns)
+            scores = rng.beta(2.0, 5.0, n).tolist()
+            fragments: list[bytes] = []
+            for offset, values in enumerate(zip(*columns.values(), strict=True)):
+                index = first + offset
+                record = ServingRecord(
+                    request_id=f"r{index:09d}",
+                    event_time=T0 + dt.timedelta(microseconds=int(index * step_us)),
+                    model=MODEL,
+                    model_version="v1",
+                    feature_state_hash=state_hash,
+                    features=dict(zip(names, values, strict=True)),
+                    prediction=scores[offset],
+                )
+                # Round-robin partitions: every partition gets messages even in a tiny run.
+                key = record.request_id.encode()
+                producer.send(single_topic, encode_record(record), key=key, partition=index % partitions)
+                single += 1
+                fragments.append(encode_record_fragment(record))
+                if len(fragments) == batch_size:
+                    envelope = envelope_from_fragments(fragments)
+                    producer.send(batch_topic, envelope, key=key, partition=batch % partitions)
+                    batch += 1
+                    fragments = []
+        producer.flush(120)
+    finally:
+        producer.close(5)
+    return _Produced(single, batch, time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------------------------------
+# measuring
+
+
+class Side(StrEnum):
+    """What consumes the messages in one timed run."""
+
+    RAW = "raw"
+    """kafka-python through RawConsumer; each value's length is read, nothing is decoded."""
+    ORJSON = "orjson"
+    """As RAW, plus ``orjson.loads`` of each value: what any consumer that parses the JSON must pay."""
+    DAEMON = "daemon"
+    """The monitor daemon, until every record is folded and every window is finalised."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    records: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Reader:
+    """A group member that reads the raw messages (and, for ORJSON, parses them), nothing else."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, max_poll_records: int, *, parse: bool) -> None:
+        self.consumer = RawConsumer(
+            kafka, [topic], group_id=f"bench-raw-{uuid.uuid4().hex[:8]}", max_poll_records=max_poll_records
+        )
+        self.max_poll_records = max_poll_records
+        self.parse = parse
+
+    def joined(self) -> bool:
+        """One short poll towards the group join; True once partitions are assigned."""
+        if self.consumer.assignment():
+            return True
+        if self.consumer.poll(timeout_ms=_JOIN_POLL_MS):
+            msg = "a raw consumer received records while joining: the topic was not empty"
+            raise BenchStreamError(msg)
+        return bool(self.consumer.assignment())
+
+    def measure(self, messages: int, records_per_message: int) -> _Timing:
+        """Time reading ``messages`` messages, from the first poll after production to the last."""
+        poll, limit, parse, loads = self.consumer.poll, self.max_poll_records, self.parse, orjson.loads
+        seen = size = 0
+        deadline = time.monotonic() + PHASE_TIMEOUT_S
+        started = time.perf_counter()
+        while seen < messages:
+            batch = poll(_POLL_MS, limit)
+            for message in batch:
+                value = message.value or b""
+                size += len(value)
+                if parse:
+                    loads(value)
+            seen += len(batch)
+            if time.monotonic() > deadline:
+                msg = f"a raw consumer read {seen} of {messages} messages within {PHASE_TIMEOUT_S:g} s"
+                raise BenchStreamError(msg)
+        seconds = time.perf_counter() - started
+        if seen != messages or size == 0:
+            msg = f"a raw consumer read {seen} messages ({size} bytes), expected {messages}"
+            raise BenchStreamError(msg)
+        return _Timing(messages * records_per_message, seconds)
+
+    def close(self) -> None:
+        self.consumer.close(timeout_s=5.0)  # idempotent
+
+
+class _DaemonRun:
+    """A MonitorDaemon with its own group and SQLite store, joined and waiting for the records."""
+
+    def __init__(self, settings: MonitorSettings, monitor: ModelMonitor, store_url: str) -> None:
+        self.store = Store(store_url)
+        self.daemon = MonitorDaemon(settings, {MODEL: monitor}, self.store)
+        self.daemon.open()
+        self.partitions = settings.topics.create_partitions or 1
+        self.closed = False
+
+    def joined(self) -> bool:
+        """One daemon step towards the group join; True once it owns every serving partition."""
+        if len(self.daemon.owned) < self.partitions:
+            self.daemon.step()
+            if self.daemon.counters.records:
+                msg = "the daemon received records while joining: the topic was not empty"
+                raise BenchStreamError(msg)
+        return len(self.daemon.owned) == self.partitions
+
+    def measure(self, records: int, windows: int) -> _Timing:
+        """Time the daemon from its first step after production until every window is stored."""
+        daemon = self.daemon
+        counters = daemon.counters
+        deadline = time.monotonic() + PHASE_TIMEOUT_S
+        started = time.perf_counter()
+        while counters.records < records:
+            daemon.step()
+            if counters.dead_letters or counters.late:
+                msg = f"benchmark records were refused or late: {counters}"
+                raise BenchStreamError(msg)
+            if time.monotonic() > deadline:
+                msg = (
+                    f"the daemon folded {counters.records} of {records} records within {PHASE_TIMEOUT_S:g} s"
+                )
+                raise BenchStreamError(msg)
+        # The last window is finalised once the partitions are caught up and idle (idle_timeout_s is tiny).
+        while counters.windows < windows:
+            daemon.checkpoint()
+            if time.monotonic() > deadline:
+                done = counters.windows
+                msg = f"the daemon finalised {done} of {windows} windows within {PHASE_TIMEOUT_S:g} s"
+                raise BenchStreamError(msg)
+        seconds = time.perf_counter() - started
+        return _Timing(counters.records, seconds)
+
+    def stored(self) -> tuple[int, int]:
+        """Finalised windows and the records they hold, read back from the store."""
+        stored = self.store.windows(group=self.daemon.group, limit=10_000)
+        return len(stored), sum(w.result.records for w in stored)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.daemon.close()
+        self.store.close()
+
+
+def _join_all(clients: Sequence[_Reader | _DaemonRun]) -> None:
+    """Let every client join its group, one after the other.
+
+    One at a time on purpose: polled round-robin, kafka-python clients in one process took several times
+    longer to join (measured: 27 s instead of 7 s for six).
+    """
+    deadline = time.monotonic() + _JOIN_TIMEOUT_S
+    for position, client in enumerate(clients):
+        while not client.joined():
+            if time.monotonic() > deadline:
+                msg = (
+                    f"benchmark consumer {position + 1} of {len(clients)} did not join its group "
+                    f"within {_JOIN_TIMEOUT_S:g} s"
+                )
+                raise BenchStreamError(msg)
+
+
+def _settings(
+    bootstrap: str, baseline_dir: Path, store_url: str, topic: str, partitions: int, max_poll_records: int
+) -> MonitorSettings:
+    suffix = uuid.uuid4().hex[:8]
+    return load_settings(
+        None,
+        kafka={"bootstrap_servers": bootstrap, "profile": "local"},
+        group_id=f"bench-daemon-{suffix}",
+        topics={
+            "serving": topic,
+            "labels": f"bench-labels-{suffix}",
+            "dead_letter": f"bench-dead-{suffix}",
+            "alerts": f"bench-alerts-{suffix}",
+            "create_partitions": partitions,
+        },
+        store={"url": store_url},
+        # lateness 0: records are in event-time order within a partition; a tiny idle timeout lets the
+        # last window be finalised as soon as the partitions are caught up (nothing else would seal it).
+        window={"size_s": WINDOW_S, "lateness_s": 0.0, "idle_timeout_s": 0.001},
+        # The daemon builds monitors from this entry in production; the benchmark passes its monitor in
+        # directly, because its feature set is generated for the requested width.
+        models=[{"name": MODEL, "baseline": str(baseline_dir), "features": "skewguard.bench.stream:unused"}],
+        max_poll_records=max_poll_records,
+        http={"port": 0},
+    )
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+def _broker_peak_rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def _check(
+    records: int, batch_size: int, partitions: int, windows: int, repeats: int, max_poll_records: int
+) -> None:
+    for name, value in (
+        ("records", records),
+        ("batch_size", batch_size),
+        ("partitions", partitions),
+        ("windows", windows),
+        ("repeats", repeats),
+        ("max_poll_records", max_poll_records),
+    ):
+        if value < 1:
+            msg = f"{name} must be >= 1, got {value}"
+            raise ConfigError(msg)
+    if records % batch_size:
+        msg = f"records ({records}) must be a multiple of batch_size ({batch_size})"
+        raise ConfigError(msg)
+    if records // batch_size < partitions:
+        msg = (
+            f"records ({records}) must fill at least one {batch_size}-record message per partition "
+            f"({partitions})"
+        )
+        raise ConfigError(msg)
+    if records < windows:
+        msg = f"records ({records}) must be at least windows ({windows})"
+        raise ConfigError(msg)
+
+
+def bench_stream(
+    records: int = 100_000,
+    features: int = 20,
+    *,
+    batch_size: int = 100,
+    partitions: int = 4,
+    windows: int = 5,
+    repeats: int = 1,
+    max_poll_records: int = 5000,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring for what is timed); returns the figures.
+
+    Keys: ``records, raw_single_rps, daemon_single_rps, single_ratio, raw_batch_rps, daemon_batch_rps,
+    batch_ratio, peak_rss_mb``; ``orjson_single_rps, orjson_batch_rps`` (raw consumption plus
+    ``orjson.loads``); the seconds behind each rate; how it was measured (``features, batch_size,
+    partitions, windows, repeats, raw_inputs, warmup, timing``); the produced message counts; the
+    windows and records each daemon stored; ``broker_peak_rss_mb``.
+    """
+    _check(records, batch_size, partitions, windows, repeats, max_poll_records)
+    say = progress or (lambda _text: None)
+    feature_set = stream_feature_set(features)
+    kinds = ("single", "batch")
+    best: dict[tuple[str, Side], _Timing] = {}
+    stored: dict[str, tuple[int, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="skewguard-bench-stream-") as tmp, EmbeddedBroker() as broker:
+        work = Path(tmp)
+        say("building the baseline")
+        _build_baseline(feature_set, features, work / "baseline", seed)
+        baseline = Baseline.load(work / "baseline")  # as the daemon's load_monitors does
+        monitor = ModelMonitor(baseline, feature_set)
+        bootstrap = broker.bootstrap_servers
+        kafka = KafkaSettings.local(bootstrap)
+        suffix = uuid.uuid4().hex[:8]
+        topics = {kind: f"bench-{kind}-{suffix}" for kind in kinds}
+        ensure_topics(kafka, dict.fromkeys(topics.values(), partitions))
+
+        say("joining the consumer groups (before producing, so no join is timed)")
+        clients: dict[tuple[str, Side, int], _Reader | _DaemonRun] = {}
+        try:
+            for kind, topic in topics.items():
+                for attempt in range(repeats):
+                    for side in (Side.RAW, Side.ORJSON):
+                        clients[kind, side, attempt] = _Reader(
+                            kafka, topic, max_poll_records, parse=side is Side.ORJSON
+                        )
+                    url = f"sqlite:///{work / f'{kind}-{attempt}.db'}"
+                    settings = _settings(
+                        bootstrap, work / "baseline", url, topic, partitions, max_poll_records
+                    )
+                    clients[kind, Side.DAEMON, attempt] = _DaemonRun(settings, monitor, url)
+            _join_all(list(clients.values()))
+
+            say(f"producing {records:,} records twice (single-record messages, {batch_size}-record batches)")
+            produced = _produce(
+                bootstrap,
+                topics["single"],
+                topics["batch"],
+                baseline=baseline,
+                features=features,
+                records=records,
+                batch_size=batch_size,
+                windows=windows,
+                partitions=partitions,
+                seed=seed,
+            )
+            messages = {"single": produced.single_messages, "batch": produced.batch_messages}
+            per_message = {"single": 1, "batch": batch_size}
+            for kind in kinds:
+                for attempt in range(repeats):
+                    for side in Side:
+                        say(f"{kind}: {side.value}, run {attempt + 1} of {repeats}")
+                        client = clients[kind, side, attempt]
+                        if isinstance(client, _DaemonRun):
+                            timing = client.measure(records, windows)
+                            stored[kind] = client.stored()
+                            if stored[kind] != (windows, records):
+                                msg = (
+                                    f"{kind}: the store holds {stored[kind][0]} windows with "
+                                    f"{stored[kind][1]} records; expected {windows} windows with {records}"
+                                )
+                                raise BenchStreamError(msg)
+                        else:
+                            timing = client.measure(messages[kind], per_message[kind])
+                        # Closed as soon as measured: its buffers and state must not weigh on later runs.
+                        client.close()
+                        if (kind, side) not in best or timing.rate > best[kind, side].rate:
+                            best[kind, side] = timing
+        finally:
+            for client in clients.values():
+                client.close()
+        broker_rss = _broker_peak_rss_mb(broker.pid)
+
+    def rate(kind: str, side: Side) -> int:
+        return round(best[kind, side].rate)
+
+    def ratio(kind: str) -> float:
+        return round(best[kind, Side.DAEMON].rate / best[kind, Side.RAW].rate, 3)
+
+    return {
+        "records": records,
+        "raw_single_rps": rate("single", Side.RAW),
+        "daemon_single_rps": rate("single", Side.DAEMON),
+        "single_ratio": ratio("single"),
+        "raw_batch_rps": rate("batch", Side.RAW),
+        "daemon_batch_rps": rate("batch", Side.DAEMON),
+        "batch_ratio": ratio("batch"),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "orjson_single_rps": rate("single", Side.ORJSON),
+        "orjson_batch_rps": rate("batch", Side.ORJSON),
+        "seconds": {
+            f"{side.value}_{kind}": round(best[kind, side].seconds, 4) for kind in kinds for side in Side
+        },
+        "features": features,
+        "batch_size": batch_size,
+        "partitions": partitions,
+        "windows": windows,
+        "repeats": repeats,
+        "raw_inputs": False,
+        "warmup": "group joins excluded from every run (all joined before producing); first fetch included",
+        "timing": (
+            "records/s, wall clock, best of repeats; raw = RawConsumer.poll touching each value; "
+            "orjson = raw + orjson.loads per value; daemon = MonitorDaemon.step until every record is "
+            "folded, then checkpoints until every window is finalised in SQLite"
+        ),
+        "single_messages": produced.single_messages,
+        "batch_messages": produced.batch_messages,
+        "produce_s": round(produced.seconds, 2),
+        "stored_windows": {kind: stored[kind][0] for kind in kinds},
+        "stored_records": {kind: stored[kind][1] for kind in kinds},
+        "broker_peak_rss_mb": broker_rss,
+    }
