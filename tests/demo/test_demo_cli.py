@@ -18,7 +18,7 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from skewguard.cli import app
-from skewguard.commands.common import EXIT_OK
+from skewguard.commands.common import EXIT_OK, EXIT_USAGE
 from skewguard.demo.run import DRIFT_HTML, EFFECTS_PNG, GROUP, MODELS_DIR, STORE_FILE, SUMMARY_JSON
 from skewguard.demo.scenario import QUICK, Phase, WindowPlan, plan_windows
 from skewguard.demo.traffic import generate_requests
@@ -169,3 +169,13 @@ def test_report_files_are_written_and_readable(demo_run: DemoRun) -> None:
         image = imread(demo_run.out / name)
         assert image.shape[0] > 100 and image.shape[1] > 100
         assert str(demo_run.out / name) in demo_run.output.replace("\n", "")
+
+
+def test_demo_refuses_an_output_directory_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    keep = tmp_path / "models" / "mine.pt"
+    keep.write_bytes(b"not the demo's")
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
+    assert result.exit_code == EXIT_USAGE
+    assert "did not write" in result.output
+    assert keep.read_bytes() == b"not the demo's"
