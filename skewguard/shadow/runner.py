@@ -83,6 +83,8 @@ _BatchFunction: TypeAlias = Callable[[Sequence[Mapping[str, Any]]], Sequence[Any
 
 #: How long an idle worker blocks on the queue before it looks at the stop flag again.
 _IDLE_POLL_S: Final = 0.05
+#: After this long without a request a worker stops polling and blocks on the queue instead.
+_IDLE_AFTER_S: Final = 1.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -448,12 +450,15 @@ class ShadowRunner:
     # ------------------------------------------------------------------ the workers
 
     def _work(self, index: int) -> None:
+        last_batch = -math.inf
         while True:
-            batch = self._take_batch()
+            polling = self._batch_wait_s > 0 and time.monotonic() - last_batch < _IDLE_AFTER_S
+            batch = self._take_batch(polling)
             if not batch:
                 if self._stop.is_set():
                     return
                 continue
+            last_batch = time.monotonic()
             self._in_hand[index] = batch
             try:
                 self._score(batch)
@@ -463,25 +468,26 @@ class ShadowRunner:
                 self._finish(job)
             self._in_hand[index] = []
 
-    def _take_batch(self) -> list[_Job]:
-        """Block briefly for a first request, then gather more until the batch is full or the wait ends."""
-        try:
-            first = self._queue.get(timeout=0.0 if self._stop.is_set() else _IDLE_POLL_S)
-        except queue.Empty:
-            return []
-        batch = [first]
-        wait_until = time.monotonic() + self._batch_wait_s
+    def _take_batch(self, polling: bool) -> list[_Job]:
+        """The next batch: up to ``batch_size`` requests, gathered for at most ``batch_wait_ms``.
+
+        While traffic flows (``polling``) the worker sleeps through the batch window and then drains the
+        queue, instead of waiting on the queue: a put with no waiting getter wakes no thread, so the
+        request path causes no context switch. An idle worker blocks on the queue, and the first
+        request after a quiet spell wakes it once.
+        """
+        stopping = self._stop.is_set()
+        batch: list[_Job] = []
+        if not polling or stopping:
+            try:
+                batch.append(self._queue.get(timeout=0.0 if stopping else _IDLE_POLL_S))
+            except queue.Empty:
+                return []
+        if not stopping and self._batch_wait_s > 0 and self._in_queue < self._batch_size:
+            time.sleep(self._batch_wait_s)
         while len(batch) < self._batch_size:
             try:
                 batch.append(self._queue.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            remaining = wait_until - time.monotonic()
-            if remaining <= 0 or self._stop.is_set():
-                break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
             except queue.Empty:
                 break
         with self._cond:
@@ -540,9 +546,7 @@ class ShadowRunner:
                 if errors:
                     counters.last_error = errors[-1]
             if first_error:
-                log.warning(
-                    "shadow candidate %r failed: %s (further failures only counted)", version, errors[0]
-                )
+                log.warning("shadow candidate %r failed: %s (further failures counted)", version, errors[0])
 
     def _finish(self, job: _Job) -> None:
         """Log a queued job once, whoever gets there first (its worker, or close for a stuck worker).
@@ -691,6 +695,12 @@ class TorchScorer:
     ``encode(list_of_features) -> Tensor`` builds the ``(n, ...)`` input batch; ``output`` (e.g.
     ``torch.sigmoid``) turns the module's output into predictions. One output element per row gives a
     score; several give a list (class probabilities).
+
+    Threads: OpenMP and MKL keep their thread count per OS thread, and ATen applies
+    ``torch.set_num_threads`` to a new thread only when something asks it for the count; matrix
+    products do not. A shadow worker (or a server's request thread) would otherwise run every product
+    with OpenMP's default team of all cores: on a busy 2-core machine a 0.5 ms candidate call took
+    ~50 ms on average that way. So each thread's first call asks once (``torch.get_num_threads()``).
     """
 
     def __init__(
@@ -713,6 +723,7 @@ class TorchScorer:
         self.module = module
         self._encode = encode
         self._output = output
+        self._thread_ready = threading.local()
         module.eval()
 
     def __call__(self, features: Mapping[str, Any], /) -> Any:
@@ -723,6 +734,9 @@ class TorchScorer:
         """Score a batch: scores (one output per row) or lists (several outputs per row)."""
         if self.module.training:  # someone switched it back (e.g. shared with a training loop)
             self.module.eval()
+        if not getattr(self._thread_ready, "done", False):
+            self._torch.get_num_threads()  # applies torch's thread count to this OS thread (see above)
+            self._thread_ready.done = True
         rows = len(batch)
         with self._torch.inference_mode():
             result = self.module(self._encode(batch))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import ctypes
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +112,46 @@ def test_torch_output_that_does_not_split_into_rows_is_a_counted_candidate_error
         stats = runner.stats()
     assert (stats.candidates["odd"].errors, stats.logged) == (10, 10)
     assert "cannot be split into" in str(stats.candidates["odd"].last_error)
+
+
+def openmp_max_threads() -> Callable[[], int] | None:
+    """``omp_get_max_threads`` of the OpenMP runtime torch loaded into this process (Linux), if any."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return None
+    libraries = {line.split()[-1] for line in maps.read_text().splitlines() if "omp" in line.split()[-1]}
+    runtime = next((lib for lib in sorted(libraries) if "gomp" in lib or "iomp" in lib), None)
+    if runtime is None:
+        return None
+    function: Callable[[], int] = ctypes.CDLL(runtime).omp_get_max_threads
+    return function
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.usefixtures("seeded", "one_torch_thread")
+def test_torch_scorer_applies_torchs_thread_count_to_each_new_thread_before_scoring() -> None:
+    omp_max_threads = openmp_max_threads()
+    if omp_max_threads is None:
+        pytest.skip("no OpenMP runtime in this process (a torch build without OpenMP)")
+    scorer = torch_scorer(nn.Linear(2, 1), encode)
+    seen: dict[str, int] = {}
+
+    def worker() -> None:
+        seen["before"] = omp_max_threads()
+        scorer.score_batch([features_for(1), features_for(2)])
+        seen["after"] = omp_max_threads()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    if seen["before"] == 1:
+        pytest.skip("OpenMP's default team is already 1 here (one core or OMP_NUM_THREADS=1)")
+    # a new thread starts with OpenMP's default team; the scorer's first call brings it to torch's setting
+    assert seen["after"] == 1
