@@ -43,8 +43,11 @@ class ServedWindow:
     event_times: list[pd.Timestamp]
     clicks: list[int]
     scores: np.ndarray[Any, np.dtype[np.float64]]
+    #: Requests the hotfixed replica served.
     hotfixed: int
+    #: Requests served with the click-history group's defaults (a slow or, rarely, a late healthy lookup).
     defaulted: int
+    #: Requests handed to the serving log (by the handler, or by the shadow runner).
     logged: int
 
 
@@ -75,8 +78,10 @@ class DemoServingHandler:
         self._history = [f.name for f in groups[HISTORY_GROUP]]
         self._inputs = list(model.feature_set.inputs)
         self._columns = list(model.feature_set.features)
-        # A slow lookup keeps its worker until it answers; size the pool for the stragglers of every
-        # concurrent request, so a healthy lookup never queues behind them and misses its deadline.
+        # A slow lookup keeps its worker until it answers; the pool has room for the stragglers of every
+        # concurrent request, so a healthy lookup does not queue behind them. (On a busy machine a
+        # healthy lookup can still miss the deadline now and then: the monitor reports those few
+        # defaults, below its limit, as it would in production.)
         self._fetcher = FeatureGroupFetcher(
             model.feature_set.group_defaults(), timeout_s=deadline_s, max_workers=concurrency * 6
         )
