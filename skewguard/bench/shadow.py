@@ -5,8 +5,8 @@ One process, one embedded broker (Tansu), one real :class:`~skewguard.serving.Se
 1. **Models.** Production is a small torch MLP over ``FEATURES`` numeric features (the demo CTR model's
    shape, sigmoid output) behind :func:`~skewguard.shadow.torch_scorer`. The candidate is a deeper MLP
    whose depth is calibrated at the start of the run so that scoring ONE request takes about
-   ``slowdown`` times production's time (each measured as the median of single-request calls); the
-   measured ratio is reported as ``candidate_slowdown``.
+   ``slowdown`` times production's time (each the median of single-request calls, the two models'
+   calls interleaved); the measured ratio is reported as ``candidate_slowdown``.
 2. **Two arms, the same apart from shadow.** Both are a :class:`~skewguard.shadow.ShadowRunner` around
    the same production scorer and logging to the same ServingLogger: *off* has no candidates (the
    runner logs each request in ``predict``), *on* has the candidate (``predict`` queues the request;
@@ -26,6 +26,7 @@ requests it did score; ``logged`` the records the broker acknowledged.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -85,37 +86,49 @@ def _init(module: nn.Module, generator: torch.Generator) -> None:
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
 
 
-def _single_call_ms(scorer: TorchScorer, pool: Sequence[Mapping[str, Any]]) -> float:
-    """Median wall time of scoring one request alone, after a few warm-up calls."""
-    for row in pool[:20]:
-        scorer(row)
-    times = []
+def _single_call_ms(scorers: Sequence[TorchScorer], pool: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Median wall time of scoring one request alone, per scorer, the scorers' calls interleaved.
+
+    Interleaved so that load from other processes falls on every scorer alike: the ratio is steadier
+    than the two times.
+    """
+    for scorer in scorers:
+        for row in pool[:20]:
+            scorer(row)
+    times: list[list[int]] = [[] for _ in scorers]
     for i in range(_CALIBRATION_CALLS):
-        started = time.perf_counter_ns()
-        scorer(pool[i % len(pool)])
-        times.append(time.perf_counter_ns() - started)
-    return float(np.median(times)) / 1e6
+        row = pool[i % len(pool)]
+        for scorer, spent in zip(scorers, times, strict=True):
+            started = time.perf_counter_ns()
+            scorer(row)
+            spent.append(time.perf_counter_ns() - started)
+    return [float(np.median(spent)) / 1e6 for spent in times]
 
 
 def _calibrated_candidate(
-    production_ms: float,
+    production: TorchScorer,
     slowdown: float,
     encode: Callable[[Sequence[Mapping[str, Any]]], torch.Tensor],
     pool: Sequence[Mapping[str, Any]],
     generator: torch.Generator,
-) -> tuple[TorchScorer, int, float]:
-    """The shallowest candidate whose single-request time is at least ``slowdown`` x production's."""
-    depth = 1
-    while True:
-        candidate = torch_scorer(_candidate_module(depth, generator), encode, output=torch.sigmoid)
-        candidate_ms = _single_call_ms(candidate, pool)
-        ratio = candidate_ms / production_ms
-        if ratio >= slowdown or depth >= _MAX_DEPTH:
-            return candidate, depth, candidate_ms
-        # per-layer cost is roughly constant: jump close to the target, then creep up
-        per_layer = max(candidate_ms / (depth + 2), 1e-6)
-        needed = int((slowdown * production_ms - candidate_ms) / per_layer)
-        depth = min(_MAX_DEPTH, depth + max(1, needed))
+) -> tuple[TorchScorer, int, float, float]:
+    """A candidate about ``slowdown`` x slower than production per request: its depth, and both times.
+
+    A layer costs about the same at any depth, so the time of a shallow and of a deep candidate give
+    the depth for the target; the chosen candidate is then measured again against production.
+    """
+
+    def build(depth: int) -> TorchScorer:
+        return torch_scorer(_candidate_module(depth, generator), encode, output=torch.sigmoid)
+
+    shallow, deep = 1, _MAX_DEPTH // 2
+    production_ms, shallow_ms, deep_ms = _single_call_ms([production, build(shallow), build(deep)], pool)
+    per_layer = max((deep_ms - shallow_ms) / (deep - shallow), 1e-6)
+    depth = math.ceil(shallow + (slowdown * production_ms - shallow_ms) / per_layer)
+    depth = min(_MAX_DEPTH, max(1, depth))
+    candidate = build(depth)
+    production_ms, candidate_ms = _single_call_ms([production, candidate], pool)
+    return candidate, depth, production_ms, candidate_ms
 
 
 def _run_block(
@@ -143,7 +156,7 @@ def bench_shadow(
     requests: int = 10_000,
     rate_per_s: float = 500.0,
     slowdown: float = 5.0,
-    blocks: int = 20,
+    blocks: int = 50,
     warmup: int = 500,
     batch_size: int = 32,
     batch_wait_ms: float = 10.0,
@@ -180,9 +193,8 @@ def bench_shadow(
     try:
         say("calibrating the candidate")
         production = torch_scorer(_production_module(generator), encode, output=torch.sigmoid)
-        production_ms = _single_call_ms(production, pool)
-        candidate, depth, candidate_ms = _calibrated_candidate(
-            production_ms, slowdown, encode, pool, generator
+        candidate, depth, production_ms, candidate_ms = _calibrated_candidate(
+            production, slowdown, encode, pool, generator
         )
         with EmbeddedBroker() as broker:
             settings = KafkaSettings.local(broker.bootstrap_servers)

@@ -13,8 +13,10 @@ What the request path pays, and what it never pays:
   candidates (counted per candidate) and logged at once with production's prediction alone, so a slow
   candidate can never make a request wait.
 * A pool of ``workers`` background threads takes requests from the queue in batches (up to
-  ``batch_size``, waiting at most ``batch_wait_ms`` for the batch to fill), and has each candidate score
-  the batch: with ``score_batch`` when the scorer has one, else request by request. A candidate that
+  ``batch_size``, gathered for at most ``batch_wait_ms``), and has each candidate score the batch: with
+  ``score_batch`` when the scorer has one, else request by request. While traffic flows the workers
+  poll the queue rather than wait on it, so a request's put wakes no thread (no context switch on the
+  request path); the logging happens on the workers too. A candidate that
   raises, returns the wrong number of predictions or something that is not a prediction (a NaN, a dict)
   is counted as an **error** for that candidate; it never reaches the caller, the other candidates or
   the logged record.
