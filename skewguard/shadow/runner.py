@@ -16,10 +16,9 @@ What the request path pays, and what it never pays:
   ``batch_size``, gathered for at most ``batch_wait_ms``), and has each candidate score the batch: with
   ``score_batch`` when the scorer has one, else request by request. While traffic flows the workers
   poll the queue rather than wait on it, so a request's put wakes no thread (no context switch on the
-  request path); the logging happens on the workers too. A candidate that
-  raises, returns the wrong number of predictions or something that is not a prediction (a NaN, a dict)
-  is counted as an **error** for that candidate; it never reaches the caller, the other candidates or
-  the logged record.
+  request path); the logging happens on the workers too. A candidate that raises, returns the wrong
+  number of predictions or something that is not a prediction (a NaN, a dict) is counted as an
+  **error** for that candidate; it never reaches the caller, the other candidates or the logged record.
 * **One record per request.** When every candidate has scored the request, or the request's deadline
   (``deadline_ms`` after ``predict``) has passed, the worker logs ONE record through the serving logger:
   production's prediction plus ``shadow_predictions`` by candidate version, stamped with the event time
