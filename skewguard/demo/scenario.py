@@ -130,7 +130,7 @@ class DemoSizes:
 
 
 QUICK = DemoSizes(
-    training_rows=16_000, window_records=600, clean_windows=2, timezone_windows=1, drift_windows=3,
+    training_rows=16_000, window_records=1_000, clean_windows=2, timezone_windows=1, drift_windows=3,
     timeout_windows=2, shadow_windows=1,
 )  # fmt: skip
 FULL = DemoSizes(
