@@ -74,7 +74,9 @@ class PerformanceOptions:
     tolerance: float = 0.02
     """A gap to the holdout metric smaller than this is never flagged."""
     resamples: int = 400
-    confidence: float = 0.95
+    confidence: float = 0.99
+    """Per metric; about 95 % for the window's three metrics together (Bonferroni), so a clean window is
+    rarely flagged just because one of several tested metrics landed in its tail."""
     label_shift_tolerance: float = 0.02
     """Label drift: the positive rate must move by at least this much (and be significant)."""
     alpha: float = 0.01
@@ -152,7 +154,8 @@ def evaluate_window(
                 threshold=reference,
                 method="bootstrap",
                 reason=(
-                    f"{name} {value:.4f} (95% CI {low:.4f}–{high:.4f}, {n:,} labelled predictions){versus}: "
+                    f"{name} {value:.4f} ({options.confidence:.0%} CI {low:.4f}–{high:.4f}, "
+                    f"{n:,} labelled predictions){versus}: "
                     f"{verdict}"
                 ),
                 severity=Severity.WARNING if degraded else Severity.INFO,
