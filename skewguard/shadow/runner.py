@@ -52,6 +52,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -451,6 +452,7 @@ class ShadowRunner:
     # ------------------------------------------------------------------ the workers
 
     def _work(self, index: int) -> None:
+        _apply_torch_threads()
         last_batch = -math.inf
         while True:
             polling = self._batch_wait_s > 0 and time.monotonic() - last_batch < _IDLE_AFTER_S
@@ -660,6 +662,18 @@ def _describe(exc: BaseException) -> str:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _apply_torch_threads() -> None:
+    """Give this new worker thread torch's thread count, if torch is loaded (never imports it).
+
+    For candidates that call torch themselves (e.g. through :func:`batch_scorer`); see
+    :class:`TorchScorer` for why a new thread needs it.
+    """
+    torch_module = sys.modules.get("torch")
+    get_num_threads = getattr(torch_module, "get_num_threads", None)
+    if callable(get_num_threads):
+        get_num_threads()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from skewguard.errors import ConfigError
-from skewguard.shadow import ShadowRunner, torch_scorer
+from skewguard.shadow import ShadowRunner, batch_scorer, torch_scorer
 from tests.shadow.helpers import MemoryLog, features_for
 
 NAMES = ("x", "y")
@@ -155,3 +155,23 @@ def test_torch_scorer_applies_torchs_thread_count_to_each_new_thread_before_scor
         pytest.skip("OpenMP's default team is already 1 here (one core or OMP_NUM_THREADS=1)")
     # a new thread starts with OpenMP's default team; the scorer's first call brings it to torch's setting
     assert seen["after"] == 1
+
+
+@pytest.mark.usefixtures("seeded", "one_torch_thread")
+def test_shadow_workers_apply_torchs_thread_count_for_candidates_that_call_torch_themselves() -> None:
+    omp_max_threads = openmp_max_threads()
+    if omp_max_threads is None:
+        pytest.skip("no OpenMP runtime in this process (a torch build without OpenMP)")
+    module = nn.Linear(2, 1).eval()
+    seen: list[int] = []
+
+    def frame_model(rows: Sequence[Mapping[str, Any]]) -> list[float]:
+        seen.append(omp_max_threads())
+        with torch.no_grad():
+            scores: list[float] = module(encode(rows)).reshape(-1).tolist()
+        return scores
+
+    with ShadowRunner(lambda f: 0.5, {"v2": batch_scorer(frame_model)}, MemoryLog()) as runner:
+        runner.predict("r1", features_for(1))
+        assert runner.flush(10.0)
+    assert seen == [1]
