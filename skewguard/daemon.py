@@ -535,13 +535,19 @@ class MonitorDaemon:
                 for part in self.owned.values()
                 for model, start in part.windows.sealed
             ]
-            done = tx.finalised(self.group, sealed_keys)
+            open_keys = [
+                (model, start, start + self.spec.size_us)
+                for part in self.owned.values()
+                for model, start in part.windows.open
+            ]
+            done = tx.finalised(self.group, [*sealed_keys, *open_keys])
             tally_keys = [
                 (m, s, s + self.spec.size_us) for part in self.owned.values() for m, s in part.tallies
             ]
             labelled = tx.finalised(self.group, tally_keys, Stage.LABELS)
             for part in self.owned.values():
                 part.windows.drop([(m, s) for m, s, _ in done])
+                self._retire_finalised_open(part, {(m, s) for m, s, _ in done})
                 self._forget_labelled(part, {(m, s) for m, s, _ in labelled})
             for tp, owned in parts:
                 if owned.next_offset is None:
@@ -579,6 +585,25 @@ class MonitorDaemon:
             for payload in deliveries:
                 self.dispatcher.submit(payload)
         return finalised
+
+    def _retire_finalised_open(self, part: OwnedPartition, done: set[WindowId]) -> None:
+        """Retire open windows that another partition's idle timeout already got finalised.
+
+        That happens when this partition was quiet long enough to be treated as idle and then received
+        records of the same window: the window is stored, so those records can no longer count in it.
+        They are reported as late in the window they arrived in (the next one when that is the same),
+        never dropped silently.
+        """
+        for key in [k for k in part.windows.open if k in done]:
+            retired = part.windows.open.pop(key)
+            arrival = part.windows.max_event_us
+            start = key[1] + self.spec.size_us if arrival is None else self.spec.start_of(arrival)
+            if start <= key[1]:
+                start = key[1] + self.spec.size_us
+            monitor = self.monitors[key[0]]
+            target = part.windows.accumulator((key[0], start), monitor.new_accumulator)
+            target.late_records += retired.records + retired.late_records
+            self.counters.late += retired.records
 
     def _evict_orphan_labels(self) -> None:
         """Drop early labels whose prediction can no longer come (it would be older than the watermark).

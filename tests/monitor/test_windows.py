@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,3 +86,25 @@ def test_advance_seals_windows_behind_the_watermark_and_round_trips() -> None:
     assert restored.to_dict() == state.to_dict()
     assert restored.sealed[("m", 0)].late_records == 2
     assert restored.sealed[("m", 0)].profile == first.profile
+
+
+def test_records_of_an_idle_finalised_window_are_reported_late_not_lost(tmp_path: Path) -> None:
+    from skewguard.daemon import MonitorDaemon, OwnedPartition
+    from tests.daemon.helpers import build_ctr_baseline, settings_for
+
+    baseline_dir = tmp_path / "b"
+    build_ctr_baseline(baseline_dir)
+    settings = settings_for("127.0.0.1:1", baseline_dir, f"sqlite:///{tmp_path / 'r.db'}")
+    from skewguard.daemon import load_monitors
+    from skewguard.store import Store
+
+    daemon = MonitorDaemon(settings, load_monitors(settings), Store(settings.store.url))
+    monitor = daemon.monitors["ctr"]
+    size = daemon.spec.size_us
+    part = OwnedPartition(PartitionWindows(daemon.spec), 10, 0)
+    stale = part.windows.accumulator(("ctr", 0), monitor.new_accumulator)
+    stale.records = 7  # folded after the window had been finalised via another partition's idle timeout
+    part.windows.max_event_us = size // 2  # still inside window 0
+    daemon._retire_finalised_open(part, {("ctr", 0)})
+    assert ("ctr", 0) not in part.windows.open
+    assert part.windows.open[("ctr", size)].late_records == 7
