@@ -7,7 +7,8 @@ One process, one embedded broker (Tansu), the same messages for both sides:
 2. ``records`` serving records are produced twice: as single-record messages to one topic, and as
    ``batch_size``-record envelopes to another. Records carry features and a score, **no raw inputs**,
    so what is measured is the monitoring path (decode → windows → profile fold → verdicts), not the
-   implementation-skew replay. Event times are in order and spread over ``windows`` event-time windows.
+   implementation-skew replay. Event times are in order and spread over ``windows`` event-time windows;
+   one closing record per partition, in the window after, seals the last of them (rates count it).
 3. For each topic, in the same run, the time to consume every message is measured for
 
    * **raw**: a :class:`~skewguard.io.kafka.RawConsumer` (kafka-python's ``KafkaConsumer.poll`` plus one
@@ -193,6 +194,9 @@ def _produce(
     """Write the same records as single-record messages and as batch envelopes, chunk by chunk.
 
     Chunks keep the process's memory flat whatever ``records`` is: nothing but the chunk in hand is held.
+    Last, each partition gets one closing record in the window after the last: it seals every window
+    of the benchmark (lateness is 0), so all of them can be finalised, and it stays in its own open
+    window, which nobody waits for.
     """
     rng = np.random.default_rng(seed + 1)
     step_us = windows * WINDOW_S * 1e6 / records
@@ -229,6 +233,22 @@ def _produce(
                     producer.send(batch_topic, envelope, key=key, partition=batch % partitions)
                     batch += 1
                     fragments = []
+        for partition in range(partitions):
+            closing = ServingRecord(
+                request_id=f"closing-{partition}",
+                event_time=T0 + dt.timedelta(seconds=windows * WINDOW_S, microseconds=partition),
+                model=MODEL,
+                model_version="v1",
+                feature_state_hash=state_hash,
+                features=dict(zip(names, next(zip(*columns.values(), strict=True)), strict=True)),
+                prediction=0.5,
+            )
+            producer.send(single_topic, encode_record(closing), partition=partition)
+            producer.send(
+                batch_topic, envelope_from_fragments([encode_record_fragment(closing)]), partition=partition
+            )
+            single += 1
+            batch += 1
         producer.flush(120)
     finally:
         producer.close(5)
@@ -279,8 +299,14 @@ class _Reader:
             raise BenchStreamError(msg)
         return bool(self.consumer.assignment())
 
-    def measure(self, messages: int, records_per_message: int) -> _Timing:
-        """Time reading ``messages`` messages, from the first poll after production to the last."""
+    def measure(self, messages: int, records: int, *, rewind: bool = False) -> _Timing:
+        """Time reading ``messages`` messages (``records`` records), from the first poll after production.
+
+        ``rewind`` first seeks back to the start of every partition, for a repeated run (the seek's
+        offset lookup then happens inside the timed first poll).
+        """
+        if rewind:
+            self.consumer.seek_to_beginning()
         poll, limit, parse, loads = self.consumer.poll, self.max_poll_records, self.parse, orjson.loads
         seen = size = 0
         deadline = time.monotonic() + PHASE_TIMEOUT_S
@@ -300,7 +326,7 @@ class _Reader:
         if seen != messages or size == 0:
             msg = f"a raw consumer read {seen} messages ({size} bytes), expected {messages}"
             raise BenchStreamError(msg)
-        return _Timing(messages * records_per_message, seconds)
+        return _Timing(records, seconds)
 
     def close(self) -> None:
         self.consumer.close(timeout_s=5.0)  # idempotent
@@ -331,7 +357,7 @@ class _DaemonRun:
         counters = daemon.counters
         deadline = time.monotonic() + PHASE_TIMEOUT_S
         started = time.perf_counter()
-        while counters.records < records:
+        while counters.records < records:  # the benchmark's records and the closing ones
             daemon.step()
             if counters.dead_letters or counters.late:
                 msg = f"benchmark records were refused or late: {counters}"
@@ -341,7 +367,8 @@ class _DaemonRun:
                     f"the daemon folded {counters.records} of {records} records within {PHASE_TIMEOUT_S:g} s"
                 )
                 raise BenchStreamError(msg)
-        # The last window is finalised once the partitions are caught up and idle (idle_timeout_s is tiny).
+        # Every partition has folded its closing record, so every benchmark window is sealed everywhere:
+        # the next checkpoint finalises them (another one only if a checkpoint was already under way).
         while counters.windows < windows:
             daemon.checkpoint()
             if time.monotonic() > deadline:
@@ -397,9 +424,10 @@ def _settings(
             "create_partitions": partitions,
         },
         store={"url": store_url},
-        # lateness 0: records are in event-time order within a partition; a tiny idle timeout lets the
-        # last window be finalised as soon as the partitions are caught up (nothing else would seal it).
-        window={"size_s": WINDOW_S, "lateness_s": 0.0, "idle_timeout_s": 0.001},
+        # Lateness 0: records are in event-time order within a partition. Windows are sealed by the
+        # records of the next window (the last by the closing records), never by an idle timeout, so the
+        # results do not depend on timing.
+        window={"size_s": WINDOW_S, "lateness_s": 0.0, "idle_timeout_s": 3600.0},
         # The daemon builds monitors from this entry in production; the benchmark passes its monitor in
         # directly, because its feature set is generated for the requested width.
         models=[{"name": MODEL, "baseline": str(baseline_dir), "features": "skewguard.bench.stream:unused"}],
@@ -493,20 +521,23 @@ def bench_stream(
         ensure_topics(kafka, dict.fromkeys(topics.values(), partitions))
 
         say("joining the consumer groups (before producing, so no join is timed)")
+        # A reader is rewound for its next run; a daemon is never reused (its state and store would count
+        # the records twice), so every daemon run has its own, joined here too.
+        readers: dict[tuple[str, Side], _Reader] = {}
         clients: dict[tuple[str, Side, int], _Reader | _DaemonRun] = {}
         try:
             for kind, topic in topics.items():
+                for side in (Side.RAW, Side.ORJSON):
+                    readers[kind, side] = _Reader(kafka, topic, max_poll_records, parse=side is Side.ORJSON)
                 for attempt in range(repeats):
                     for side in (Side.RAW, Side.ORJSON):
-                        clients[kind, side, attempt] = _Reader(
-                            kafka, topic, max_poll_records, parse=side is Side.ORJSON
-                        )
+                        clients[kind, side, attempt] = readers[kind, side]
                     url = f"sqlite:///{work / f'{kind}-{attempt}.db'}"
                     settings = _settings(
                         bootstrap, work / "baseline", url, topic, partitions, max_poll_records
                     )
                     clients[kind, Side.DAEMON, attempt] = _DaemonRun(settings, monitor, url)
-            _join_all(list(clients.values()))
+            _join_all([*readers.values(), *(c for c in clients.values() if isinstance(c, _DaemonRun))])
 
             say(f"producing {records:,} records twice (single-record messages, {batch_size}-record batches)")
             produced = _produce(
@@ -522,14 +553,14 @@ def bench_stream(
                 seed=seed,
             )
             messages = {"single": produced.single_messages, "batch": produced.batch_messages}
-            per_message = {"single": 1, "batch": batch_size}
+            consumed = records + partitions  # with one closing record per partition
             for kind in kinds:
                 for attempt in range(repeats):
                     for side in Side:
                         say(f"{kind}: {side.value}, run {attempt + 1} of {repeats}")
                         client = clients[kind, side, attempt]
                         if isinstance(client, _DaemonRun):
-                            timing = client.measure(records, windows)
+                            timing = client.measure(consumed, windows)
                             stored[kind] = client.stored()
                             if stored[kind] != (windows, records):
                                 msg = (
@@ -538,9 +569,9 @@ def bench_stream(
                                 )
                                 raise BenchStreamError(msg)
                         else:
-                            timing = client.measure(messages[kind], per_message[kind])
-                        # Closed as soon as measured: its buffers and state must not weigh on later runs.
-                        client.close()
+                            timing = client.measure(messages[kind], consumed, rewind=attempt > 0)
+                        if isinstance(client, _DaemonRun) or attempt == repeats - 1:
+                            client.close()  # at once: its buffers and state must not weigh on later runs
                         if (kind, side) not in best or timing.rate > best[kind, side].rate:
                             best[kind, side] = timing
         finally:
@@ -566,8 +597,9 @@ def bench_stream(
         "orjson_single_rps": rate("single", Side.ORJSON),
         "orjson_batch_rps": rate("batch", Side.ORJSON),
         "seconds": {
-            f"{side.value}_{kind}": round(best[kind, side].seconds, 4) for kind in kinds for side in Side
+            f"{side.value}_{kind}": round(best[kind, side].seconds, 5) for kind in kinds for side in Side
         },
+        "closing_records": partitions,
         "features": features,
         "batch_size": batch_size,
         "partitions": partitions,
