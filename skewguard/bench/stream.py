@@ -1,8 +1,8 @@
 """Benchmark: the monitor daemon's end-to-end throughput against raw kafka-python consumption.
 
-One process, one embedded broker (Tansu), the same messages for both sides:
+One process, one embedded broker (Tansu), the same messages for every side:
 
-1. A synthetic feature set of ``features`` features (about 70 % numeric, the rest categorical, one
+1. A synthetic feature set of ``features`` pass-through features (70 % numeric, 25 % categorical, one
    boolean) and its baseline are built in a temporary directory.
 2. ``records`` serving records are produced twice: as single-record messages to one topic, and as
    ``batch_size``-record envelopes to another. Records carry features and a score, **no raw inputs**,
@@ -12,20 +12,25 @@ One process, one embedded broker (Tansu), the same messages for both sides:
 3. For each topic, in the same run, the time to consume every message is measured for
 
    * **raw**: a :class:`~skewguard.io.kafka.RawConsumer` (kafka-python's ``KafkaConsumer.poll`` plus one
-     tuple per message, which the daemon pays too) in its own consumer group, touching each value
-     but decoding nothing: the ceiling for any Python consumer of these messages;
+     tuple per message, which the daemon pays too) in its own consumer group, reading each value's
+     length, decoding nothing: the ceiling for any Python consumer of these messages;
+   * **orjson**: the same plus ``orjson.loads`` of each value: the ceiling for any consumer that
+     parses the JSON, before it does anything with it;
    * **daemon**: a :class:`~skewguard.daemon.MonitorDaemon` with a SQLite store, stepped until every
      record is folded and every window is finalised (judged and stored) — so the checkpoints, the
      finalisation and the store writes are inside the time.
 
-Warm-up: the group join is excluded from both sides. Every consumer joins its group on the still-empty
-topics before anything is produced (a consumer with no records to fetch only joins); the clock of each
-side starts at its first poll after production, so the first fetch is inside both times. Nothing else
-is excluded. With ``repeats > 1`` raw and daemon runs alternate and the best rate of each is reported.
+Warm-up: group joins are excluded from every run. Every consumer joins its group on the still-empty
+topics before anything is produced, and production waits until the fetches those joins left waiting at
+the broker have come back empty; the clock of each run starts at its first poll after production, so
+the first fetch is inside every time. Nothing else is excluded. With ``repeats > 1`` the sides
+alternate, each reader is rewound to the start for its next run, each daemon run has its own group and
+store, and the best rate of each side counts.
 
 Throughputs are records per second (a 100-record envelope counts 100). ``peak_rss_mb`` is the peak
-resident memory of this process (``getrusage``), producer and the synthetic data included; the broker
-is a separate process and reported apart as ``broker_peak_rss_mb`` (Linux only).
+resident memory of this process (``getrusage``): the producer, the readers and the daemons included,
+so it grows with ``repeats``. The broker is a separate process, reported as ``broker_peak_rss_mb``
+(Linux only).
 """
 
 from __future__ import annotations
@@ -538,6 +543,9 @@ def bench_stream(
                     )
                     clients[kind, Side.DAEMON, attempt] = _DaemonRun(settings, monitor, url)
             _join_all([*readers.values(), *(c for c in clients.values() if isinstance(c, _DaemonRun))])
+            # The join's last poll leaves a fetch waiting at the broker for up to fetch_max_wait_ms: had
+            # production started meanwhile, that client would begin its run with records already fetched.
+            time.sleep(kafka.fetch_max_wait_ms / 1000 + 0.5)
 
             say(f"producing {records:,} records twice (single-record messages, {batch_size}-record batches)")
             produced = _produce(
