@@ -120,7 +120,9 @@ def openmp_max_threads() -> Callable[[], int] | None:
     if not maps.exists():
         return None
     libraries = {line.split()[-1] for line in maps.read_text().splitlines() if "omp" in line.split()[-1]}
-    runtime = next((lib for lib in sorted(libraries) if "gomp" in lib or "iomp" in lib), None)
+    runtimes = [lib for lib in sorted(libraries) if "gomp" in Path(lib).name or "iomp" in Path(lib).name]
+    # Other wheels bundle their own OpenMP (e.g. scipy.libs/libgomp-*.so): ask the one torch ships.
+    runtime = next((lib for lib in runtimes if "/torch/" in lib), None)
     if runtime is None:
         return None
     function: Callable[[], int] = ctypes.CDLL(runtime).omp_get_max_threads
