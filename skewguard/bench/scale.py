@@ -4,8 +4,11 @@ The same stream (≥ 8 partitions) is processed twice on the real broker against
 ``skewguard monitor`` process, and by three processes in another consumer group, one of which is killed
 with SIGKILL part-way through. Every window's counts and verdicts must come out identical. Throughput is
 records over the time from starting the processes to the last window stored (process start-up and the
-group join are inside both figures). ``rebalance_seconds`` is the time from the kill until every
-partition's checkpoint has moved again, i.e. until the survivors own and process the dead one's share.
+group join are inside both figures). Each run reads its own copy of the stream: the first half is on the
+topic when the processes start; once the group has checkpointed progress, one of the three is killed and
+only then is the second half (with the records that close the windows) produced, so the kill always
+lands mid-stream. ``rebalance_seconds`` is the time from the kill until every partition's checkpoint
+has moved again, i.e. until the survivors own and process the dead one's share.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +161,12 @@ def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             proc.wait(5)
 
 
+def _progress(store: Store, group: str, topic: str) -> int:
+    """Messages the group has checkpointed as processed, over all partitions."""
+    with store.transaction() as tx:
+        return sum(cp.next_offset for cp in tx.load_checkpoints(group, [topic]).values())
+
+
 def _run_group(
     store: Store,
     config: Path,
@@ -166,33 +175,44 @@ def _run_group(
     processes: int,
     log: Any,
     *,
-    kill_after_s: float | None,
+    kill: bool,
+    feed_rest: Callable[[], None],
     partitions: int,
     serving_topic: str,
     timeout_s: float,
 ) -> tuple[float, float | None]:
+    """Run one group of processes over the stream, killing one of them mid-stream when ``kill``.
+
+    The processes start on the first half; once they have checkpointed progress, one is SIGKILLed and
+    only then is the rest produced. No window can close before the kill, and the survivors must restore
+    the dead process's partitions from their checkpoints.
+    """
     started = time.monotonic()
     procs = [_spawn(config, log) for _ in range(processes)]
     killed_at: float | None = None
     killed_wall: dt.datetime | None = None
     rebalance: float | None = None
+    fed = False
     try:
         while time.monotonic() - started < timeout_s:
-            if kill_after_s is not None and killed_at is None and time.monotonic() - started >= kill_after_s:
-                procs[0].send_signal(signal.SIGKILL)
-                procs[0].wait(10)
-                killed_at = time.monotonic()
-                killed_wall = dt.datetime.now(dt.UTC)
+            if not fed and _progress(store, group, serving_topic) > 0:
+                if kill:
+                    procs[0].send_signal(signal.SIGKILL)
+                    procs[0].wait(10)
+                    killed_at = time.monotonic()
+                    killed_wall = dt.datetime.now(dt.UTC)
+                feed_rest()
+                fed = True
             if (
                 killed_wall is not None
                 and rebalance is None
                 and _updated_since(store, group, serving_topic, killed_wall, partitions)
             ):
                 rebalance = time.monotonic() - (killed_at or 0.0)
-            if len(store.windows(group=group, limit=10_000)) >= expected_windows:
+            if fed and len(store.windows(group=group, limit=10_000)) >= expected_windows:
                 elapsed = time.monotonic() - started
                 if killed_at is not None and rebalance is None:
-                    rebalance = elapsed - (killed_at - started)
+                    rebalance = time.monotonic() - killed_at
                 return elapsed, rebalance
             time.sleep(0.2)
         msg = f"group {group}: windows not all stored within {timeout_s}s"
@@ -215,7 +235,6 @@ def bench_scale(
     windows: int = 4,
     partitions: int = 8,
     store_url: str = DEFAULT_STORE,
-    kill_after_s: float = 6.0,
     timeout_s: float = 300.0,
 ) -> dict[str, Any]:
     """Run the scale-out benchmark; see the module docstring for what is measured."""
@@ -227,23 +246,29 @@ def bench_scale(
     with tempfile.TemporaryDirectory(prefix="skewguard-scale-") as tmp, EmbeddedBroker() as broker:
         work = Path(tmp)
         baseline = _baseline(work / "baseline")
-        topics = {
-            "serving": f"serving-{suffix}",
-            "labels": f"labels-{suffix}",
-            "dead_letter": f"dead-{suffix}",
-            "alerts": f"alerts-{suffix}",
-        }
-        settings = KafkaSettings.local(broker.bootstrap_servers)
-        ensure_topics(settings, {name: partitions for name in topics.values()})
         stream = _stream(baseline, records, windows)
-        _produce(broker.bootstrap_servers, topics["serving"], stream, partitions)
+        half = len(stream) // 2
+        closers = 64  # the last records of the stream seal every window (see _stream)
+        first, rest = stream[:half], stream[half:]
+        if len(rest) <= closers:  # the closers must be in the second half
+            msg = f"stream of {len(stream)} records is too short to split around its {closers} closers"
+            raise ValueError(msg)
+        settings = KafkaSettings.local(broker.bootstrap_servers)
         url = store_url
         store = Store(url, schema=schema)
         try:
             with (work / "daemons.log").open("ab") as log:
                 runs: dict[str, Any] = {}
-                for label, processes, kill in (("one", 1, None), ("three", 3, kill_after_s)):
+                for label, processes, kill in (("one", 1, False), ("three", 3, True)):
                     group = f"bench-{label}-{suffix}"
+                    topics = {
+                        "serving": f"serving-{label}-{suffix}",
+                        "labels": f"labels-{label}-{suffix}",
+                        "dead_letter": f"dead-{label}-{suffix}",
+                        "alerts": f"alerts-{label}-{suffix}",
+                    }
+                    ensure_topics(settings, dict.fromkeys(topics.values(), partitions))
+                    _produce(broker.bootstrap_servers, topics["serving"], first, partitions)
                     config = _config(
                         work / f"{label}.yaml",
                         broker.bootstrap_servers,
@@ -256,6 +281,10 @@ def bench_scale(
                         data = json.loads(config.read_text())
                         data["store"]["db_schema"] = schema
                         config.write_text(json.dumps(data))
+
+                    def feed_rest(topic: str = topics["serving"]) -> None:
+                        _produce(broker.bootstrap_servers, topic, rest, partitions)
+
                     seconds, rebalance = _run_group(
                         store,
                         config,
@@ -263,16 +292,14 @@ def bench_scale(
                         windows,
                         processes,
                         log,
-                        kill_after_s=kill,
+                        kill=kill,
+                        feed_rest=feed_rest,
                         partitions=partitions,
                         serving_topic=topics["serving"],
                         timeout_s=timeout_s,
                     )
-                    runs[label] = {
-                        "seconds": seconds,
-                        "rebalance": rebalance,
-                        "summary": _summary(store, group),
-                    }
+                    summary = _summary(store, group)
+                    runs[label] = {"seconds": seconds, "rebalance": rebalance, "summary": summary}
             one, three = runs["one"], runs["three"]
             return {
                 "records": len(stream),
@@ -282,7 +309,8 @@ def bench_scale(
                 "rps_1": round(len(stream) / one["seconds"], 1),
                 "rps_3": round(len(stream) / three["seconds"], 1),
                 "rebalance_seconds": None if three["rebalance"] is None else round(three["rebalance"], 2),
-                "killed": f"one of the three processes, SIGKILL, after {kill_after_s:.1f}s",
+                "killed": "one of the three processes, SIGKILL, once the group had checkpointed progress, "
+                "before the second half of the stream was produced",
                 "store": "postgresql" if schema is not None else "sqlite",
                 "measured": (
                     "wall time from starting the processes to the last window stored "

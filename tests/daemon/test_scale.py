@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
 
 def test_three_daemons_with_a_kill_store_what_one_daemon_stores() -> None:
-    result = bench_scale(records=9_000, windows=3, partitions=8, kill_after_s=4.0, timeout_s=180.0)
+    result = bench_scale(records=9_000, windows=3, partitions=8, timeout_s=180.0)
     assert result["identical_results"] is True
     assert result["windows"] == 3
     assert result["records"] == 9_000 + 64  # the stream plus one closing record per partition key
