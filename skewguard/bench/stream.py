@@ -614,7 +614,10 @@ def bench_stream(
         "windows": windows,
         "repeats": repeats,
         "raw_inputs": False,
-        "warmup": "group joins excluded from every run (all joined before producing); first fetch included",
+        "warmup": (
+            "group joins excluded from every run (all joined, and their pending fetches returned empty, "
+            "before producing); first fetch included"
+        ),
         "timing": (
             "records/s, wall clock, best of repeats; raw = RawConsumer.poll touching each value; "
             "orjson = raw + orjson.loads per value; daemon = MonitorDaemon.step until every record is "
