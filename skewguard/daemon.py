@@ -21,6 +21,7 @@ the same way (``skewguard bench scale``).
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import threading
 import time
@@ -37,7 +38,7 @@ from features import FeatureSet, FeatureState
 from skewguard.alerts import AlertDispatcher, WebhookSink, alert_payload
 from skewguard.baseline import LABEL_COLUMN, Baseline, PredictionKind
 from skewguard.config import import_object
-from skewguard.errors import BrokerError, ConfigError, RecordError, StoreError
+from skewguard.errors import BrokerError, ConfigError, DataError, RecordError, StatisticsError, StoreError
 from skewguard.io.kafka import (
     ChangeKind,
     RawConsumer,
@@ -278,6 +279,10 @@ class MonitorDaemon:
             self.ops.start()
         self._last_checkpoint = time.monotonic()
         self._last_poll_ok = time.monotonic()
+        # Everything imported and loaded so far lives as long as the daemon: keep it out of the cyclic
+        # garbage collector's full passes (measured: ~0.2 s each, 22-25 % of the daemon's time).
+        gc.collect()
+        gc.freeze()
 
     def close(self) -> None:
         """Final checkpoint, then release everything (consumers before the broker goes, per Tansu)."""
@@ -373,10 +378,14 @@ class MonitorDaemon:
         if part is None:
             return  # revoked in this very poll: the new owner replays it
         records: list[ServingRecord] = []
+        origin: dict[int, RawMessage] = {}  # id(record) → its message, for dead letters found later
         for message in batch:
             if part.next_offset is not None and message.offset < part.next_offset:
                 continue  # folded before the last restart (or re-fetched after a seek)
-            records += self._decode(message)
+            decoded = self._decode(message)
+            for record in decoded:
+                origin[id(record)] = message
+            records += decoded
             part.next_offset = message.offset + 1
         if not records:
             return
@@ -394,7 +403,17 @@ class MonitorDaemon:
         for key, members in groups.items():
             monitor = self.monitors[key[0]]
             accumulator = part.windows.accumulator(key, monitor.new_accumulator)
-            monitor.fold(accumulator, members)
+            try:
+                monitor.fold(accumulator, members)
+            except (DataError, StatisticsError, ValueError, TypeError):
+                # A record the codec accepted but the profile cannot take (text in a numeric feature):
+                # find it, dead-letter it, fold the rest. The failed fold changed nothing.
+                refused = monitor.refused(members)
+                bad = {id(record) for record, _why in refused}
+                for record, why in refused:
+                    self._dead_letter(origin[id(record)], encode_record(record), "wrong_type", why)
+                members = [r for r in members if id(r) not in bad]
+                monitor.fold(accumulator, members)
             monitor.fold_shadow(accumulator, members)
             if key[0] in self.labelled:
                 self._await_labels(part, key, members, monitor)

@@ -19,7 +19,7 @@ import pandas as pd
 from features import FeatureError, FeatureKind, FeatureSet, FeatureState
 from skewguard.baseline import LABEL_COLUMN, PREDICTION_COLUMN, Baseline, PredictionKind
 from skewguard.detect import DriftPolicy, FeatureVerdict, judge
-from skewguard.errors import ConfigError
+from skewguard.errors import ConfigError, DataError, StatisticsError
 from skewguard.records import ServingRecord
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.shadow.compare import ShadowOptions, serving_findings
@@ -122,6 +122,27 @@ class ModelMonitor:
         # Replay only has work when a record carries raw inputs or an unknown FeatureState hash.
         if any(r.raw_inputs is not None or r.feature_state_hash not in known for r in records):
             self._replay(accumulator, records)
+
+    def refused(self, records: Sequence[ServingRecord]) -> list[tuple[ServingRecord, str]]:
+        """The records whose features cannot be profiled (e.g. text in a numeric feature), with why.
+
+        Checked one record at a time, so only worth calling after ``fold`` of the batch failed; ``fold``
+        encodes every column before it changes anything, so the batch can then be folded without these.
+        """
+        refused: list[tuple[ServingRecord, str]] = []
+        layout = self.baseline.profile.layout
+        for record in records:
+            try:
+                columns = self._fold_columns([record])
+                for column in layout.columns:
+                    series = columns.get(column.name)
+                    if series is not None:
+                        column.encode(series)
+                    elif column.spec.role is not ColumnRole.LABEL:
+                        layout.encode(pd.DataFrame(columns))
+            except (DataError, StatisticsError, ValueError, TypeError) as exc:
+                refused.append((record, f"record {record.request_id!r}: {exc}"))
+        return refused
 
     def _fold_profile(self, profile: Profile, records: Sequence[ServingRecord]) -> None:
         """Encode the batch's columns against the profile's layout and fold them in."""

@@ -136,6 +136,9 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
     version = template | {"request_id": "v99", "v": 99}
     other_model = dataclasses.replace(good[1], request_id="other", model="not-monitored")
     oversized = orjson.dumps(template | {"request_id": "big", "raw_inputs": {"blob": "x" * 60_000}})
+    # Valid JSON of the right shape, but text where the profile needs a number: found at fold time.
+    text_in_numeric = orjson.loads(encode_records(good[5:8]))
+    text_in_numeric["batch"][1]["features"]["ad_position"] = "top of the page"
     envelope = orjson.loads(encode_records(good[2:5]))
     envelope["batch"].append(template | {"request_id": "in-batch", "prediction": {"not": "a prediction"}})
     bad = [
@@ -148,17 +151,18 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
         encode_record(other_model),
         oversized,
         orjson.dumps(envelope),
+        orjson.dumps(text_in_numeric),
     ]
     topic = daemon.topics.serving
     produce_raw(kafka_broker.bootstrap_servers, topic, bad)
-    produce(kafka_broker.bootstrap_servers, topic, good[5:])
+    produce(kafka_broker.bootstrap_servers, topic, good[8:])
     produce(kafka_broker.bootstrap_servers, topic, closing_record(baseline, 5), batch=1)
     expected = collections.Counter(
         {
             "undecodable": 1,
             "not_an_object": 1,
             "missing_field": 1,
-            "wrong_type": 2,
+            "wrong_type": 3,
             "naive_timestamp": 1,
             "unsupported_version": 1,
             "unknown_model": 1,
@@ -170,9 +174,10 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
     )
 
     assert dict(daemon.counters.dead_letters) == dict(expected)
-    # Every good record is counted: 3 from the envelope, 295 on their own (plus the closers, later).
+    # Every good record is counted: 3 from the first envelope, 2 beside the text-in-numeric one, 292 on
+    # their own (plus the closers, later); the daemon kept going after the bad ones.
     first = min(results_by_start(daemon.store, daemon.group).items())[1]
-    assert first.records == 298
+    assert first.records == 297
     letters = _read_all(kafka_broker.bootstrap_servers, daemon.topics.dead_letter, daemon.settings)
     assert collections.Counter(letter.reason for letter in letters) == expected
     by_reason = {letter.reason: letter for letter in letters}
