@@ -576,9 +576,11 @@ class MonitorDaemon:
                     Checkpoint(tp.topic, tp.partition, owned.next_offset, owned.state()),
                     now=now_dt,
                 )
-            finalised = self._finalise(tx, now, deliveries)
-            if self.labelled:
-                finalised += self._finalise_labels(tx, now, deliveries)
+            stored = self._stored_partitions(tx, now)
+            if stored is not None:
+                finalised = self._finalise(tx, now, deliveries, stored)
+                if self.labelled:
+                    finalised += self._finalise_labels(tx, now, deliveries, stored)
         self.metrics.checkpoints.inc()
         self._last_checkpoint = time.monotonic()
         for result in finalised:
@@ -649,32 +651,27 @@ class MonitorDaemon:
         for rid in stale:
             del part.awaiting[rid]
 
-    def _finalise_labels(self, tx: Any, now: float, deliveries: list[dict[str, Any]]) -> list[WindowResult]:
+    def _finalise_labels(
+        self,
+        tx: Any,
+        now: float,
+        deliveries: list[dict[str, Any]],
+        stored: list[tuple[int, OwnedPartition, bool]],
+    ) -> list[WindowResult]:
         """Judge label-joined performance of windows whose label horizon has passed in every partition."""
-        serving = tx.load_checkpoints(self.group, [self.topics.serving])
         labels = tx.load_checkpoints(self.group, [self.topics.labels])
-        count = self._serving_partitions()
-        if len(serving) < count:
-            return []
-        idle_us = self.settings.window.idle_timeout_s * 1e6
-        now_us = now * 1e6
-
-        def idle(state: dict[str, Any]) -> bool:
-            quiet_for = now_us - float(state.get("last_record_wall_us", now_us))
-            return bool(state.get("caught_up")) and quiet_for >= idle_us
-
+        now_us = int(now * 1e6)
         partitions: list[tuple[OwnedPartition, bool, int | None, bool]] = []
-        for (_topic, number), checkpoint in sorted(serving.items()):
-            part = OwnedPartition.restore(self.spec, checkpoint.next_offset, checkpoint.state, int(now_us))
+        for number, part, serving_idle in stored:
             label_checkpoint = labels.get((self.topics.labels, number))
             label_state = label_checkpoint.state if label_checkpoint is not None else {}
             max_label = label_state.get("max_event_us")
             partitions.append(
                 (
                     part,
-                    idle(checkpoint.state),
+                    serving_idle,
                     None if max_label is None else int(max_label),
-                    idle(label_state),
+                    self._idle(label_state, now_us),
                 )
             )
         candidates = {key for part, *_ in partitions for key in part.tallies}
@@ -736,22 +733,39 @@ class MonitorDaemon:
             self._partition_count = len(producer.partitions_for(self.topics.serving))
         return self._partition_count
 
-    def _finalise(self, tx: Any, now: float, deliveries: list[dict[str, Any]]) -> list[WindowResult]:
+    def _stored_partitions(self, tx: Any, now: float) -> list[tuple[int, OwnedPartition, bool]] | None:
+        """Every serving partition's stored state, decoded once per checkpoint, and whether it is idle.
+
+        None while some partition has no checkpoint yet: it may still hold records of any window. Both
+        finalisers (serving and labels stage) work from this one decoding.
+        """
         tx.lock_checkpoints(self.group)
         stored = tx.load_checkpoints(self.group, [self.topics.serving])
         if len(stored) < self._serving_partitions():
-            return []  # a partition nobody has checkpointed yet may still hold records of any window
-        idle_us = self.settings.window.idle_timeout_s * 1e6
-        now_us = now * 1e6
-        partitions: list[tuple[PartitionWindows, bool]] = []
-        for key in sorted(stored):
-            state = stored[key].state
-            windows = PartitionWindows.from_dict(self.spec, state["windows"])
-            idle = (
-                bool(state.get("caught_up"))
-                and now_us - float(state.get("last_record_wall_us", now_us)) >= idle_us
+            return None
+        now_us = int(now * 1e6)
+        return [
+            (
+                number,
+                OwnedPartition.restore(self.spec, cp.next_offset, cp.state, now_us),
+                self._idle(cp.state, now_us),
             )
-            partitions.append((windows, idle))
+            for (_topic, number), cp in sorted(stored.items())
+        ]
+
+    def _idle(self, state: dict[str, Any], now_us: int) -> bool:
+        """A caught-up partition that has had no new record for the idle timeout holds no window back."""
+        quiet_for = now_us - float(state.get("last_record_wall_us", now_us))
+        return bool(state.get("caught_up")) and quiet_for >= self.settings.window.idle_timeout_s * 1e6
+
+    def _finalise(
+        self,
+        tx: Any,
+        now: float,
+        deliveries: list[dict[str, Any]],
+        stored: list[tuple[int, OwnedPartition, bool]],
+    ) -> list[WindowResult]:
+        partitions = [(part.windows, idle) for _number, part, idle in stored]
         candidates: set[WindowId] = set()
         for windows, idle in partitions:
             candidates |= set(windows.sealed)
