@@ -22,16 +22,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from features.ctr import CTR_FEATURES
-from skewguard.baseline import Baseline, BaselineOptions, build_baseline
-from skewguard.demo.traffic import generate_requests, serving_records
+from skewguard.baseline import Baseline
+from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
 from skewguard.io.broker import EmbeddedBroker
 from skewguard.io.kafka import KafkaSettings, RawProducer, ensure_topics, partition_for_key
 from skewguard.records import ServingRecord, encode_records
@@ -44,19 +43,7 @@ WINDOW = dt.timedelta(seconds=60)
 
 
 def _baseline(directory: Path) -> Baseline:
-    train = generate_requests(12_000, seed=1, start=T0 - dt.timedelta(days=7), span=dt.timedelta(days=7))
-    train["score"] = np.random.default_rng(2).beta(2, 5, len(train))
-
-    def chunks() -> Iterator[pd.DataFrame]:
-        yield train
-
-    baseline = build_baseline(
-        CTR_FEATURES,
-        chunks,
-        model="ctr",
-        prediction_column="score",
-        options=BaselineOptions(window_size=1_000, calibration_draws=50),
-    )
+    baseline = ctr_baseline(rows=12_000, seed=1, end=T0, window_size=1_000, calibration_draws=50)
     baseline.save(directory)
     return baseline
 

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from features import FeatureSet, FeatureState
-from features.ctr import DEVICES
+from features.ctr import CTR_FEATURES, DEVICES
+from skewguard.baseline import Baseline, BaselineOptions, build_baseline
+from skewguard.labels.performance import auc
 from skewguard.records import ServingRecord
 
 ZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney", "UTC")
@@ -199,3 +201,34 @@ def serving_records(
             )
         )
     return out
+
+
+def ctr_baseline(
+    *,
+    rows: int,
+    seed: int,
+    end: dt.datetime,
+    window_size: int,
+    calibration_draws: int,
+    scores: Callable[[pd.DataFrame], np.ndarray[Any, Any]] | None = None,
+    with_label: bool = False,
+) -> Baseline:
+    """A CTR baseline built from a week of generated training traffic ending at ``end``.
+
+    ``scores(train)`` gives the model's training scores (default: Beta(2, 5) noise seeded ``seed + 1``);
+    ``with_label`` also profiles the click label and records the training AUC as the holdout metric.
+    """
+    train = generate_requests(rows, seed=seed, start=end - dt.timedelta(days=7), span=dt.timedelta(days=7))
+    train["score"] = scores(train) if scores is not None else np.random.default_rng(seed + 1).beta(2, 5, rows)
+    metrics = (
+        {"auc": auc(train["score"].to_numpy(), train["click"].to_numpy().astype(float))} if with_label else {}
+    )
+    return build_baseline(
+        CTR_FEATURES,
+        lambda: iter([train]),
+        model="ctr",
+        prediction_column="score",
+        label_column="click" if with_label else None,
+        options=BaselineOptions(window_size=window_size, calibration_draws=calibration_draws),
+        metrics=metrics,
+    )

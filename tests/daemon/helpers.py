@@ -5,17 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from features.ctr import CTR_FEATURES
-from skewguard.baseline import Baseline, BaselineOptions, build_baseline
+from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon
-from skewguard.demo.traffic import generate_requests, serving_records
+from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
 from skewguard.io.kafka import KafkaSettings, RawProducer, partition_for_key
 from skewguard.records import ServingRecord, encode_records
 from skewguard.settings import MonitorSettings, load_settings
@@ -26,19 +25,7 @@ SEASONAL = ["hour_of_day_local", "day_of_week_local"]
 
 
 def build_ctr_baseline(directory: Path) -> Baseline:
-    train = generate_requests(24_000, seed=1, start=T0 - dt.timedelta(days=7), span=dt.timedelta(days=7))
-    train["score"] = np.random.default_rng(2).beta(2, 5, len(train))
-
-    def chunks() -> Iterator[pd.DataFrame]:
-        yield train
-
-    baseline = build_baseline(
-        CTR_FEATURES,
-        chunks,
-        model="ctr",
-        prediction_column="score",
-        options=BaselineOptions(window_size=1_500, calibration_draws=100),
-    )
+    baseline = ctr_baseline(rows=24_000, seed=1, end=T0, window_size=1_500, calibration_draws=100)
     baseline.save(directory, CTR_FEATURES)
     return baseline
 

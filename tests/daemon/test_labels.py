@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from features.ctr import CTR_FEATURES
-from skewguard.baseline import BaselineOptions, build_baseline
 from skewguard.daemon import MonitorDaemon, load_monitors
-from skewguard.demo.traffic import generate_requests, serving_records
+from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
 from skewguard.io.broker import EmbeddedBroker
 from skewguard.io.kafka import KafkaSettings, RawProducer
-from skewguard.labels.performance import auc
 from skewguard.records import LabelRecord, ServingRecord, encode_labels
 from skewguard.results import Check, Stage
 from skewguard.store import Store
@@ -32,22 +28,16 @@ def good_scores(clicks: np.ndarray, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def labelled_baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
-    train = generate_requests(20_000, seed=3, start=T0 - dt.timedelta(days=7), span=dt.timedelta(days=7))
-    train["score"] = good_scores(train["click"].to_numpy(), 4)
-    holdout_auc = auc(train["score"].to_numpy(), train["click"].to_numpy().astype(float))
-
-    def chunks() -> Iterator[pd.DataFrame]:
-        yield train
-
-    baseline = build_baseline(
-        CTR_FEATURES,
-        chunks,
-        model="ctr",
-        prediction_column="score",
-        label_column="click",
-        options=BaselineOptions(window_size=1_500, calibration_draws=60),
-        metrics={"auc": holdout_auc},
+    baseline = ctr_baseline(
+        rows=20_000,
+        seed=3,
+        end=T0,
+        window_size=1_500,
+        calibration_draws=60,
+        scores=lambda train: good_scores(train["click"].to_numpy(), 4),
+        with_label=True,
     )
+    holdout_auc = baseline.metrics["auc"]
     directory = tmp_path_factory.mktemp("labelled")
     baseline.save(directory)
     return directory, holdout_auc

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from features.ctr import CTR_FEATURES
-from skewguard.baseline import Baseline, BaselineOptions, build_baseline
+from skewguard.baseline import Baseline
 from skewguard.cli import app
 from skewguard.daemon import MonitorDaemon, load_monitors
-from skewguard.demo.traffic import generate_requests, serving_records
+from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.labels.performance import auc
 from skewguard.records import LabelRecord, ServingRecord
 from skewguard.results import Stage
 from skewguard.shadow.compare import Promotion, verdicts_from_results
@@ -37,20 +34,14 @@ def scores(clicks: np.ndarray, noise: float, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def baseline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    train = generate_requests(16_000, seed=8, start=T0 - dt.timedelta(days=7), span=dt.timedelta(days=7))
-    train["score"] = scores(train["click"].to_numpy(), 0.2, 9)
-
-    def chunks() -> Iterator[pd.DataFrame]:
-        yield train
-
-    baseline = build_baseline(
-        CTR_FEATURES,
-        chunks,
-        model="ctr",
-        prediction_column="score",
-        label_column="click",
-        options=BaselineOptions(window_size=1_000, calibration_draws=50),
-        metrics={"auc": auc(train["score"].to_numpy(), train["click"].to_numpy().astype(float))},
+    baseline = ctr_baseline(
+        rows=16_000,
+        seed=8,
+        end=T0,
+        window_size=1_000,
+        calibration_draws=50,
+        scores=lambda train: scores(train["click"].to_numpy(), 0.2, 9),
+        with_label=True,
     )
     directory = tmp_path_factory.mktemp("shadow-baseline")
     baseline.save(directory)
