@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features import FeatureError, FeatureKind, FeatureSet, FeatureState
-from skewguard.baseline import LABEL_COLUMN, PREDICTION_COLUMN, Baseline, PredictionKind
+from skewguard.baseline import PREDICTION_COLUMN, Baseline, PredictionKind
 from skewguard.detect import DriftPolicy, FeatureVerdict, judge
 from skewguard.errors import ConfigError, DataError, StatisticsError
 from skewguard.records import ServingRecord
@@ -439,15 +439,4 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def monitors_by_model(monitors: Sequence[ModelMonitor]) -> Mapping[str, ModelMonitor]:
-    """Index monitors by model name, refusing duplicates."""
-    out: dict[str, ModelMonitor] = {}
-    for monitor in monitors:
-        if monitor.name in out:
-            msg = f"model {monitor.name!r} is configured twice"
-            raise ConfigError(msg)
-        out[monitor.name] = monitor
-    return out
-
-
-__all__ = ["LABEL_COLUMN", "ModelMonitor", "MonitorOptions", "monitors_by_model", "prediction_values"]
+__all__ = ["ModelMonitor", "MonitorOptions", "prediction_values"]
