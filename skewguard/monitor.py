@@ -24,7 +24,7 @@ from skewguard.records import ServingRecord
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.shadow.compare import ShadowOptions, serving_findings
 from skewguard.stats import ColumnRole, EncodedColumn, EncodedFrame, Profile
-from skewguard.windows import ShadowTally, SkewTally, WindowAccumulator
+from skewguard.windows import ShadowTally, SkewTally, WindowAccumulator, merge_examples
 
 
 @dataclass(frozen=True)
@@ -219,9 +219,9 @@ class ModelMonitor:
             if record.feature_state_hash not in self.known_states:
                 accumulator.unknown_state += 1
                 accumulator.unknown_state_hashes[record.feature_state_hash] += 1
-                accumulator.unknown_state_examples = sorted(
-                    {*accumulator.unknown_state_examples, record.request_id}
-                )[:5]
+                accumulator.unknown_state_examples = merge_examples(
+                    accumulator.unknown_state_examples, [record.request_id]
+                )
                 continue
             if record.raw_inputs is not None:
                 by_state.setdefault(record.feature_state_hash, []).append(record)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skewguard.windows.accumulator import ShadowTally, SkewTally, WindowAccumulator
+from skewguard.windows.accumulator import ShadowTally, SkewTally, WindowAccumulator, merge_examples
 from skewguard.windows.partition import LatePolicy, PartitionWindows, WindowId, WindowSpec, from_us, to_us
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "WindowId",
     "WindowSpec",
     "from_us",
+    "merge_examples",
     "to_us",
 ]

@@ -24,9 +24,12 @@ FloatArray = npt.NDArray[np.float64]
 MAX_EXAMPLES = 5
 
 
-def _merge_examples(a: list[str], b: list[str]) -> list[str]:
-    # Keep the smallest ids: a deterministic choice, so the merged examples do not depend on the order
-    # in which partitions are merged (merge stays associative and commutative).
+def merge_examples(a: list[str], b: list[str]) -> list[str]:
+    """At most MAX_EXAMPLES ids from both lists.
+
+    The smallest ones, so the result never depends on the order in which partitions are merged (merges
+    stay associative and commutative).
+    """
     return sorted(set(a) | set(b))[:MAX_EXAMPLES]
 
 
@@ -45,7 +48,7 @@ class SkewTally:
             self.compared + other.compared,
             self.mismatched + other.mismatched,
             max(self.max_difference, other.max_difference),
-            _merge_examples(self.examples, other.examples),
+            merge_examples(self.examples, other.examples),
         )
 
     def add(self, compared: int, mismatched_ids: list[str], max_difference: float) -> None:
@@ -53,7 +56,7 @@ class SkewTally:
         self.compared += compared
         self.mismatched += len(mismatched_ids)
         self.max_difference = max(self.max_difference, max_difference)
-        self.examples = _merge_examples(self.examples, mismatched_ids)
+        self.examples = merge_examples(self.examples, mismatched_ids)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -190,7 +193,7 @@ class WindowAccumulator:
             versions=self.versions + other.versions,
             unknown_state=self.unknown_state + other.unknown_state,
             unknown_state_hashes=self.unknown_state_hashes + other.unknown_state_hashes,
-            unknown_state_examples=_merge_examples(self.unknown_state_examples, other.unknown_state_examples),
+            unknown_state_examples=merge_examples(self.unknown_state_examples, other.unknown_state_examples),
             skew=skew,
             replayed=self.replayed + other.replayed,
             shadow={
