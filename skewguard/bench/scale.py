@@ -30,10 +30,10 @@ import numpy as np
 
 from features.ctr import CTR_FEATURES
 from skewguard.baseline import Baseline
-from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
+from skewguard.demo.traffic import ctr_baseline, generate_requests, produce_records, serving_records
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.io.kafka import KafkaSettings, RawProducer, ensure_topics, partition_for_key
-from skewguard.records import ServingRecord, encode_records
+from skewguard.io.kafka import KafkaSettings, ensure_topics
+from skewguard.records import ServingRecord
 from skewguard.results import WindowResult
 from skewguard.store import Store, to_micros
 
@@ -67,22 +67,6 @@ def _stream(baseline: Baseline, records: int, windows: int) -> list[ServingRecor
     closers["request_id"] = [f"closer-{i}" for i in range(64)]
     out += serving_records(closers, CTR_FEATURES, baseline.state, model="ctr", with_raw=False)
     return out
-
-
-def _produce(bootstrap: str, topic: str, records: Sequence[ServingRecord], partitions: int) -> None:
-    producer = RawProducer(KafkaSettings.local(bootstrap))
-    try:
-        by_partition: dict[int, list[ServingRecord]] = {}
-        for record in records:
-            by_partition.setdefault(partition_for_key(record.request_id.encode(), partitions), []).append(
-                record
-            )
-        for partition, members in sorted(by_partition.items()):
-            for start in range(0, len(members), 100):
-                producer.send(topic, encode_records(members[start : start + 100]), partition=partition)
-        producer.flush(60)
-    finally:
-        producer.close(5)
 
 
 def _config(
@@ -255,7 +239,7 @@ def bench_scale(
                         "alerts": f"alerts-{label}-{suffix}",
                     }
                     ensure_topics(settings, dict.fromkeys(topics.values(), partitions))
-                    _produce(broker.bootstrap_servers, topics["serving"], first, partitions)
+                    produce_records(broker.bootstrap_servers, topics["serving"], first)
                     config = _config(
                         work / f"{label}.yaml",
                         broker.bootstrap_servers,
@@ -270,7 +254,7 @@ def bench_scale(
                         config.write_text(json.dumps(data))
 
                     def feed_rest(topic: str = topics["serving"]) -> None:
-                        _produce(broker.bootstrap_servers, topic, rest, partitions)
+                        produce_records(broker.bootstrap_servers, topic, rest)
 
                     seconds, rebalance = _run_group(
                         store,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from skewguard.errors import ConfigError
-from skewguard.io.kafka import RawProducer, partition_for_key
+from skewguard.io.kafka import RawProducer, group_by_partition
 from skewguard.records import LabelRecord, encode_labels
 
 #: Labels per message: the envelope stays far below the message size limit.
@@ -80,9 +80,7 @@ def publish_labels(producer: RawProducer, topic: str, labels: Sequence[LabelReco
 
     Batching keeps each partition's labels in order, which is all the monitor's lateness rule needs.
     """
-    by_partition: dict[int, list[LabelRecord]] = {}
-    for label in labels:
-        by_partition.setdefault(partition_for_key(label.request_id.encode(), partitions), []).append(label)
+    by_partition = group_by_partition(labels, lambda label: label.request_id, partitions)
     messages = 0
     for partition, members in sorted(by_partition.items()):
         for start in range(0, len(members), LABELS_PER_MESSAGE):

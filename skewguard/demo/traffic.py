@@ -20,8 +20,9 @@ import pandas as pd
 from features import FeatureSet, FeatureState
 from features.ctr import CTR_FEATURES, DEVICES
 from skewguard.baseline import Baseline, BaselineOptions, build_baseline
+from skewguard.io.kafka import KafkaSettings, RawProducer, group_by_partition
 from skewguard.labels.performance import auc
-from skewguard.records import ServingRecord
+from skewguard.records import ServingRecord, encode_records
 
 ZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney", "UTC")
 CATEGORIES = tuple(f"cat_{i:02d}" for i in range(24))
@@ -232,3 +233,22 @@ def ctr_baseline(
         options=BaselineOptions(window_size=window_size, calibration_draws=calibration_draws),
         metrics=metrics,
     )
+
+
+def produce_records(
+    bootstrap: str, topic: str, records: Sequence[ServingRecord], *, batch: int = 100
+) -> None:
+    """Write records as batch envelopes on the partition their request ids hash to.
+
+    As ServingLogger does, so the serving log stays co-partitioned with labels keyed by request id.
+    """
+    producer = RawProducer(KafkaSettings.local(bootstrap))
+    try:
+        partitions = len(producer.partitions_for(topic))
+        groups = group_by_partition(records, lambda record: record.request_id, partitions)
+        for partition, members in sorted(groups.items()):
+            for start in range(0, len(members), batch):
+                producer.send(topic, encode_records(members[start : start + batch]), partition=partition)
+        producer.flush(60)
+    finally:
+        producer.close(5)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Annotated, Any, Final, Literal, NamedTuple, Self
+from typing import Annotated, Any, Final, Literal, NamedTuple, Self, TypeVar
 
 import kafka.errors as kafka_errors
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
@@ -78,6 +78,8 @@ __all__ = [
     "read_dead_letter",
     "wait_for_broker",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -964,6 +966,16 @@ def partition_for_key(key: bytes, partitions: int) -> int:
         msg = f"partitions must be >= 1, got {partitions}"
         raise ConfigError(msg)
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def group_by_partition(
+    items: Iterable[T], request_id: Callable[[T], str], partitions: int
+) -> dict[int, list[T]]:
+    """``items`` by the partition their request id is keyed to, each group in the given order."""
+    groups: dict[int, list[T]] = {}
+    for item in items:
+        groups.setdefault(partition_for_key(request_id(item).encode(), partitions), []).append(item)
+    return groups
 
 
 def publish_dead_letter(

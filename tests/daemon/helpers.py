@@ -14,9 +14,9 @@ import numpy as np
 from features.ctr import CTR_FEATURES
 from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon
-from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
-from skewguard.io.kafka import KafkaSettings, RawProducer, partition_for_key
-from skewguard.records import ServingRecord, encode_records
+from skewguard.demo.traffic import ctr_baseline, generate_requests, produce_records, serving_records
+from skewguard.io.kafka import KafkaSettings, RawProducer
+from skewguard.records import ServingRecord
 from skewguard.settings import MonitorSettings, load_settings
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -44,23 +44,7 @@ def window_records(
 
 
 def produce(bootstrap: str, topic: str, records: Sequence[ServingRecord], *, batch: int = 50) -> None:
-    """Write records as batch envelopes, each holding records of the partition their request id hashes to
-    (as ServingLogger does), so the serving log stays co-partitioned with labels keyed by request id."""
-    producer = RawProducer(KafkaSettings.local(bootstrap))
-    try:
-        partitions = len(producer.partitions_for(topic))
-        by_partition: dict[int, list[ServingRecord]] = {}
-        for record in records:
-            by_partition.setdefault(partition_for_key(record.request_id.encode(), partitions), []).append(
-                record
-            )
-        for partition, members in sorted(by_partition.items()):
-            for start in range(0, len(members), batch):
-                chunk = members[start : start + batch]
-                producer.send(topic, encode_records(chunk), partition=partition)
-        producer.flush(30)
-    finally:
-        producer.close(5)
+    produce_records(bootstrap, topic, records, batch=batch)
 
 
 def produce_raw(bootstrap: str, topic: str, values: Sequence[bytes], *, partition_key: bytes = b"k") -> None:
