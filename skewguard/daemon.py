@@ -57,11 +57,21 @@ from skewguard.settings import MonitorSettings
 from skewguard.shadow.compare import labelled_findings
 from skewguard.stats import Profile
 from skewguard.store import Checkpoint, NewAlert, Store, from_micros, to_micros
-from skewguard.windows import PartitionWindows, WindowAccumulator, WindowId, WindowSpec, from_us, to_us
+from skewguard.windows import (
+    LatePolicy,
+    PartitionWindows,
+    WindowAccumulator,
+    WindowId,
+    WindowSpec,
+    from_us,
+    to_us,
+)
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_MODEL = "unknown_model"
+#: Dead-letter reason of a late record under ``LatePolicy.DEAD_LETTER``.
+LATE = "late"
 
 
 @dataclass
@@ -220,6 +230,7 @@ class MonitorDaemon:
         self.spec = WindowSpec(
             size=dt.timedelta(seconds=settings.window.size_s),
             lateness=dt.timedelta(seconds=settings.window.lateness_s),
+            late_policy=settings.window.late_policy,
         )
         self.group = settings.group_id
         self.topics = settings.topics
@@ -393,13 +404,23 @@ class MonitorDaemon:
         starts, late, arrival = part.windows.classify(events)
         groups: dict[WindowId, list[ServingRecord]] = defaultdict(list)
         late_counts: dict[WindowId, int] = defaultdict(int)
+        policy = self.spec.late_policy
         for record, start, is_late, arrived in zip(
             records, starts.tolist(), late.tolist(), arrival.tolist(), strict=True
         ):
-            if is_late:
-                late_counts[(record.model, arrived)] += 1
-            else:
+            if not is_late:
                 groups[(record.model, start)].append(record)
+                continue
+            late_counts[(record.model, arrived)] += 1
+            if policy is LatePolicy.ARRIVAL:
+                groups[(record.model, arrived)].append(record)
+            elif policy is LatePolicy.DEAD_LETTER:
+                detail = (
+                    f"record {record.request_id!r} at {record.event_time.isoformat()} belongs to the window "
+                    f"starting {from_us(start).isoformat()}, which this partition had already closed "
+                    f"(lateness {self.settings.window.lateness_s:g} s)"
+                )
+                self._dead_letter(origin[id(record)], encode_record(record), LATE, detail)
         for key, members in groups.items():
             monitor = self.monitors[key[0]]
             accumulator = part.windows.accumulator(key, monitor.new_accumulator)

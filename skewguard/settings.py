@@ -18,6 +18,7 @@ from skewguard.config import describe_validation_error, read_config_document
 from skewguard.detect import DriftPolicy
 from skewguard.errors import ConfigError
 from skewguard.io.kafka import KafkaSettings
+from skewguard.windows import LatePolicy
 
 
 class _Section(BaseModel):
@@ -56,6 +57,10 @@ class WindowConfig(_Section):
     """Window length in seconds (tumbling, aligned to the epoch)."""
     lateness_s: float = Field(30.0, ge=0)
     """Allowed lateness: a window closes this long after the newest event passed its end."""
+    late_policy: LatePolicy = LatePolicy.DROP
+    """A record whose window has closed is always counted as late; ``drop`` folds it nowhere,
+    ``dead_letter`` also publishes it to the dead-letter topic (reason ``late``), ``arrival`` folds it
+    into the window it arrived in."""
     idle_timeout_s: PositiveFloat = 60.0
     """A partition with no new records for this long, and no lag, no longer holds windows back."""
 

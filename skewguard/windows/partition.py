@@ -32,10 +32,22 @@ WindowId = tuple[str, int]
 
 
 class LatePolicy(StrEnum):
-    """What to do with a record whose window is already sealed in its partition."""
+    """What to do with a record whose window is already sealed in its partition.
+
+    Whatever the policy, a late record is counted (``late_records`` of the window it *arrived* in, see
+    :meth:`PartitionWindows.classify`) and its own sealed window is never changed, so a window's judged
+    statistics never depend on how late the stragglers were.
+    """
 
     DROP = "drop"
-    """Count it as late (reported with its window) and leave the window as sealed."""
+    """Count it, do not fold it anywhere. The default: the sealed window's statistics stay those of the
+    records that arrived in time, and nothing else is distorted by stragglers."""
+    DEAD_LETTER = "dead_letter"
+    """As DROP, and also publish the record to the dead-letter topic with reason ``late``, so a batch job
+    can still account for it (delivery is at-least-once: a replay after a crash publishes it again)."""
+    ARRIVAL = "arrival"
+    """Count it and fold it into the window it arrived in (processing order instead of event time):
+    for monitors that care more about every request being seen than about event-time purity."""
 
 
 @dataclass(frozen=True, slots=True)

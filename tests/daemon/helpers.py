@@ -15,9 +15,18 @@ from features.ctr import CTR_FEATURES
 from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon
 from skewguard.demo.traffic import ctr_baseline, generate_requests, produce_records, serving_records
-from skewguard.io.kafka import KafkaSettings, RawProducer
+from skewguard.io.kafka import (
+    DeadLetter,
+    KafkaSettings,
+    RawConsumer,
+    RawProducer,
+    TopicPartition,
+    read_dead_letter,
+)
 from skewguard.records import ServingRecord
+from skewguard.results import WindowResult
 from skewguard.settings import MonitorSettings, load_settings
+from skewguard.store import Store
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 WINDOW = dt.timedelta(seconds=60)
@@ -96,3 +105,28 @@ def step_until(daemon: MonitorDaemon, done: Callable[[], bool], timeout_s: float
 def closing_record(baseline: Baseline, index: int) -> list[ServingRecord]:
     """Records far enough in the future (one per partition key) to seal every earlier window."""
     return window_records(baseline, index, 20, seed=999)
+
+
+def results_by_start(store: Store, group: str) -> dict[dt.datetime, WindowResult]:
+    """The serving-stage results a group stored, by window start."""
+    return {w.result.key.start: w.result for w in store.windows(group=group, limit=1000)}
+
+
+def read_dead_letters(bootstrap: str, topic: str, settings: MonitorSettings) -> list[DeadLetter]:
+    """Everything on a dead-letter topic, from the beginning, until a poll comes back empty."""
+    partitions = settings.topics.create_partitions or 1
+    consumer = RawConsumer(
+        KafkaSettings.local(bootstrap), partitions=[TopicPartition(topic, p) for p in range(partitions)]
+    )
+    try:
+        consumer.seek_to_beginning()
+        out: list[DeadLetter] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=300)
+            out += [read_dead_letter(m) for m in batch]
+            if not batch and out:
+                break
+        return out
+    finally:
+        consumer.close(2)

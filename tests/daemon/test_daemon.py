@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime as dt
 import os
 import random
 import signal
@@ -12,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,16 @@ from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import TrafficShape, hour_in_utc_bug
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.io.kafka import DeadLetter, KafkaSettings, RawConsumer, TopicPartition, read_dead_letter
 from skewguard.records import encode_record, encode_records
-from skewguard.results import Check, Severity, WindowResult
+from skewguard.results import Check, Severity
 from skewguard.settings import MonitorSettings
 from skewguard.store import Store
 from tests.daemon.helpers import (
-    build_ctr_baseline,
     closing_record,
     produce,
     produce_raw,
+    read_dead_letters,
+    results_by_start,
     settings_for,
     step_until,
     window_records,
@@ -41,44 +40,6 @@ from tests.daemon.helpers import (
 
 pytestmark = pytest.mark.kafka
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(scope="module")
-def baseline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("baseline")
-    build_ctr_baseline(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def baseline(baseline_dir: Path) -> Baseline:
-    return Baseline.load(baseline_dir)
-
-
-@pytest.fixture
-def daemon_for(
-    kafka_broker: EmbeddedBroker, baseline_dir: Path, tmp_path: Path
-) -> Iterator[Callable[..., MonitorDaemon]]:
-    opened: list[tuple[MonitorDaemon, Store]] = []
-
-    def make(**overrides: Any) -> MonitorDaemon:
-        settings = settings_for(
-            kafka_broker.bootstrap_servers, baseline_dir, f"sqlite:///{tmp_path / 'results.db'}", **overrides
-        )
-        store = Store(settings.store.url)
-        daemon = MonitorDaemon(settings, load_monitors(settings), store)
-        daemon.open()
-        opened.append((daemon, store))
-        return daemon
-
-    yield make
-    for daemon, store in opened:
-        daemon.close()
-        store.close()
-
-
-def results_by_start(store: Store, group: str) -> dict[dt.datetime, WindowResult]:
-    return {w.result.key.start: w.result for w in store.windows(group=group, limit=1000)}
 
 
 def test_skew_drift_and_alerts_from_a_live_stream(
@@ -178,7 +139,7 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
     # their own (plus the closers, later); the daemon kept going after the bad ones.
     first = min(results_by_start(daemon.store, daemon.group).items())[1]
     assert first.records == 297
-    letters = _read_all(kafka_broker.bootstrap_servers, daemon.topics.dead_letter, daemon.settings)
+    letters = read_dead_letters(kafka_broker.bootstrap_servers, daemon.topics.dead_letter, daemon.settings)
     assert collections.Counter(letter.reason for letter in letters) == expected
     by_reason = {letter.reason: letter for letter in letters}
     assert by_reason["undecodable"].value == b"\xff\x00 not json"
@@ -186,25 +147,6 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
     assert b"in-batch" in (by_reason["wrong_type"].value or b"") or any(
         b"in-batch" in (letter.value or b"") for letter in letters
     )
-
-
-def _read_all(bootstrap: str, topic: str, settings: MonitorSettings) -> list[DeadLetter]:
-    partitions = settings.topics.create_partitions or 1
-    consumer = RawConsumer(
-        KafkaSettings.local(bootstrap), partitions=[TopicPartition(topic, p) for p in range(partitions)]
-    )
-    try:
-        consumer.seek_to_beginning()
-        out: list[DeadLetter] = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=300)
-            out += [read_dead_letter(m) for m in batch]
-            if not batch and out:
-                break
-        return out
-    finally:
-        consumer.close(2)
 
 
 # -- crash recovery -------------------------------------------------------------------------------------
