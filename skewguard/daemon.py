@@ -622,7 +622,8 @@ class MonitorDaemon:
             try:
                 consumer.commit(offsets)
             except BrokerError as exc:  # the store is the source of truth; a failed commit costs a replay
-                log.info("offset commit failed (will resume from the store's checkpoint): %s", exc)
+                self.metrics.broker_errors.inc()
+                log.warning("offset commit failed (a restart resumes from the store's checkpoint): %s", exc)
         if self.dispatcher is not None:
             for payload in deliveries:
                 self.dispatcher.submit(payload)
@@ -765,19 +766,28 @@ class MonitorDaemon:
         if len(stored) < self._serving_partitions():
             return None
         now_us = int(now * 1e6)
-        return [
-            (
-                number,
-                OwnedPartition.restore(self.spec, cp.next_offset, cp.state, now_us),
-                self._idle(cp.state, now_us),
-            )
-            for (_topic, number), cp in sorted(stored.items())
-        ]
+        partitions: list[tuple[int, OwnedPartition, bool]] = []
+        for (topic, number), cp in sorted(stored.items()):
+            mine = self.owned.get(TopicPartition(topic, number))
+            if mine is not None and mine.next_offset == cp.next_offset:
+                # Saved from this very object in this transaction: the same state, without decoding
+                # it again (decoding every window's profile was the largest part of a checkpoint).
+                partitions.append(
+                    (number, mine, self._quiet(mine.caught_up, mine.last_record_wall_us, now_us))
+                )
+                continue
+            part = OwnedPartition.restore(self.spec, cp.next_offset, cp.state, now_us)
+            partitions.append((number, part, self._idle(cp.state, now_us)))
+        return partitions
 
     def _idle(self, state: dict[str, Any], now_us: int) -> bool:
         """A caught-up partition that has had no new record for the idle timeout holds no window back."""
-        quiet_for = now_us - float(state.get("last_record_wall_us", now_us))
-        return bool(state.get("caught_up")) and quiet_for >= self.settings.window.idle_timeout_s * 1e6
+        return self._quiet(
+            bool(state.get("caught_up")), int(state.get("last_record_wall_us", now_us)), now_us
+        )
+
+    def _quiet(self, caught_up: bool, last_record_wall_us: int, now_us: int) -> bool:
+        return caught_up and now_us - last_record_wall_us >= self.settings.window.idle_timeout_s * 1e6
 
     def _finalise(
         self,

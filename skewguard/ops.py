@@ -78,7 +78,7 @@ class Metrics:
         )
         self.checkpoints = Counter("skewguard_checkpoints", "Checkpoint transactions committed", registry=r)
         self.broker_errors = Counter(
-            "skewguard_broker_errors", "Poll loops that hit a broker error", registry=r
+            "skewguard_broker_errors", "Broker calls that failed (polls, offset commits)", registry=r
         )
 
     def observe_window(self, result: WindowResult) -> None:

@@ -100,6 +100,9 @@ class PartitionWindows:
     max_event_us: int | None = None
     open: dict[WindowId, WindowAccumulator] = field(default_factory=dict)
     sealed: dict[WindowId, WindowAccumulator] = field(default_factory=dict)
+    #: Checkpoint form of sealed windows: a sealed accumulator never changes again, and a window can stay
+    #: sealed (waiting for other partitions) through many checkpoints, so it is serialised once.
+    _sealed_dicts: dict[WindowId, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def watermark_us(self) -> int | None:
@@ -153,17 +156,19 @@ class PartitionWindows:
         """Forget sealed windows that have been finalised."""
         for key in keys:
             self.sealed.pop(key, None)
+            self._sealed_dicts.pop(key, None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready checkpoint form."""
-
-        def windows(items: dict[WindowId, WindowAccumulator]) -> list[dict[str, Any]]:
-            return [{"model": m, "start": s, "acc": acc.to_dict()} for (m, s), acc in sorted(items.items())]
-
+        cache = self._sealed_dicts
+        for key in self.sealed.keys() - cache.keys():
+            cache[key] = self.sealed[key].to_dict()
         return {
             "max_event_us": self.max_event_us,
-            "open": windows(self.open),
-            "sealed": windows(self.sealed),
+            "open": [
+                {"model": m, "start": s, "acc": acc.to_dict()} for (m, s), acc in sorted(self.open.items())
+            ],
+            "sealed": [{"model": m, "start": s, "acc": cache[m, s]} for m, s in sorted(self.sealed)],
         }
 
     @classmethod
