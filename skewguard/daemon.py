@@ -174,6 +174,27 @@ def _shadow_values(record: ServingRecord, kind: PredictionKind) -> dict[str, flo
     return {v: float(x) for v, x in zip(versions, values.tolist(), strict=True) if x is not None and x == x}
 
 
+def _group_on_time(
+    records: list[ServingRecord], starts: np.ndarray[Any, Any]
+) -> dict[WindowId, list[ServingRecord]]:
+    """Records (none late) by window, in their order: the common case of one model, vectorised."""
+    models = {r.model for r in records}
+    if len(models) > 1:
+        groups: dict[WindowId, list[ServingRecord]] = defaultdict(list)
+        for record, start in zip(records, starts.tolist(), strict=True):
+            groups[(record.model, start)].append(record)
+        return groups
+    (model,) = models
+    first = int(starts[0])
+    if bool((starts == first).all()):
+        return {(model, first): records}
+    windows, inverse = np.unique(starts, return_inverse=True)
+    return {
+        (model, int(start)): [records[i] for i in np.flatnonzero(inverse == j).tolist()]
+        for j, start in enumerate(windows.tolist())
+    }
+
+
 def load_monitors(settings: MonitorSettings) -> dict[str, ModelMonitor]:
     """Build one ModelMonitor per configured model from its baseline directory and feature set."""
     monitors: dict[str, ModelMonitor] = {}
@@ -389,38 +410,51 @@ class MonitorDaemon:
         if part is None:
             return  # revoked in this very poll: the new owner replays it
         records: list[ServingRecord] = []
-        origin: dict[int, RawMessage] = {}  # id(record) → its message, for dead letters found later
+        sources: list[tuple[int, RawMessage]] = []  # (position of its first record, message)
         for message in batch:
             if part.next_offset is not None and message.offset < part.next_offset:
                 continue  # folded before the last restart (or re-fetched after a seek)
             decoded = self._decode(message)
-            for record in decoded:
-                origin[id(record)] = message
-            records += decoded
+            if decoded:
+                sources.append((len(records), message))
+                records += decoded
             part.next_offset = message.offset + 1
         if not records:
             return
+        known_origins: dict[int, RawMessage] = {}
+
+        def origin(record: ServingRecord) -> RawMessage:
+            """The message a record came in, for a dead letter (the map is built only if one is needed)."""
+            if not known_origins:
+                ends = [first for first, _message in sources[1:]] + [len(records)]
+                for (first, message), end in zip(sources, ends, strict=True):
+                    known_origins.update((id(r), message) for r in records[first:end])
+            return known_origins[id(record)]
+
         events = np.fromiter((to_us(r.event_time) for r in records), dtype=np.int64, count=len(records))
         starts, late, arrival = part.windows.classify(events)
-        groups: dict[WindowId, list[ServingRecord]] = defaultdict(list)
         late_counts: dict[WindowId, int] = defaultdict(int)
-        policy = self.spec.late_policy
-        for record, start, is_late, arrived in zip(
-            records, starts.tolist(), late.tolist(), arrival.tolist(), strict=True
-        ):
-            if not is_late:
-                groups[(record.model, start)].append(record)
-                continue
-            late_counts[(record.model, arrived)] += 1
-            if policy is LatePolicy.ARRIVAL:
-                groups[(record.model, arrived)].append(record)
-            elif policy is LatePolicy.DEAD_LETTER:
-                detail = (
-                    f"record {record.request_id!r} at {record.event_time.isoformat()} belongs to the window "
-                    f"starting {from_us(start).isoformat()}, which this partition had already closed "
-                    f"(lateness {self.settings.window.lateness_s:g} s)"
-                )
-                self._dead_letter(origin[id(record)], encode_record(record), LATE, detail)
+        if not late.any():
+            groups = _group_on_time(records, starts)
+        else:
+            groups = defaultdict(list)
+            policy = self.spec.late_policy
+            for record, start, is_late, arrived in zip(
+                records, starts.tolist(), late.tolist(), arrival.tolist(), strict=True
+            ):
+                if not is_late:
+                    groups[(record.model, start)].append(record)
+                    continue
+                late_counts[(record.model, arrived)] += 1
+                if policy is LatePolicy.ARRIVAL:
+                    groups[(record.model, arrived)].append(record)
+                elif policy is LatePolicy.DEAD_LETTER:
+                    detail = (
+                        f"record {record.request_id!r} at {record.event_time.isoformat()} belongs to the "
+                        f"window starting {from_us(start).isoformat()}, which this partition had already "
+                        f"closed (lateness {self.settings.window.lateness_s:g} s)"
+                    )
+                    self._dead_letter(origin(record), encode_record(record), LATE, detail)
         for key, members in groups.items():
             monitor = self.monitors[key[0]]
             accumulator = part.windows.accumulator(key, monitor.new_accumulator)
@@ -432,7 +466,7 @@ class MonitorDaemon:
                 refused = monitor.refused(members)
                 bad = {id(record) for record, _why in refused}
                 for record, why in refused:
-                    self._dead_letter(origin[id(record)], encode_record(record), "wrong_type", why)
+                    self._dead_letter(origin(record), encode_record(record), "wrong_type", why)
                 members = [r for r in members if id(r) not in bad]
                 monitor.fold(accumulator, members)
             monitor.fold_shadow(accumulator, members)
