@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_MODEL = "unknown_model"
 #: Dead-letter reason of a late record under ``LatePolicy.DEAD_LETTER``.
 LATE = "late"
+#: Phases of the poll loop whose time is counted (``DaemonCounters.seconds``, ``skewguard_busy_seconds``).
+PHASES = ("poll", "fold", "checkpoint", "finalise")
 
 
 @dataclass
@@ -163,6 +165,8 @@ class DaemonCounters:
     unmatched_labels: int = 0
     unjoinable_labels: int = 0
     label_windows: int = 0
+    #: Wall seconds spent per phase (poll, fold, checkpoint, finalise): where the daemon's time goes.
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
 def _shadow_values(record: ServingRecord, kind: PredictionKind) -> dict[str, float]:
@@ -355,9 +359,12 @@ class MonitorDaemon:
     def step(self) -> int:
         """One poll, fold and (when due) checkpoint; returns the number of messages polled."""
         consumer = self._require(self.consumer)
+        started = time.perf_counter()
         messages = consumer.poll(timeout_ms=200, max_records=self.settings.max_poll_records)
         self._last_poll_ok = time.monotonic()
         self._apply_assignment_changes()
+        polled = time.perf_counter()
+        self._spent("poll", polled - started)
         by_partition: dict[TopicPartition, list[RawMessage]] = defaultdict(list)
         for message in messages:
             by_partition[TopicPartition(message.topic, message.partition)].append(message)
@@ -366,9 +373,14 @@ class MonitorDaemon:
                 self._fold_labels(tp, batch)
             else:
                 self._fold_partition(tp, batch)
+        self._spent("fold", time.perf_counter() - polled)
         if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
             self.checkpoint()
         return len(messages)
+
+    def _spent(self, phase: str, seconds: float) -> None:
+        self.counters.seconds[phase] += seconds
+        self.metrics.busy_seconds.labels(phase).inc(seconds)
 
     def _apply_assignment_changes(self) -> None:
         consumer = self._require(self.consumer)
@@ -588,6 +600,8 @@ class MonitorDaemon:
     def checkpoint(self) -> list[WindowResult]:
         """Save state + offsets and finalise ready windows in one transaction; then commit and alert."""
         consumer = self._require(self.consumer)
+        started = time.perf_counter()
+        finalising = 0.0
         now = self.clock()
         now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
         lag = consumer.lag()
@@ -631,11 +645,13 @@ class MonitorDaemon:
                     Checkpoint(tp.topic, tp.partition, owned.next_offset, owned.state()),
                     now=now_dt,
                 )
+            finalise_started = time.perf_counter()
             stored = self._stored_partitions(tx, now)
             if stored is not None:
                 finalised = self._finalise(tx, now, deliveries, stored)
                 if self.labelled:
                     finalised += self._finalise_labels(tx, now, deliveries, stored)
+            finalising = time.perf_counter() - finalise_started
         self.metrics.checkpoints.inc()
         self._last_checkpoint = time.monotonic()
         for result in finalised:
@@ -661,6 +677,8 @@ class MonitorDaemon:
         if self.dispatcher is not None:
             for payload in deliveries:
                 self.dispatcher.submit(payload)
+        self._spent("finalise", finalising)
+        self._spent("checkpoint", time.perf_counter() - started - finalising)
         return finalised
 
     def _retire_finalised_open(self, part: OwnedPartition, done: set[WindowId]) -> None:

@@ -80,6 +80,12 @@ class Metrics:
         self.broker_errors = Counter(
             "skewguard_broker_errors", "Broker calls that failed (polls, offset commits)", registry=r
         )
+        self.busy_seconds = Counter(
+            "skewguard_busy_seconds",
+            "Time spent per phase of the poll loop: poll, fold (decode included), checkpoint, finalise",
+            ["phase"],
+            registry=r,
+        )
 
     def observe_window(self, result: WindowResult) -> None:
         """Publish a finalised window's findings as gauges."""

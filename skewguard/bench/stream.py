@@ -279,6 +279,8 @@ class Side(StrEnum):
 class _Timing:
     records: int
     seconds: float
+    #: For a daemon run: the seconds of its timed section by phase of the poll loop.
+    phases: dict[str, float] | None = None
 
     @property
     def rate(self) -> float:
@@ -360,6 +362,7 @@ class _DaemonRun:
         """Time the daemon from its first step after production until every window is stored."""
         daemon = self.daemon
         counters = daemon.counters
+        before = dict(counters.seconds)  # the joins' polls are not part of the run
         deadline = time.monotonic() + PHASE_TIMEOUT_S
         started = time.perf_counter()
         while counters.records < records:  # the benchmark's records and the closing ones
@@ -381,7 +384,8 @@ class _DaemonRun:
                 msg = f"the daemon finalised {done} of {windows} windows within {PHASE_TIMEOUT_S:g} s"
                 raise BenchStreamError(msg)
         seconds = time.perf_counter() - started
-        return _Timing(counters.records, seconds)
+        phases = {phase: round(spent - before[phase], 5) for phase, spent in counters.seconds.items()}
+        return _Timing(counters.records, seconds, phases)
 
     def stored(self) -> tuple[int, int]:
         """Finalised windows and the records they hold, read back from the store."""
@@ -504,7 +508,8 @@ def bench_stream(
     Keys: ``records, raw_single_rps, daemon_single_rps, single_ratio, raw_batch_rps, daemon_batch_rps,
     batch_ratio, peak_rss_mb``; ``orjson_single_rps, orjson_batch_rps`` (raw consumption plus
     ``orjson.loads``); the seconds behind each rate; how it was measured (``features, batch_size,
-    partitions, windows, repeats, raw_inputs, warmup, timing``); the produced message counts; the
+    partitions, windows, repeats, raw_inputs, warmup, timing``); ``daemon_phase_seconds`` (where each
+    daemon run's time went: poll, fold, checkpoint, finalise); the produced message counts; the
     windows and records each daemon stored; ``broker_peak_rss_mb``.
     """
     _check(records, batch_size, partitions, windows, repeats, max_poll_records)
@@ -607,6 +612,7 @@ def bench_stream(
         "seconds": {
             f"{side.value}_{kind}": round(best[kind, side].seconds, 5) for kind in kinds for side in Side
         },
+        "daemon_phase_seconds": {kind: best[kind, Side.DAEMON].phases for kind in kinds},
         "closing_records": partitions,
         "features": features,
         "batch_size": batch_size,

@@ -44,6 +44,11 @@ def test_every_record_is_stored_and_every_rate_is_measured() -> None:
         assert result[f"raw_{kind}_rps"] == pytest.approx(
             RECORDS / result["seconds"][f"raw_{kind}"], rel=0.01
         )
+        # The daemon's phases are parts of its timed run: each was spent, and together they fit in it.
+        phases = result["daemon_phase_seconds"][kind]
+        assert set(phases) == {"poll", "fold", "checkpoint", "finalise"}
+        assert all(spent > 0 for spent in phases.values()), phases
+        assert sum(phases.values()) <= result["seconds"][f"daemon_{kind}"] * 1.001
     assert result["raw_inputs"] is False
     assert 0 < result["peak_rss_mb"] < 2_000
 
