@@ -614,6 +614,13 @@ class MonitorDaemon:
             owned.caught_up = behind == 0
             if behind is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
+            if owned.next_offset is None and behind == 0:
+                # A partition that has had no message at all: checkpoint it empty at its position, or
+                # it would never be stored and never count as idle, holding every window back forever.
+                try:
+                    owned.next_offset = consumer.position(tp)
+                except BrokerError as exc:
+                    log.info("position of empty partition %s unknown yet: %s", tp, exc)
         self._evict_orphan_labels()
         deliveries: list[dict[str, Any]] = []
         finalised: list[WindowResult] = []
