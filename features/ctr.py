@@ -12,6 +12,7 @@ device. Import it from training and serving code alike::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -78,8 +79,11 @@ def _fit_log_price(raw: InputColumns) -> dict[str, Any]:
         return {"median": 0.0, "mean": 0.0, "std": 1.0}
     median = float(np.median(observed))
     filled = np.where(np.isnan(logged), median, logged)
-    std = float(np.std(filled))
-    return {"median": median, "mean": float(np.mean(filled)), "std": std if std > 0 else 1.0}
+    # math.fsum is exactly rounded: numpy's SIMD sums can differ in the last bit with the array's memory
+    # alignment, and a FeatureState must not depend on how the training rows were chunked.
+    mean = math.fsum(filled.tolist()) / filled.size
+    std = math.sqrt(math.fsum(((filled - mean) ** 2).tolist()) / filled.size)
+    return {"median": median, "mean": mean, "std": std if std > 0 else 1.0}
 
 
 def _log_price(raw: InputColumns, params: Params) -> np.ndarray[Any, np.dtype[np.float64]]:
