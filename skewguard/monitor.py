@@ -115,12 +115,14 @@ class ModelMonitor:
             return
         self._fold_profile(accumulator.profile, records)
         accumulator.records += len(records)
-        accumulator.versions.update([r.model_version for r in records])
+        accumulator.versions.update(map(_VERSION, records))
         for defaulted in [r.defaulted for r in records if r.defaulted]:
             accumulator.defaulted.update(defaulted)
-        known = self.known_states
         # Replay only has work when a record carries raw inputs or an unknown FeatureState hash.
-        if any(r.raw_inputs is not None or r.feature_state_hash not in known for r in records):
+        raw_inputs = list(map(_RAW_INPUTS, records))
+        if raw_inputs.count(None) != len(raw_inputs) or not self.known_states.keys() >= set(
+            map(_STATE_HASH, records)
+        ):
             self._replay(accumulator, records)
 
     def refused(self, records: Sequence[ServingRecord]) -> list[tuple[ServingRecord, str]]:
@@ -135,9 +137,9 @@ class ModelMonitor:
             try:
                 columns = self._fold_columns([record])
                 for column in layout.columns:
-                    series = columns.get(column.name)
-                    if series is not None:
-                        column.encode(series)
+                    values = columns.get(column.name)
+                    if values is not None:
+                        column.encode(values)
                     elif column.spec.role is not ColumnRole.LABEL:
                         layout.encode(pd.DataFrame(columns))
             except (DataError, StatisticsError, ValueError, TypeError) as exc:
@@ -147,27 +149,28 @@ class ModelMonitor:
     def _fold_profile(self, profile: Profile, records: Sequence[ServingRecord]) -> None:
         """Encode the batch's columns against the profile's layout and fold them in."""
         columns = self._fold_columns(records)
-        request_ids = [r.request_id for r in records]
+        request_ids = list(map(_REQUEST_ID, records))
         encoded: dict[str, EncodedColumn | None] = {}
         for layout in profile.layout.columns:
-            series = columns.get(layout.name)
-            if series is None:
+            values = columns.get(layout.name)
+            if values is None:
                 if layout.spec.role is not ColumnRole.LABEL:  # labels join later; anything else is an error
                     profile.layout.encode(pd.DataFrame(columns))  # raises DataError naming the column
                 encoded[layout.name] = None
             else:
-                encoded[layout.name] = layout.encode(series)
+                encoded[layout.name] = layout.encode(values)
         profile.fold_encoded(EncodedFrame(rows=len(records), columns=encoded), request_ids)
 
-    def _fold_columns(self, records: Sequence[ServingRecord]) -> dict[str, pd.Series[Any]]:
-        """The batch as the profile's columns: one per feature, plus the prediction.
+    def _fold_columns(self, records: Sequence[ServingRecord]) -> dict[str, np.ndarray[Any, Any]]:
+        """The batch as the profile's columns (1-d arrays): one per feature, plus the prediction.
 
         A feature a record lacks is null. Booleans become ``"true"``/``"false"``, as the baseline
         profiled them. A numeric column that numpy cannot convert (a string in it, say) is handed to the
-        profile as objects, which reports it exactly as before.
+        profile as objects, which reports it exactly as before. No Series is built: the layout encodes
+        arrays directly.
         """
         names = self._feature_columns
-        features = [r.features for r in records]
+        features = list(map(_FEATURES, records))
         columns: list[Sequence[Any]]
         try:
             if len(names) == 1:
@@ -176,41 +179,37 @@ class ModelMonitor:
                 columns = list(zip(*map(operator.itemgetter(*names), features), strict=True))
         except KeyError:  # some record lacks a feature: fetch column by column, missing as None
             columns = [[f.get(name) for f in features] for name in names]
-        data: dict[str, pd.Series[Any]] = {}
+        data: dict[str, np.ndarray[Any, Any]] = {}
         kinds = self._kinds
         for name, values in zip(names, columns, strict=True):
             kind = kinds.get(name)
             if kind is FeatureKind.NUMERIC:
                 data[name] = self._float_column(values)
             elif kind is FeatureKind.BOOLEAN:
-                data[name] = pd.Series(
-                    [None if v is None else ("true" if v else "false") for v in values], dtype=object
-                )
+                data[name] = _objects(_flag_texts(values))
             else:
-                data[name] = pd.Series(values, dtype=object)
+                data[name] = _objects(values)
         kind_of_prediction = self.baseline.prediction_kind
         if self._has_prediction and kind_of_prediction is not None:
-            predictions = [r.prediction for r in records]
+            predictions = list(map(_PREDICTION, records))
             if kind_of_prediction is not PredictionKind.CLASS and {float, int}.issuperset(
                 map(type, predictions)
             ):
-                data[PREDICTION_COLUMN] = pd.Series(np.array(predictions, dtype=np.float64), copy=False)
+                data[PREDICTION_COLUMN] = np.array(predictions, dtype=np.float64)
             else:
-                data[PREDICTION_COLUMN] = pd.Series(
-                    prediction_values(predictions, kind_of_prediction), copy=False
-                )
+                data[PREDICTION_COLUMN] = prediction_values(predictions, kind_of_prediction)
         return data
 
     @staticmethod
-    def _float_column(values: Sequence[Any]) -> pd.Series[Any]:
+    def _float_column(values: Sequence[Any]) -> np.ndarray[Any, Any]:
         """A numeric feature column as float64 (None -> NaN), or as objects when numpy refuses it."""
         try:
             column = np.array(values, dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
-            return pd.Series(values, dtype=object)
+            return _objects(values)
         if column.ndim != 1:
-            return pd.Series(values, dtype=object)
-        return pd.Series(column, copy=False)
+            return _objects(values)
+        return column
 
     def _replay(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
         """Implementation skew: recompute features from logged raw inputs with the logged state."""
@@ -417,6 +416,30 @@ class ModelMonitor:
                 )
             )
         return findings
+
+
+# Field getters for the fold's column passes (map with a C getter beats a comprehension).
+_FEATURES = operator.attrgetter("features")
+_PREDICTION = operator.attrgetter("prediction")
+_REQUEST_ID = operator.attrgetter("request_id")
+_VERSION = operator.attrgetter("model_version")
+_RAW_INPUTS = operator.attrgetter("raw_inputs")
+_STATE_HASH = operator.attrgetter("feature_state_hash")
+#: A logged boolean as the baseline profiled it; a key missing here (2, "yes", NaN) takes the slow path.
+_FLAG_TEXT: dict[Any, str | None] = {True: "true", False: "false", None: None}
+
+
+def _flag_texts(values: Sequence[Any]) -> list[str | None]:
+    """``"true"`` / ``"false"`` by truthiness, None for null: one dict lookup per value when it can."""
+    try:
+        return list(map(_FLAG_TEXT.__getitem__, values))
+    except (KeyError, TypeError):  # another truthy or falsy value (2, "", NaN), or an unhashable one
+        return [None if v is None else ("true" if v else "false") for v in values]
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray[Any, Any]:
+    """A 1-d object array of the values as they are (a list among them stays one element)."""
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 def _drift_finding(check: Check, verdict: FeatureVerdict) -> Finding:

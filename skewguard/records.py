@@ -257,8 +257,8 @@ def _parse_serving(obj: Any, where: str, top_level: bool) -> ServingRecord:
     ):
         _diagnose_strings(where, request_id, model, model_version, feature_state_hash)
     v = obj.get("v", _MISSING)
-    if top_level or v is not _MISSING:
-        _check_version(v, where, required=True, record_id=request_id)
+    if (top_level or v is not _MISSING) and (type(v) is not int or v != SCHEMA_VERSION):
+        _check_version(v, where, required=True, record_id=request_id)  # raises, naming what is wrong
     if type(features) is not dict:
         _wrong(where, "features", "an object of feature name to value", features, request_id)
     if not _SCALAR_TYPES.issuperset(map(type, features.values())):

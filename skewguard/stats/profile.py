@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import pandas as pd
 
 from skewguard.errors import ConfigError, DataError, StatisticsError
@@ -39,6 +41,8 @@ FORMAT = "skewguard.profile/1"
 IntArray: TypeAlias = npt.NDArray[np.int64]
 FloatArray: TypeAlias = npt.NDArray[np.float64]
 ObjectArray: TypeAlias = npt.NDArray[np.object_]
+ColumnValues: TypeAlias = "pd.Series[Any] | npt.NDArray[Any]"
+"""One batch column: a Series, or a 1-d array (the monitor's hot path hands arrays over, no Series)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,13 +107,17 @@ class EncodedFrame:
         )
 
 
-def _numeric_values(series: pd.Series[Any], name: str) -> FloatArray:
-    try:
-        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    except (TypeError, ValueError) as exc:
-        msg = f"column {name!r} is declared numeric but holds non-numeric values ({exc})"
-        raise DataError(msg) from exc
-    values = np.array(values, dtype=np.float64, copy=True)
+def _numeric_values(series: ColumnValues, name: str) -> FloatArray:
+    if isinstance(series, np.ndarray) and series.dtype == np.float64:
+        converted: npt.NDArray[Any] = series  # the monitor's hot path: already float64
+    else:
+        try:
+            column = series if isinstance(series, pd.Series) else pd.Series(series)
+            converted = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            msg = f"column {name!r} is declared numeric but holds non-numeric values ({exc})"
+            raise DataError(msg) from exc
+    values = np.array(converted, dtype=np.float64, copy=True)
     values[~np.isfinite(values)] = np.nan
     return values
 
@@ -164,17 +172,32 @@ def categorical_values(series: pd.Series[Any]) -> ObjectArray:
     return raw
 
 
-def factorize_categories(series: pd.Series[Any]) -> tuple[npt.NDArray[np.intp], ObjectArray]:
+def factorize_categories(series: ColumnValues) -> tuple[npt.NDArray[np.intp], ObjectArray]:
     """``(labels, categories)``: each row's index into the distinct normalised values (-1 = null).
 
     The hash pass runs once over the rows; normalisation (:func:`categorical_values`) only over the
-    distinct values. Note that ``pd.factorize`` treats hash-equal objects (``1``, ``1.0``, ``True``)
-    in a mixed object column as one value.
+    distinct values, and not at all when they are all strings already (the common case). Note that
+    ``pd.factorize`` treats hash-equal objects (``1``, ``1.0``, ``True``) in a mixed object column as
+    one value.
     """
-    data: Any = series.to_numpy() if series.dtype == object else series
+    if isinstance(series, np.ndarray):
+        data: Any = series if series.dtype == object else pd.Series(series)
+    else:
+        data = series.to_numpy() if series.dtype == object else series
     labels, uniques = pd.factorize(data, use_na_sentinel=True)
-    categories = categorical_values(pd.Series(uniques))
+    categories: ObjectArray
+    if (
+        isinstance(uniques, np.ndarray)
+        and uniques.dtype == object
+        and _STRINGS.issuperset(map(type, uniques))
+    ):
+        categories = uniques  # what categorical_values would return for strings, without a Series
+    else:
+        categories = categorical_values(pd.Series(uniques))
     return np.asarray(labels, dtype=np.intp), categories
+
+
+_STRINGS = frozenset({str})
 
 
 def _object_text(value: Any) -> str:
@@ -244,7 +267,7 @@ class NumericColumnLayout:
             edges = np.array([edges[0], np.nextafter(edges[0], np.inf)])
         return cls(spec=spec, edges=edges)
 
-    def encode(self, series: pd.Series[Any]) -> EncodedColumn:
+    def encode(self, series: ColumnValues) -> EncodedColumn:
         """Bin codes (``n_bins`` for null) and float values of one batch column."""
         values = _numeric_values(series, self.spec.name)
         null = np.isnan(values)
@@ -266,7 +289,7 @@ class NumericColumnLayout:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {**_spec_to_dict(self.spec), "edges": [float(e) for e in self.edges]}
+        return {**_spec_to_dict(self.spec), "edges": self.edges.tolist()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,7 +306,8 @@ class CategoricalColumnLayout:
     vocabulary: tuple[str, ...]
     known: tuple[str, ...]
     known_complete: bool = True
-    _index: pd.Index[Any] = field(init=False, repr=False)
+    #: category -> its bin (vocabulary position, or OTHER); anything else is UNSEEN.
+    _bins: dict[str, int] = field(init=False, repr=False)
 
     kind: ClassVar[ColumnKind] = ColumnKind.CATEGORICAL
 
@@ -294,7 +318,8 @@ class CategoricalColumnLayout:
         if len(set(self.known)) != len(self.known):
             msg = f"column {self.spec.name!r}: duplicate categories in the layout"
             raise ConfigError(msg)
-        object.__setattr__(self, "_index", pd.Index(list(self.known), dtype=object))
+        other = len(self.vocabulary)
+        object.__setattr__(self, "_bins", {c: min(i, other) for i, c in enumerate(self.known)})
 
     @property
     def name(self) -> str:
@@ -347,22 +372,24 @@ class CategoricalColumnLayout:
             known_complete=len(ordered) <= max_known,
         )
 
-    def encode(self, series: pd.Series[Any]) -> EncodedColumn:
+    def encode(self, series: ColumnValues) -> EncodedColumn:
         """Bin codes (``n_bins`` for null) and factorised values of one batch column.
 
         One hash pass over the rows (``pd.factorize``); the vocabulary lookup and the domain check run
-        on the batch's distinct values only.
+        on the batch's distinct values only (a dict lookup each: a batch has few).
         """
         labels, categories = factorize_categories(series)
-        found = self._index.get_indexer(pd.Index(categories, dtype=object))
-        per_category = np.where(found < 0, self.unseen_bin, np.minimum(found, self.other_bin))
-        codes = np.append(per_category, self.n_bins).astype(np.intp)[labels]  # label -1 -> null bin
+        distinct = categories.tolist()
+        bin_of, unseen = self._bins.get, self.unseen_bin
+        per_category = [bin_of(c, unseen) for c in distinct]
+        per_category.append(self.n_bins)  # label -1 (null) picks the last entry: the null bin
+        codes = np.array(per_category, dtype=np.intp)[labels]
         domain = self.spec.categorical_domain
         ood = None
         if domain is not None:
-            allowed = pd.Index(sorted(domain), dtype=object)
-            outside = allowed.get_indexer(pd.Index(categories, dtype=object)) < 0
-            ood = np.append(outside, False)[labels]
+            outside = [c not in domain for c in distinct]
+            outside.append(False)
+            ood = np.array(outside, dtype=bool)[labels]
         return EncodedColumn(codes=codes, labels=labels, categories=categories, out_of_domain=ood)
 
     def bin_labels(self) -> list[str]:
@@ -541,8 +568,8 @@ class NumericSketch:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``min``/``max`` are null while the column is empty)."""
         return {
-            "counts": [int(c) for c in self.counts.tolist()],
-            "sums": [float(s) for s in self.sums.tolist()],
+            "counts": self.counts.tolist(),
+            "sums": self.sums.tolist(),
             "nulls": self.nulls,
             "count": self.count,
             "mean": self.mean,
@@ -644,7 +671,7 @@ class CategoricalSketch:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "counts": [int(c) for c in self.counts.tolist()],
+            "counts": self.counts.tolist(),
             "nulls": self.nulls,
             "out_of_domain": self.out_of_domain,
         }
@@ -826,7 +853,27 @@ class ProfileLayout:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProfileLayout:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Every window profile of a model carries the same layout, and a checkpoint restores dozens of
+        them: a layout read recently is shared (layouts are immutable), keyed by its exact JSON bytes.
+        """
+        try:
+            key = orjson.dumps(data)
+        except TypeError:  # not plain JSON data (orjson's encode error is a TypeError): no caching
+            return cls._parse(data)
+        with _LAYOUTS_LOCK:
+            layout = _LAYOUTS.get(key)
+        if layout is None or type(layout) is not cls:
+            layout = cls._parse(data)
+            with _LAYOUTS_LOCK:
+                if len(_LAYOUTS) >= _LAYOUTS_KEPT:
+                    del _LAYOUTS[next(iter(_LAYOUTS))]  # the oldest
+                _LAYOUTS[key] = layout
+        return layout
+
+    @classmethod
+    def _parse(cls, data: Mapping[str, Any]) -> ProfileLayout:
         try:
             columns = [_layout_from_dict(c) for c in data["columns"]]
             reservoir_size = int(data["reservoir_size"])
@@ -834,6 +881,12 @@ class ProfileLayout:
             msg = f"malformed profile layout JSON: {exc!r}"
             raise DataError(msg) from exc
         return cls(columns, reservoir_size=reservoir_size)
+
+
+#: Layouts read recently, by their JSON bytes (a daemon has one per monitored model).
+_LAYOUTS: dict[bytes, ProfileLayout] = {}
+_LAYOUTS_KEPT = 32
+_LAYOUTS_LOCK = threading.Lock()
 
 
 class Profile:

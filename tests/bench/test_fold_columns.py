@@ -150,3 +150,21 @@ def test_a_string_in_a_numeric_feature_is_the_same_error_as_before(monitor: Mode
         monitor.fold(accumulator, records)
     assert str(column_path.value) == str(frame_path.value)
     assert accumulator.records == 0
+
+
+def test_booleans_logged_as_other_values_are_profiled_by_truthiness_as_before(monitor: ModelMonitor) -> None:
+    # The fold maps True/False/None (and 1/0) by one dict lookup; anything else takes the general path.
+    flags: list[Any] = [True, False, None, 1, 0, 1.0, 0.0, 2, "yes", "", math.nan, True]
+    base = awkward_records(len(flags), seed=15)
+    records = [record(i, {**r.features, "flag": f}) for i, (r, f) in enumerate(zip(base, flags, strict=True))]
+    for batch in (records, records[:3], records[8:]):  # with and without the odd values
+        accumulator = monitor.new_accumulator()
+        reference = monitor.baseline.profile.layout.empty_profile()
+        monitor.fold(accumulator, batch)
+        reference_fold(monitor, reference, batch)
+        assert accumulator.profile.equals(reference)
+    flag = accumulator.profile.categorical("flag")
+    vocabulary = list(flag.layout.vocabulary)
+    # records[8:] is "yes", "", NaN, True: NaN is truthy, "" is not
+    assert flag.counts[vocabulary.index("true")] == 3
+    assert flag.counts[vocabulary.index("false")] == 1

@@ -306,3 +306,32 @@ def test_reservoir_is_a_uniform_sample_of_the_rows() -> None:
     priorities = layout.profile(data).reservoir.priorities.astype(np.float64) / 2.0**64
     # ... and the kept priorities are the bottom 4 % of a uniform hash (their maximum sits near 0.04).
     assert 0.03 < priorities.max() < 0.05
+
+
+def test_profiles_restored_with_one_layout_share_it_and_other_layouts_stay_apart(frame: pd.DataFrame) -> None:
+    first = ProfileLayout.fit(frame, SPECS, bins=8).profile(frame)
+    second = ProfileLayout.fit(frame, SPECS, bins=9).profile(frame)
+    data = json.loads(first.to_json())
+    a, b = Profile.from_dict(data), Profile.from_dict(json.loads(first.to_json()))
+    assert a.layout is b.layout  # read once: a checkpoint restores many windows of one model
+    assert a == first and b == first
+    other = Profile.from_json(second.to_json())
+    assert other.layout == second.layout and other.layout != a.layout
+    assert other == second
+    # -0.0 and 0.0 are different JSON, so different cache entries: each reads back as written.
+    layout = ProfileLayout.fit(pd.DataFrame({"x": [-1.0, -0.0, 1.0]}), [ColumnSpec("x", NUM)], bins=2)
+    assert json.dumps(layout.to_dict()["columns"][0]["edges"]) == "[-1.0, -0.0, 1.0]"
+    flipped = layout.to_dict()
+    flipped["columns"][0]["edges"] = [-1.0, 0.0, 1.0]
+    assert ProfileLayout.from_dict(layout.to_dict()).to_dict() == layout.to_dict()
+    assert json.dumps(ProfileLayout.from_dict(flipped).to_dict()) == json.dumps(flipped)
+
+
+def test_a_malformed_layout_is_an_error_every_time_it_is_read(frame: pd.DataFrame) -> None:
+    data = ProfileLayout.fit(frame, SPECS).to_dict()
+    data["columns"][0]["edges"] = [1.0]
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="bin edges"):
+            ProfileLayout.from_dict(data)
+    with pytest.raises(DataError, match="malformed profile layout"):
+        ProfileLayout.from_dict({"columns": "nope"})
