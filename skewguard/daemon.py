@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -51,7 +51,14 @@ from skewguard.io.kafka import (
 from skewguard.labels import LabelTally, PerformanceOptions, evaluate_window, label_to_float
 from skewguard.monitor import ModelMonitor, MonitorOptions, prediction_values
 from skewguard.ops import Metrics, OpsServer
-from skewguard.records import LabelRecord, ServingRecord, decode_label_message, decode_message, encode_record
+from skewguard.records import (
+    DecodeResult,
+    LabelRecord,
+    ServingRecord,
+    decode_label_message,
+    decode_message,
+    encode_record,
+)
 from skewguard.results import Severity, Stage, WindowKey, WindowResult
 from skewguard.settings import MonitorSettings
 from skewguard.shadow.compare import labelled_findings
@@ -68,6 +75,7 @@ from skewguard.windows import (
 )
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R", ServingRecord, LabelRecord)
 
 UNKNOWN_MODEL = "unknown_model"
 #: Dead-letter reason of a late record under ``LatePolicy.DEAD_LETTER``.
@@ -556,31 +564,28 @@ class MonitorDaemon:
         lp.last_record_wall_us = int(self.clock() * 1e6)
 
     def _decode_labels(self, message: RawMessage) -> list[LabelRecord]:
-        try:
-            result = decode_label_message(message.value, max_bytes=self.settings.max_message_bytes)
-        except RecordError as exc:
-            self._dead_letter(message, message.value, exc.reason, str(exc))
-            return []
-        for rejected in result.rejected:
-            self._dead_letter(message, rejected.raw, rejected.error.reason, str(rejected.error))
-        return result.records
+        return self._usable(message, decode_label_message)
 
     def _decode(self, message: RawMessage) -> list[ServingRecord]:
-        try:
-            result = decode_message(message.value, max_bytes=self.settings.max_message_bytes)
-        except RecordError as exc:
-            self._dead_letter(message, message.value, exc.reason, str(exc))
-            return []
-        for rejected in result.rejected:
-            self._dead_letter(message, rejected.raw, rejected.error.reason, str(rejected.error))
         good: list[ServingRecord] = []
-        for record in result.records:
+        for record in self._usable(message, decode_message):
             if record.model not in self.monitors:
                 detail = f"record {record.request_id!r}: model {record.model!r} is not monitored here"
                 self._dead_letter(message, encode_record(record), UNKNOWN_MODEL, detail)
                 continue
             good.append(record)
         return good
+
+    def _usable(self, message: RawMessage, decode: Callable[..., DecodeResult[_R]]) -> list[_R]:
+        """The records of one message that decode; dead-letters the refused message or batch members."""
+        try:
+            result = decode(message.value, max_bytes=self.settings.max_message_bytes)
+        except RecordError as exc:
+            self._dead_letter(message, message.value, exc.reason, str(exc))
+            return []
+        for rejected in result.rejected:
+            self._dead_letter(message, rejected.raw, rejected.error.reason, str(rejected.error))
+        return result.records
 
     def _dead_letter(self, message: RawMessage, raw: bytes | None, reason: str, detail: str) -> None:
         producer = self._require(self.producer)
