@@ -155,20 +155,32 @@ def measure(reference: Sketch, window: Sketch) -> ColumnMeasurement:
     raise StatisticsError(msg)
 
 
-def _measure_numeric(
-    reference: NumericSketch, window: NumericSketch, null_check: CheckMeasurement, null_p: float
-) -> ColumnMeasurement:
-    n, m = reference.count, window.count
-    base = ColumnStatistics(
-        reference_count=n,
+def _base_statistics(
+    reference: Sketch, window: Sketch, null_p: float, *, has_domain: bool, **specific: Any
+) -> ColumnStatistics:
+    """The statistics every column kind reports (counts, null rates, domain share), plus ``specific``."""
+    m = window.count
+    return ColumnStatistics(
+        reference_count=reference.count,
         window_count=m,
         reference_null_rate=_finite(reference.null_rate),
         window_null_rate=_finite(window.null_rate),
         null_rate_p_value=null_p,
         psi=None,
-        out_of_domain_share=(
-            window.out_of_domain / m if m and reference.layout.spec.numeric_domain is not None else None
-        ),
+        out_of_domain_share=window.out_of_domain / m if m and has_domain else None,
+        **specific,
+    )
+
+
+def _measure_numeric(
+    reference: NumericSketch, window: NumericSketch, null_check: CheckMeasurement, null_p: float
+) -> ColumnMeasurement:
+    n, m = reference.count, window.count
+    base = _base_statistics(
+        reference,
+        window,
+        null_p,
+        has_domain=reference.layout.spec.numeric_domain is not None,
         reference_mean=reference.mean if n else None,
         window_mean=window.mean if m else None,
         reference_std=_finite(reference.std),
@@ -200,16 +212,11 @@ def _measure_categorical(
 ) -> ColumnMeasurement:
     n, m = reference.count, window.count
     layout = reference.layout
-    base = ColumnStatistics(
-        reference_count=n,
-        window_count=m,
-        reference_null_rate=_finite(reference.null_rate),
-        window_null_rate=_finite(window.null_rate),
-        null_rate_p_value=null_p,
-        psi=None,
-        out_of_domain_share=(
-            window.out_of_domain / m if m and layout.spec.categorical_domain is not None else None
-        ),
+    base = _base_statistics(
+        reference,
+        window,
+        null_p,
+        has_domain=layout.spec.categorical_domain is not None,
         unseen_share=window.unseen / m if m else None,
     )
     if n == 0 or m == 0:
