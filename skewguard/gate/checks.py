@@ -608,6 +608,20 @@ class _Traced:
     through_embedding: bool
 
 
+def _trace_or_skip(model: nn.Module, inputs: torch.Tensor, name: CheckName) -> _Traced | Finding:
+    """:func:`_trace`, or the skip finding of a dependency check that has nothing to differentiate."""
+    traced = _trace(model, inputs)
+    if traced is None:
+        return Finding(
+            CheckResult.skip(
+                name, "integer inputs that no nn.Embedding consumes: no differentiable first layer"
+            )
+        )
+    if not traced.output.requires_grad:
+        return Finding(CheckResult.skip(name, _NO_PATH))
+    return traced
+
+
 def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
     """Run ``model`` with a differentiable leaf per example: the inputs, or the embedding output.
 
@@ -667,16 +681,10 @@ def check_batch_independence(
     n = int(inputs.shape[0])
     if n < 2:
         return Finding(CheckResult.skip(name, "batch of one example: nothing to be independent of"))
-    traced = _trace(model, inputs)
-    if traced is None:
-        return Finding(
-            CheckResult.skip(
-                name, "integer inputs that no nn.Embedding consumes: no differentiable first layer"
-            )
-        )
+    traced = _trace_or_skip(model, inputs, name)
+    if isinstance(traced, Finding):
+        return traced
     output = traced.output
-    if not output.requires_grad:
-        return Finding(CheckResult.skip(name, _NO_PATH))
     if output.dim() == 0 or output.shape[0] != n:
         return Finding(
             CheckResult(
@@ -748,16 +756,10 @@ def check_causal_dependency(
     if inputs.dim() < 2:
         msg = f"causal=True needs inputs with a position axis (N, T, ...), got shape {tuple(inputs.shape)}"
         raise GateError(msg)
-    traced = _trace(model, inputs)
-    if traced is None:
-        return Finding(
-            CheckResult.skip(
-                name, "integer inputs that no nn.Embedding consumes: no differentiable first layer"
-            )
-        )
+    traced = _trace_or_skip(model, inputs, name)
+    if isinstance(traced, Finding):
+        return traced
     output = traced.output
-    if not output.requires_grad:
-        return Finding(CheckResult.skip(name, _NO_PATH))
     if output_position_dim != 1 and output.dim() > output_position_dim:
         output = output.movedim(output_position_dim, 1)
     length = int(inputs.shape[1])
