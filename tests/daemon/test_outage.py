@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -96,8 +97,7 @@ def test_daemon_rides_out_a_frozen_broker_and_stores_every_record_once(
         store.close()
 
 
-def _wait(done: object, timeout_s: float, daemon: MonitorDaemon) -> None:
-    assert callable(done)
+def _wait(done: Callable[[], bool], timeout_s: float, daemon: MonitorDaemon) -> None:
     deadline = time.monotonic() + timeout_s
     while not done():
         if time.monotonic() > deadline:
