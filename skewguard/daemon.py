@@ -26,8 +26,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,9 +98,9 @@ class OwnedPartition:
     next_offset: int | None
     last_record_wall_us: int
     caught_up: bool = False
-    #: Predictions waiting for their label: request id → (model, window start µs, prediction,
-    #: shadow candidates' predictions by version).
-    awaiting: dict[str, tuple[str, int, float, dict[str, float]]] = field(default_factory=dict)
+    #: Predictions waiting for their label: request id → (model, window, prediction, shadow candidates'
+    #: predictions by version, the latest label event time µs that still counts).
+    awaiting: dict[str, tuple[str, int, float, dict[str, float], int]] = field(default_factory=dict)
     #: Labels that arrived before their prediction: request id → (label, label event µs).
     pending: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: Joined pairs per prediction window.
@@ -121,16 +121,22 @@ class OwnedPartition:
 
     @classmethod
     def restore(
-        cls, spec: WindowSpec, next_offset: int, state: dict[str, Any], now_us: int
+        cls, spec: WindowSpec, next_offset: int, state: dict[str, Any], now_us: int, horizon_us: int
     ) -> OwnedPartition:
-        """Inverse of :meth:`state`."""
+        """Inverse of :meth:`state` (``horizon_us`` dates the labels of checkpoints that did not store it)."""
         return cls(
             PartitionWindows.from_dict(spec, state["windows"]),
             next_offset,
             int(state.get("last_record_wall_us", now_us)),
             bool(state.get("caught_up", False)),
             awaiting={
-                rid: (str(v[0]), int(v[1]), float(v[2]), {str(k): float(x) for k, x in v[3].items()})
+                rid: (
+                    str(v[0]),
+                    int(v[1]),
+                    float(v[2]),
+                    {str(k): float(x) for k, x in v[3].items()},
+                    int(v[4]) if len(v) > 4 else int(v[1]) + spec.size_us + horizon_us,
+                )
                 for rid, v in state.get("awaiting", {}).items()
             },
             pending={rid: (float(v[0]), int(v[1])) for rid, v in state.get("pending", {}).items()},
@@ -261,9 +267,10 @@ class MonitorDaemon:
         self.metrics = metrics or Metrics()
         self.counters = DaemonCounters()
         self.spec = WindowSpec(
-            size=dt.timedelta(seconds=settings.window.size_s),
+            size=dt.timedelta(seconds=settings.window.size),
             lateness=dt.timedelta(seconds=settings.window.lateness_s),
             late_policy=settings.window.late_policy,
+            count=settings.window.count,
         )
         self.group = settings.group_id
         self.topics = settings.topics
@@ -317,6 +324,8 @@ class MonitorDaemon:
             sinks.append(hook.send)
         self.dispatcher = AlertDispatcher(sinks)
         self.dispatcher.start()
+        if self.spec.counted:  # each partition's share of a count window depends on how many there are
+            self.spec = replace(self.spec, partitions=self._serving_partitions())
         if serve_http:
             http = self.settings.http
             self.ops = OpsServer(http.host, http.port, self.metrics, self.health, self.status)
@@ -422,7 +431,9 @@ class MonitorDaemon:
                         bool(state.get("caught_up", False)),
                     )
                 else:
-                    self.owned[tp] = OwnedPartition.restore(self.spec, checkpoint.next_offset, state, now_us)
+                    self.owned[tp] = OwnedPartition.restore(
+                        self.spec, checkpoint.next_offset, state, now_us, self.horizon_us
+                    )
                 consumer.seek(tp, checkpoint.next_offset)
 
     def _fold_partition(self, tp: TopicPartition, batch: list[RawMessage]) -> None:
@@ -452,29 +463,34 @@ class MonitorDaemon:
             return known_origins[id(record)]
 
         events = np.fromiter((to_us(r.event_time) for r in records), dtype=np.int64, count=len(records))
-        starts, late, arrival = part.windows.classify(events)
         late_counts: dict[WindowId, int] = defaultdict(int)
-        if not late.any():
-            groups = _group_on_time(records, starts)
+        if self.spec.counted:
+            groups = self._group_counted(part, records, events)
         else:
-            groups = defaultdict(list)
-            policy = self.spec.late_policy
-            for record, start, is_late, arrived in zip(
-                records, starts.tolist(), late.tolist(), arrival.tolist(), strict=True
-            ):
-                if not is_late:
-                    groups[(record.model, start)].append(record)
-                    continue
-                late_counts[(record.model, arrived)] += 1
-                if policy is LatePolicy.ARRIVAL:
-                    groups[(record.model, arrived)].append(record)
-                elif policy is LatePolicy.DEAD_LETTER:
-                    detail = (
-                        f"record {record.request_id!r} at {record.event_time.isoformat()} belongs to the "
-                        f"window starting {from_us(start).isoformat()}, which this partition had already "
-                        f"closed (lateness {self.settings.window.lateness_s:g} s)"
-                    )
-                    self._dead_letter(origin(record), encode_record(record), LATE, detail)
+            starts, late, arrival = part.windows.classify(events)
+            if part.windows.stored:
+                self._late_for_stored(part.windows.stored, records, starts, late, arrival)
+            if not late.any():
+                groups = _group_on_time(records, starts)
+            else:
+                groups = defaultdict(list)
+                policy = self.spec.late_policy
+                for record, start, is_late, arrived in zip(
+                    records, starts.tolist(), late.tolist(), arrival.tolist(), strict=True
+                ):
+                    if not is_late:
+                        groups[(record.model, start)].append(record)
+                        continue
+                    late_counts[(record.model, arrived)] += 1
+                    if policy is LatePolicy.ARRIVAL:
+                        groups[(record.model, arrived)].append(record)
+                    elif policy is LatePolicy.DEAD_LETTER:
+                        detail = (
+                            f"record {record.request_id!r} at {record.event_time.isoformat()} belongs to the "
+                            f"window starting {from_us(start).isoformat()}, which this partition had already "
+                            f"closed (lateness {self.settings.window.lateness_s:g} s)"
+                        )
+                        self._dead_letter(origin(record), encode_record(record), LATE, detail)
         for key, members in groups.items():
             monitor = self.monitors[key[0]]
             accumulator = part.windows.accumulator(key, monitor.new_accumulator)
@@ -502,23 +518,70 @@ class MonitorDaemon:
         part.windows.advance(int(events.max()))
         part.last_record_wall_us = int(self.clock() * 1e6)
 
+    def _late_for_stored(
+        self,
+        stored: set[WindowId],
+        records: list[ServingRecord],
+        starts: np.ndarray[Any, Any],
+        late: np.ndarray[Any, Any],
+        arrival: np.ndarray[Any, Any],
+    ) -> None:
+        """Mark records late whose window is already stored (judged while their partition was idle).
+
+        They arrive in the first window after it that is not stored: a stored window is never reopened.
+        """
+        size = self.spec.size_us
+        for i, (record, start) in enumerate(zip(records, starts.tolist(), strict=True)):
+            if (record.model, start) in stored:
+                late[i] = True
+                arrived = max(int(arrival[i]), start + size)
+                while (record.model, arrived) in stored:
+                    arrived += size
+                arrival[i] = arrived
+
+    def _group_counted(
+        self, part: OwnedPartition, records: list[ServingRecord], events: np.ndarray[Any, Any]
+    ) -> dict[WindowId, list[ServingRecord]]:
+        """Count windows: records by (model, window number), each window's event-time span widened."""
+        numbers = part.windows.number([r.model for r in records])
+        groups: dict[WindowId, list[ServingRecord]] = {}
+        spans: dict[WindowId, list[int]] = {}
+        for record, number, event_us in zip(records, numbers.tolist(), events.tolist(), strict=True):
+            key = (record.model, number)
+            if key in groups:
+                groups[key].append(record)
+                span = spans[key]
+                span[0], span[1] = min(span[0], event_us), max(span[1], event_us)
+            else:
+                groups[key] = [record]
+                spans[key] = [event_us, event_us]
+        for key, (first, last) in spans.items():
+            monitor = self.monitors[key[0]]
+            part.windows.accumulator(key, monitor.new_accumulator).widen(first, last)
+        return groups
+
     def _await_labels(
         self, part: OwnedPartition, key: WindowId, members: list[ServingRecord], monitor: ModelMonitor
     ) -> None:
-        """Join each prediction with a label that came first, or keep it waiting for its label."""
+        """Join each prediction with a label that came first, or keep it waiting for its label.
+
+        A label counts until ``horizon`` after its prediction's window ends (event-time windows) or after
+        the prediction itself (count windows, whose end is not known yet).
+        """
         kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
         values = prediction_values([r.prediction for r in members], kind)
         tally = part.tallies.setdefault(key, LabelTally())
         tally.predicted += len(members)
-        window_end = key[1] + self.spec.size_us
+        window_deadline = key[1] + self.spec.size_us + self.horizon_us
         for record, value in zip(members, values.tolist(), strict=True):
             if value is None or value != value:  # no usable prediction (NaN): nothing to score
                 continue
             shadows = _shadow_values(record, kind)
+            deadline = to_us(record.event_time) + self.horizon_us if self.spec.counted else window_deadline
             early = part.pending.pop(record.request_id, None)
             if early is None:
-                part.awaiting[record.request_id] = (key[0], key[1], float(value), shadows)
-            elif early[1] < window_end + self.horizon_us:
+                part.awaiting[record.request_id] = (key[0], key[1], float(value), shadows, deadline)
+            elif early[1] < deadline:
                 tally.add(record.request_id, float(value), early[0], shadows)
                 self.counters.labels_joined += 1
                 self.metrics.labels_joined.labels(key[0]).inc()
@@ -553,9 +616,9 @@ class MonitorDaemon:
                 if waiting is None:
                     partner.pending[label.request_id] = (value, event_us)
                     continue
-                model, start, prediction, shadows = waiting
-                tally = partner.tallies.setdefault((model, start), LabelTally())
-                if event_us < start + self.spec.size_us + self.horizon_us:
+                model, window, prediction, shadows, deadline = waiting
+                tally = partner.tallies.setdefault((model, window), LabelTally())
+                if event_us < deadline:
                     tally.add(label.request_id, prediction, value, shadows)
                     self.counters.labels_joined += 1
                     self.metrics.labels_joined.labels(model).inc()
@@ -630,25 +693,19 @@ class MonitorDaemon:
         deliveries: list[dict[str, Any]] = []
         finalised: list[WindowResult] = []
         with self.store.transaction() as tx:
-            sealed_keys = [
-                (model, start, start + self.spec.size_us)
-                for part in self.owned.values()
-                for model, start in part.windows.sealed
-            ]
-            open_keys = [
-                (model, start, start + self.spec.size_us)
-                for part in self.owned.values()
-                for model, start in part.windows.open
-            ]
-            done = tx.finalised(self.group, [*sealed_keys, *open_keys])
-            tally_keys = [
-                (m, s, s + self.spec.size_us) for part in self.owned.values() for m, s in part.tallies
-            ]
-            labelled = tx.finalised(self.group, tally_keys, Stage.LABELS)
+            done = self._done(
+                tx,
+                [key for part in self.owned.values() for key in (*part.windows.sealed, *part.windows.open)],
+            )
+            labelled = self._done(
+                tx, [key for part in self.owned.values() for key in part.tallies], Stage.LABELS
+            )
             for part in self.owned.values():
-                part.windows.drop([(m, s) for m, s, _ in done])
-                self._retire_finalised_open(part, {(m, s) for m, s, _ in done})
-                self._forget_labelled(part, {(m, s) for m, s, _ in labelled})
+                self._retire_finalised_open(tx, part, done)
+                part.windows.drop(done)
+                for key in done:
+                    part.windows.mark_stored(key)
+                self._forget_labelled(part, labelled)
             for tp, owned in parts:
                 if owned.next_offset is None:
                     continue
@@ -667,7 +724,7 @@ class MonitorDaemon:
         self.metrics.checkpoints.inc()
         self._last_checkpoint = time.monotonic()
         for result in finalised:
-            key = (result.key.model, to_us(result.key.start))
+            key = self._window_id(result.key)
             if result.stage is Stage.LABELS:
                 self.metrics.observe_labelled_window(result)
                 self.counters.label_windows += 1
@@ -679,6 +736,7 @@ class MonitorDaemon:
             for part in self.owned.values():
                 part.windows.drop([key])
                 part.windows.open.pop(key, None)
+                part.windows.mark_stored(key)
         offsets = {tp: owned.next_offset for tp, owned in parts if owned.next_offset is not None}
         if offsets:
             try:
@@ -693,22 +751,54 @@ class MonitorDaemon:
         self._spent("checkpoint", time.perf_counter() - started - finalising)
         return finalised
 
-    def _retire_finalised_open(self, part: OwnedPartition, done: set[WindowId]) -> None:
-        """Retire open windows that another partition's idle timeout already got finalised.
+    def _done(self, tx: Any, keys: Iterable[WindowId], stage: Stage = Stage.SERVING) -> set[WindowId]:
+        """Which of these windows the store already holds at ``stage``."""
+        wanted = sorted(set(keys))
+        if self.spec.counted:
+            found: set[WindowId] = tx.finalised_numbers(self.group, wanted, stage)
+            return found
+        size = self.spec.size_us
+        return {(m, s) for m, s, _ in tx.finalised(self.group, [(m, s, s + size) for m, s in wanted], stage)}
 
-        That happens when this partition was quiet long enough to be treated as idle and then received
-        records of the same window: the window is stored, so those records can no longer count in it.
-        They are reported as late in the window they arrived in (the next one when that is the same),
-        never dropped silently.
+    def _window_key(self, window: WindowId, span: tuple[int, int] = (0, 0)) -> WindowKey:
+        """The stored identity of a window: its bounds (event time), or its number and its records' span."""
+        model, ident = window
+        if not self.spec.counted:
+            return WindowKey(model, from_us(ident), from_us(ident + self.spec.size_us))
+        return WindowKey(model, from_us(span[0]), from_us(span[1] + 1), ident)
+
+    def _window_id(self, key: WindowKey) -> WindowId:
+        """Inverse of :meth:`_window_key`."""
+        return (key.model, key.index) if key.index is not None else (key.model, to_us(key.start))
+
+    def _retire_finalised_open(self, tx: Any, part: OwnedPartition, done: set[WindowId]) -> None:
+        """Retire open windows that another daemon finalised (this partition counting as idle there).
+
+        Windows this daemon finalises itself are marked stored in its partitions at once
+        (``PartitionWindows.mark_stored``), so later records never reach them; a window another replica
+        finalised is only learnt of here, at the next checkpoint. Records folded into it meanwhile can
+        no longer count in it: they are reported as late in the window they arrived in (the next one
+        when that is the same), never dropped silently. A count-window partition also moves its
+        numbering past the last finalised window. (Known gap: such records in a window this partition
+        already *sealed* are dropped with it; that needs a replica to finalise a window on this
+        partition's idle timeout while this one is folding into it.)
         """
         for key in [k for k in part.windows.open if k in done]:
             retired = part.windows.open.pop(key)
-            arrival = part.windows.max_event_us
-            start = key[1] + self.spec.size_us if arrival is None else self.spec.start_of(arrival)
-            if start <= key[1]:
-                start = key[1] + self.spec.size_us
             monitor = self.monitors[key[0]]
-            target = part.windows.accumulator((key[0], start), monitor.new_accumulator)
+            if self.spec.counted:
+                last = tx.last_number(self.group, key[0])
+                target_number = max(key[1], -1 if last is None else last) + 1
+                part.windows.skip_to(key[0], target_number)
+                target = part.windows.accumulator((key[0], target_number), monitor.new_accumulator)
+                if retired.first_event_us is not None and retired.last_event_us is not None:
+                    target.widen(retired.first_event_us, retired.last_event_us)
+            else:
+                arrival = part.windows.max_event_us
+                start = key[1] + self.spec.size_us if arrival is None else self.spec.start_of(arrival)
+                if start <= key[1]:
+                    start = key[1] + self.spec.size_us
+                target = part.windows.accumulator((key[0], start), monitor.new_accumulator)
             target.late_records += retired.records + retired.late_records
             self.counters.late += retired.records
 
@@ -733,7 +823,7 @@ class MonitorDaemon:
             return
         for key in keys:
             part.tallies.pop(key, None)
-        stale = [rid for rid, (m, s, _p, _c) in part.awaiting.items() if (m, s) in keys]
+        stale = [rid for rid, (m, s, *_rest) in part.awaiting.items() if (m, s) in keys]
         for rid in stale:
             del part.awaiting[rid]
 
@@ -761,15 +851,17 @@ class MonitorDaemon:
                 )
             )
         candidates = {key for part, *_ in partitions for key in part.tallies}
-        size = self.spec.size_us
-        done = tx.finalised(self.group, [(m, s, s + size) for m, s in candidates], Stage.LABELS)
+        done = self._done(tx, candidates, Stage.LABELS)
         results: list[WindowResult] = []
         for model, start in sorted(candidates, key=lambda k: (k[1], k[0])):
-            end = start + size
-            if (model, start, end) in done or model not in self.labelled:
+            if (model, start) in done or model not in self.labelled:
                 continue
+            key = self._labelled_key(tx, (model, start))
+            if key is None:
+                continue  # a count window whose serving stage is not stored yet: its end is unknown
+            end = to_us(key.end)
             ready = all(
-                (serving_idle or (part.windows.watermark_us is not None and part.windows.watermark_us >= end))
+                (serving_idle or part.windows.passed((model, start)))
                 and (
                     labels_idle
                     or (max_label is not None and max_label - self.spec.lateness_us >= end + self.horizon_us)
@@ -800,7 +892,7 @@ class MonitorDaemon:
                     version, production, np.asarray(values, dtype=float), truth, kind, monitor.shadow_options
                 )
             result = WindowResult(
-                key=WindowKey(model, from_us(start), from_us(end)),
+                key=key,
                 records=merged.predicted,
                 findings=tuple(findings),
                 context={"pairs": len(merged.ids), "beyond_horizon": merged.beyond_horizon},
@@ -812,6 +904,17 @@ class MonitorDaemon:
             deliveries += self._raise_alerts(tx, window_id, result, now)
             results.append(result)
         return results
+
+    def _labelled_key(self, tx: Any, window: WindowId) -> WindowKey | None:
+        """The label stage's key of a window: the serving stage's (for a count window, as stored)."""
+        if not self.spec.counted:
+            return self._window_key(window)
+        bounds = tx.window_bounds(self.group, window[0], window[1])
+        return (
+            None
+            if bounds is None
+            else WindowKey(window[0], from_us(bounds[0]), from_us(bounds[1]), window[1])
+        )
 
     def _serving_partitions(self) -> int:
         if self._partition_count is None:
@@ -840,7 +943,7 @@ class MonitorDaemon:
                     (number, mine, self._quiet(mine.caught_up, mine.last_record_wall_us, now_us))
                 )
                 continue
-            part = OwnedPartition.restore(self.spec, cp.next_offset, cp.state, now_us)
+            part = OwnedPartition.restore(self.spec, cp.next_offset, cp.state, now_us, self.horizon_us)
             partitions.append((number, part, self._idle(cp.state, now_us)))
         return partitions
 
@@ -866,17 +969,13 @@ class MonitorDaemon:
             candidates |= set(windows.sealed)
             if idle:
                 candidates |= set(windows.open)
-        size = self.spec.size_us
-        done = tx.finalised(self.group, [(m, s, s + size) for m, s in candidates])
+        done = self._done(tx, candidates)
         results: list[WindowResult] = []
         for model, start in sorted(candidates, key=lambda k: (k[1], k[0])):
-            end = start + size
-            if (model, start, end) in done or model not in self.monitors:
+            if (model, start) in done or model not in self.monitors:
                 continue
             ready = all(
-                idle
-                or (model, start) in windows.sealed
-                or (windows.watermark_us is not None and windows.watermark_us >= end)
+                idle or (model, start) in windows.sealed or windows.passed((model, start))
                 for windows, idle in partitions
             )
             if not ready:
@@ -891,9 +990,14 @@ class MonitorDaemon:
             merged = parts[0]
             for part in parts[1:]:
                 merged = merged.merge(part)
-            previous_state = tx.previous_profile(self.group, model, start)
+            if merged.first_event_us is not None and merged.last_event_us is not None:
+                span = (merged.first_event_us, merged.last_event_us)
+            else:  # a count window holding only late counts: dated at the partitions' newest event
+                newest = max((w.max_event_us or 0 for w, _idle in partitions), default=0)
+                span = (newest, newest)
+            key = self._window_key((model, start), span)
+            previous_state = tx.previous_profile(self.group, key)
             previous = None if previous_state is None else Profile.from_dict(previous_state)
-            key = WindowKey(model, from_us(start), from_us(end))
             result = self.monitors[model].judge(key, merged, previous)
             window_id = tx.finalise_window(
                 self.group,
@@ -914,7 +1018,8 @@ class MonitorDaemon:
         policy = self.settings.policy
         model = result.key.model
         start_us = to_us(result.key.start)
-        history = tx.recent_flags(self.group, model, start_us, policy.persistence_m - 1, result.stage)
+        history = tx.recent_flags(self.group, result.key, policy.persistence_m - 1, result.stage)
+        window = start_us if result.key.index is None else f"n{result.key.index}"
         open_alerts = tx.open_alerts(model)
         resolved: set[tuple[str, str]] = set()
         payloads: list[dict[str, Any]] = []
@@ -930,7 +1035,7 @@ class MonitorDaemon:
             if key in open_alerts:
                 continue
             alert = NewAlert(
-                dedup_key=f"{self.group}/{model}/{result.stage.value}/{key[0]}/{key[1]}/{start_us}",
+                dedup_key=f"{self.group}/{model}/{result.stage.value}/{key[0]}/{key[1]}/{window}",
                 model=model,
                 check=finding.check,
                 subject=finding.subject,
@@ -983,6 +1088,7 @@ class MonitorDaemon:
             latest[result.key.model] = {
                 "window_start": result.key.start.isoformat(),
                 "window_end": result.key.end.isoformat(),
+                "window_index": result.key.index,
                 "records": result.records,
                 "late_records": result.late_records,
                 "flagged": [

@@ -82,8 +82,14 @@ class WindowKey:
     model: str
     start: dt.datetime
     end: dt.datetime
+    #: A count window's number (its identity; ``start``/``end`` are then the span of its records).
+    #: None for an event-time window, identified by its bounds.
+    index: int | None = None
 
     def __post_init__(self) -> None:
+        if self.index is not None and self.index < 0:
+            msg = f"a count window's number must not be negative, got {self.index}"
+            raise ValueError(msg)
         if self.start.tzinfo is None or self.end.tzinfo is None:
             msg = f"window bounds must be timezone-aware, got {self.start!r}..{self.end!r}"
             raise ValueError(msg)

@@ -11,7 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from skewguard.config import describe_validation_error, read_config_document
@@ -50,11 +58,20 @@ class StoreConfig(_Section):
     """PostgreSQL schema to keep the tables in (default: the database's default schema)."""
 
 
-class WindowConfig(_Section):
-    """Event-time windows."""
+#: Event-time window length when the config sets none.
+DEFAULT_WINDOW_S = 300.0
 
-    size_s: PositiveFloat = 300.0
-    """Window length in seconds (tumbling, aligned to the epoch)."""
+
+class WindowConfig(_Section):
+    """Event-time windows (the default), or count windows."""
+
+    size_s: PositiveFloat | None = None
+    """Window length in seconds (tumbling, aligned to the epoch); 300 when neither this nor ``count``
+    is set."""
+    count: PositiveInt | None = None
+    """Count windows instead: each window of a model holds this many of its records, an equal share
+    (rounded up) from every serving partition in offset order. ``size_s`` must then be left out; a
+    label counts if it arrives within ``labels.horizon_s`` of its prediction."""
     lateness_s: float = Field(30.0, ge=0)
     """Allowed lateness: a window closes this long after the newest event passed its end."""
     late_policy: LatePolicy = LatePolicy.DROP
@@ -63,6 +80,18 @@ class WindowConfig(_Section):
     into the window it arrived in."""
     idle_timeout_s: PositiveFloat = 60.0
     """A partition with no new records for this long, and no lag, no longer holds windows back."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> WindowConfig:
+        if self.count is not None and self.size_s is not None:
+            msg = "set either size_s (event-time windows) or count (count windows), not both"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def size(self) -> float:
+        """The event-time window length in seconds (its default when unset)."""
+        return DEFAULT_WINDOW_S if self.size_s is None else self.size_s
 
 
 class ModelConfig(_Section):

@@ -46,3 +46,16 @@ def test_unknown_key_and_wrong_type_name_the_key(tmp_path: Path) -> None:
         load_settings(None, **MINIMAL, windw={"size_s": 5})
     with pytest.raises(ConfigError, match=r"'window\.size_s'"):
         load_settings(None, **MINIMAL, window={"size_s": -1})
+
+
+def test_count_windows_exclude_a_window_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = load_settings(None, **MINIMAL, window={"count": 500}).window
+    assert counted.count == 500
+    assert type(counted).model_validate(counted.model_dump()) == counted  # a dumped config loads again
+    timed = load_settings(None, **MINIMAL).window
+    assert (timed.count, timed.size) == (None, 300.0)
+    with pytest.raises(ConfigError, match=r"either size_s .* or count"):
+        load_settings(None, **MINIMAL, window={"count": 500, "size_s": 60})
+    monkeypatch.setenv("SKEWGUARD_WINDOW__COUNT", "0")
+    with pytest.raises(ConfigError, match="count"):
+        load_settings(None, **MINIMAL)

@@ -36,6 +36,7 @@ def alert_payload(alert: NewAlert, key: WindowKey) -> dict[str, Any]:
         "message": alert.message,
         "window_start": key.start.isoformat(),
         "window_end": key.end.isoformat(),
+        "window_index": key.index,
         "evidence": alert.evidence,
     }
 

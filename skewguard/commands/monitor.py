@@ -78,6 +78,8 @@ def status(
         result = stored.result
         flagged = ", ".join(f"{f.check.value}:{f.subject}" for f in result.flagged) or "-"
         span = f"{result.key.start:%Y-%m-%d %H:%M}–{result.key.end:%H:%M}"
+        if result.key.index is not None:  # a count window: its number, then the span of its records
+            span = f"#{result.key.index} {span}"
         windows.add_row(result.key.model, span, f"{result.records:,}", str(result.late_records), flagged)
     console.print(windows)
     alerts = Table(title="open alerts")

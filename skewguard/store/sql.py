@@ -7,9 +7,9 @@ transaction. A daemon killed anywhere restarts from the stored offsets with the 
 record is folded exactly once into the stored results, whatever happened to Kafka's own offsets.
 
 Finalisation is guarded by the database, not by a coordinator: ``window_results`` has a unique key on
-(group, model, start, end) and a window is inserted with ``ON CONFLICT DO NOTHING``. Two daemons that
-both think they should finalise a window race on that insert; exactly one row wins, the other learns it
-lost (``False``) and does nothing else — no alert is sent twice.
+(group, model, stage, start, end, window index) and a window is inserted with ``ON CONFLICT DO
+NOTHING``. Two daemons that both think they should finalise a window race on that insert; exactly one
+row wins, the other learns it lost (``False``) and does nothing else — no alert is sent twice.
 
 Timestamps are stored as integer microseconds since the epoch (UTC): exact, sortable and identical on
 both backends (SQLite has no timezone-aware type). State blobs are orjson + zlib.
@@ -34,6 +34,10 @@ from skewguard.errors import StoreError
 from skewguard.results import Check, Finding, Severity, Stage, WindowKey, WindowResult
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: ``window_index`` of an event-time window.
+NO_INDEX = -1
+#: The columns that identify a finalised window (its unique key).
+_WINDOW_IDENTITY = ("consumer_group", "model", "stage", "start_us", "end_us", "window_index")
 
 
 def to_micros(instant: dt.datetime) -> int:
@@ -79,6 +83,9 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("stage", sa.String(20), nullable=False),
         sa.Column("start_us", sa.BigInteger, nullable=False),
         sa.Column("end_us", sa.BigInteger, nullable=False),
+        # A count window's number (its identity: its bounds are the span of its records, known only
+        # once it closes); NO_INDEX for event-time windows, whose bounds are their identity.
+        sa.Column("window_index", sa.BigInteger, nullable=False, server_default=str(NO_INDEX)),
         sa.Column("records", sa.BigInteger, nullable=False),
         sa.Column("late_records", sa.BigInteger, nullable=False),
         sa.Column("flagged", sa.Integer, nullable=False),
@@ -87,7 +94,7 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         # The window's merged Profile: the reference for the next window's span drift, and the sample
         # behind ``skewguard report``.
         sa.Column("profile", sa.LargeBinary, nullable=True),
-        sa.UniqueConstraint("consumer_group", "model", "stage", "start_us", "end_us", name="uq_window_once"),
+        sa.UniqueConstraint(*_WINDOW_IDENTITY, name="uq_window_once"),
     )
     findings = sa.Table(
         "findings",
@@ -122,6 +129,16 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("resolved", sa.Boolean, nullable=False, default=False),
     )
     return {"checkpoints": checkpoints, "windows": windows, "findings": findings, "alerts": alerts}
+
+
+def _before(w: sa.Table, key: WindowKey) -> tuple[Any, Any]:
+    """The filter and newest-first order of the windows before ``key``.
+
+    By number for count windows, by end time (at or before ``key``'s start) for event-time windows.
+    """
+    if key.index is not None:
+        return (w.c.window_index < key.index) & (w.c.window_index != NO_INDEX), w.c.window_index.desc()
+    return (w.c.end_us <= to_micros(key.start)) & (w.c.window_index == NO_INDEX), w.c.end_us.desc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +266,7 @@ class StoreTransaction:
                 stage=result.stage.value,
                 start_us=to_micros(result.key.start),
                 end_us=to_micros(result.key.end),
+                window_index=NO_INDEX if result.key.index is None else result.key.index,
                 records=result.records,
                 late_records=result.late_records,
                 flagged=len(result.flagged),
@@ -256,7 +274,7 @@ class StoreTransaction:
                 finalised_us=to_micros(now),
                 profile=None if profile is None else pack_state(profile),
             )
-            .on_conflict_do_nothing(index_elements=["consumer_group", "model", "stage", "start_us", "end_us"])
+            .on_conflict_do_nothing(index_elements=list(_WINDOW_IDENTITY))
             .returning(windows.c.id)
         )
         window_id = self._conn.execute(insert).scalar_one_or_none()
@@ -298,42 +316,87 @@ class StoreTransaction:
             w.c.stage == stage.value,
             w.c.model.in_(models),
             w.c.start_us.in_(starts),
+            w.c.window_index == NO_INDEX,
         )
         found = {(row.model, row.start_us, row.end_us) for row in self._conn.execute(query)}
         return found & set(keys)
 
-    def previous_profile(self, group: str, model: str, before_us: int) -> Any:
-        """The stored profile state of the latest window of ``model`` ending at or before ``before_us``."""
+    def finalised_numbers(
+        self, group: str, keys: Sequence[tuple[str, int]], stage: Stage = Stage.SERVING
+    ) -> set[tuple[str, int]]:
+        """Which count windows of ``keys`` (model, window number) are already finalised at ``stage``."""
+        if not keys:
+            return set()
         w = self._t["windows"]
+        query = sa.select(w.c.model, w.c.window_index).where(
+            w.c.consumer_group == group,
+            w.c.stage == stage.value,
+            w.c.model.in_(sorted({k[0] for k in keys})),
+            w.c.window_index.in_(sorted({k[1] for k in keys})),
+        )
+        found = {(row.model, int(row.window_index)) for row in self._conn.execute(query)}
+        return found & set(keys)
+
+    def last_number(self, group: str, model: str) -> int | None:
+        """The highest finalised count-window number of ``model`` (serving stage), if any."""
+        w = self._t["windows"]
+        value = self._conn.execute(
+            sa.select(sa.func.max(w.c.window_index)).where(
+                w.c.consumer_group == group,
+                w.c.model == model,
+                w.c.stage == Stage.SERVING.value,
+                w.c.window_index != NO_INDEX,
+            )
+        ).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def window_bounds(self, group: str, model: str, number: int) -> tuple[int, int] | None:
+        """(start µs, end µs) of the finalised count window ``number`` of ``model`` (serving stage)."""
+        w = self._t["windows"]
+        row = self._conn.execute(
+            sa.select(w.c.start_us, w.c.end_us).where(
+                w.c.consumer_group == group,
+                w.c.model == model,
+                w.c.stage == Stage.SERVING.value,
+                w.c.window_index == number,
+            )
+        ).first()
+        return None if row is None else (int(row.start_us), int(row.end_us))
+
+    def previous_profile(self, group: str, key: WindowKey) -> Any:
+        """The stored profile state of the latest window of ``key.model`` before ``key``."""
+        w = self._t["windows"]
+        before, newest_first = _before(w, key)
         row = self._conn.execute(
             sa.select(w.c.profile)
             .where(
                 w.c.consumer_group == group,
-                w.c.model == model,
+                w.c.model == key.model,
                 w.c.stage == Stage.SERVING.value,
-                w.c.end_us <= before_us,
+                before,
             )
-            .order_by(w.c.end_us.desc())
+            .order_by(newest_first)
             .limit(1)
         ).first()
         return None if row is None or row.profile is None else unpack_state(row.profile)
 
     def recent_flags(
-        self, group: str, model: str, before_us: int, windows: int, stage: Stage = Stage.SERVING
+        self, group: str, key: WindowKey, windows: int, stage: Stage = Stage.SERVING
     ) -> list[set[tuple[str, str]]]:
-        """Flagged (check, subject) pairs of the latest ``windows`` windows ending by ``before_us``."""
+        """Flagged (check, subject) pairs of the latest ``windows`` windows of the model before ``key``."""
         w, f = self._t["windows"], self._t["findings"]
+        before, newest_first = _before(w, key)
         ids = [
             row.id
             for row in self._conn.execute(
                 sa.select(w.c.id)
                 .where(
                     w.c.consumer_group == group,
-                    w.c.model == model,
+                    w.c.model == key.model,
                     w.c.stage == stage.value,
-                    w.c.end_us <= before_us,
+                    before,
                 )
-                .order_by(w.c.end_us.desc())
+                .order_by(newest_first)
                 .limit(windows)
             )
         ]
@@ -427,9 +490,19 @@ class Store:
                     if self.schema:
                         conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
                 self.metadata.create_all(conn)
+                columns = {
+                    c["name"] for c in sa.inspect(conn).get_columns("window_results", schema=self.schema)
+                }
         except SQLAlchemyError as exc:
             msg = f"cannot create the store tables: {exc}"
             raise StoreError(msg) from exc
+        if "window_index" not in columns:
+            msg = (
+                "the store's window_results table was created by an earlier skewguard (it has no "
+                "window_index column) and there is no migration yet: point store.url at a new database "
+                "(or schema), or drop the old tables"
+            )
+            raise StoreError(msg)
 
     def insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT, which supports ON CONFLICT on both backends."""
@@ -498,7 +571,12 @@ class Store:
             StoredWindow(
                 row.id,
                 WindowResult(
-                    key=WindowKey(row.model, from_micros(row.start_us), from_micros(row.end_us)),
+                    key=WindowKey(
+                        row.model,
+                        from_micros(row.start_us),
+                        from_micros(row.end_us),
+                        None if row.window_index == NO_INDEX else int(row.window_index),
+                    ),
                     records=row.records,
                     late_records=row.late_records,
                     findings=tuple(found[row.id]),

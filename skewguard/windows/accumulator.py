@@ -174,14 +174,25 @@ class WindowAccumulator:
     skew: dict[str, SkewTally] = field(default_factory=dict)
     replayed: int = 0
     shadow: dict[str, ShadowTally] = field(default_factory=dict)
+    #: Earliest and latest event time folded (epoch µs); tracked for count windows, whose stored
+    #: bounds are the span of their records (an event-time window's bounds are fixed in advance).
+    first_event_us: int | None = None
+    last_event_us: int | None = None
 
     @classmethod
     def empty(cls, layout: ProfileLayout) -> WindowAccumulator:
         """A zero accumulator over ``layout``."""
         return cls(profile=layout.empty_profile())
 
+    def widen(self, first_us: int, last_us: int) -> None:
+        """Extend the event-time span by records from ``first_us`` to ``last_us``."""
+        self.first_event_us = first_us if self.first_event_us is None else min(self.first_event_us, first_us)
+        self.last_event_us = last_us if self.last_event_us is None else max(self.last_event_us, last_us)
+
     def merge(self, other: WindowAccumulator) -> WindowAccumulator:
         """The accumulator of both record sets (neither input changes)."""
+        firsts = [v for v in (self.first_event_us, other.first_event_us) if v is not None]
+        lasts = [v for v in (self.last_event_us, other.last_event_us) if v is not None]
         skew = {name: tally.merge(SkewTally()) for name, tally in self.skew.items()}
         for name, tally in other.skew.items():
             skew[name] = skew[name].merge(tally) if name in skew else tally.merge(SkewTally())
@@ -202,6 +213,8 @@ class WindowAccumulator:
                 )
                 for version in sorted(set(self.shadow) | set(other.shadow))
             },
+            first_event_us=min(firsts) if firsts else None,
+            last_event_us=max(lasts) if lasts else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +231,8 @@ class WindowAccumulator:
             "skew": {name: tally.to_dict() for name, tally in self.skew.items()},
             "replayed": self.replayed,
             "shadow": {version: tally.to_dict() for version, tally in self.shadow.items()},
+            "first_event_us": self.first_event_us,
+            "last_event_us": self.last_event_us,
         }
 
     @classmethod
@@ -235,4 +250,10 @@ class WindowAccumulator:
             skew={str(k): SkewTally.from_dict(v) for k, v in data["skew"].items()},
             replayed=int(data["replayed"]),
             shadow={str(k): ShadowTally.from_dict(v) for k, v in data.get("shadow", {}).items()},
+            first_event_us=_optional_int(data.get("first_event_us")),
+            last_event_us=_optional_int(data.get("last_event_us")),
         )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -1,5 +1,6 @@
-"""Event-time tumbling windows of one partition: assignment, watermark, sealing, lateness.
+"""Windows of one partition: event-time tumbling windows (the default) or count windows.
 
+**Event-time windows.**
 Each partition keeps its own watermark (the largest event time it has seen, minus the allowed
 lateness). A window ``[start, end)`` is *sealed* in a partition once that watermark reaches ``end``:
 its accumulator no longer changes, and a record that still belongs to it is *late* — counted (with
@@ -8,13 +9,21 @@ the partition, never on wall clock time or on how the stream was split into poll
 partition from a checkpoint rebuilds exactly the same state (the daemon's exactly-once promise rests
 on that).
 
+**Count windows** (``WindowSpec.count``): window ``k`` of a model holds, from each of the topic's
+``partitions`` serving partitions, that partition's records number ``k*share`` to ``(k+1)*share - 1`` of
+the model (in offset order; ``share = ceil(count / partitions)``), so a window holds about ``count``
+records. Numbering by offset order within the partition is again independent of poll timing, so
+replays rebuild the same windows; nothing is ever late. A partition seals window ``k`` once it has
+folded ``(k+1)*share`` records of the model.
+
 A window is *finalised* (judged and stored) elsewhere, once every partition has sealed it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -27,7 +36,8 @@ from skewguard.windows.accumulator import WindowAccumulator
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROS = dt.timedelta(microseconds=1)
 
-#: Window key: (model name, window start in epoch microseconds).
+#: Window key: (model name, window start in epoch microseconds) for event-time windows, (model name,
+#: window number) for count windows.
 WindowId = tuple[str, int]
 
 
@@ -52,11 +62,17 @@ class LatePolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
-    """Tumbling event-time windows of ``size``, sealed ``lateness`` after their end."""
+    """Tumbling event-time windows of ``size``, sealed ``lateness`` after their end; or count windows.
+
+    With ``count`` set, windows hold ``count`` records of a model (``share`` from each of ``partitions``
+    partitions) and ``size`` is unused; ``lateness`` still bounds how late a label may be.
+    """
 
     size: dt.timedelta
     lateness: dt.timedelta = dt.timedelta(0)
     late_policy: LatePolicy = LatePolicy.DROP
+    count: int | None = None
+    partitions: int = 1
 
     def __post_init__(self) -> None:
         if self.size <= dt.timedelta(0):
@@ -65,6 +81,25 @@ class WindowSpec:
         if self.lateness < dt.timedelta(0):
             msg = f"allowed lateness must not be negative, got {self.lateness}"
             raise ValueError(msg)
+        if self.count is not None and self.count < 1:
+            msg = f"window count must be a positive number of records, got {self.count}"
+            raise ValueError(msg)
+        if self.partitions < 1:
+            msg = f"partitions must be at least 1, got {self.partitions}"
+            raise ValueError(msg)
+
+    @property
+    def counted(self) -> bool:
+        """Count windows rather than event-time windows."""
+        return self.count is not None
+
+    @property
+    def share(self) -> int:
+        """Records of a model each partition puts into one count window."""
+        if self.count is None:
+            msg = "share is defined for count windows only"
+            raise ValueError(msg)
+        return math.ceil(self.count / self.partitions)
 
     @property
     def size_us(self) -> int:
@@ -100,6 +135,11 @@ class PartitionWindows:
     max_event_us: int | None = None
     open: dict[WindowId, WindowAccumulator] = field(default_factory=dict)
     sealed: dict[WindowId, WindowAccumulator] = field(default_factory=dict)
+    #: Count windows: records of each model numbered so far (the next record's number).
+    counts: dict[str, int] = field(default_factory=dict)
+    #: Event-time windows already stored that this partition has not passed (it was idle when they were
+    #: judged): a record that still falls into one is late, never folded into a window that is stored.
+    stored: set[WindowId] = field(default_factory=set)
     #: Checkpoint form of sealed windows: a sealed accumulator never changes again, and a window can stay
     #: sealed (waiting for other partitions) through many checkpoints, so it is serialised once.
     _sealed_dicts: dict[WindowId, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
@@ -131,6 +171,50 @@ class PartitionWindows:
         arrival = before - before % self.spec.size_us
         return starts, late, arrival
 
+    def number(self, models: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Count windows: the window number of each record of a batch (in partition order), counted in.
+
+        A record's number among its model's records in this partition, integer-divided by the share.
+        """
+        share = self.spec.share
+        numbers = np.empty(len(models), dtype=np.int64)
+        if not models:
+            return numbers
+        first = models[0]
+        if models.count(first) == len(models):  # one model: the common case, vectorised
+            done = self.counts.get(first, 0)
+            numbers[:] = (done + np.arange(len(models), dtype=np.int64)) // share
+            self.counts[first] = done + len(models)
+            return numbers
+        counts = self.counts
+        for i, model in enumerate(models):
+            done = counts.get(model, 0)
+            numbers[i] = done // share
+            counts[model] = done + 1
+        return numbers
+
+    def passed(self, key: WindowId) -> bool:
+        """Whether this partition can no longer add records to window ``key`` (in time or in count)."""
+        if self.spec.counted:
+            return self.counts.get(key[0], 0) >= (key[1] + 1) * self.spec.share
+        watermark = self.watermark_us
+        return watermark is not None and watermark >= key[1] + self.spec.size_us
+
+    def mark_stored(self, key: WindowId) -> None:
+        """Window ``key`` is finalised: no record of this partition may go into it any more.
+
+        Count windows move the model's numbering past it; event-time windows remember it until the
+        watermark passes it (after that, classify calls such records late anyway).
+        """
+        if self.spec.counted:
+            self.skip_to(key[0], key[1] + 1)
+        elif not self.passed(key):
+            self.stored.add(key)
+
+    def skip_to(self, model: str, number: int) -> None:
+        """Count windows: number the model's next record as the first of window ``number`` (or later)."""
+        self.counts[model] = max(self.counts.get(model, 0), number * self.spec.share)
+
     def _max_or_min(self) -> int:
         return int(np.iinfo(np.int64).min // 2) if self.max_event_us is None else self.max_event_us
 
@@ -142,12 +226,21 @@ class PartitionWindows:
         return accumulator
 
     def advance(self, event_us: int) -> list[WindowId]:
-        """Move the watermark to a (batch's largest) event time; returns the windows this sealed."""
-        if self.max_event_us is not None and event_us <= self.max_event_us:
+        """Move the watermark to a (batch's largest) event time; returns the windows this sealed.
+
+        Count windows are sealed by the counts instead (the watermark still moves: the label join
+        uses it).
+        """
+        if self.spec.counted:
+            if self.max_event_us is None or event_us > self.max_event_us:
+                self.max_event_us = event_us
+        elif self.max_event_us is not None and event_us <= self.max_event_us:
             return []
-        self.max_event_us = event_us
-        watermark = event_us - self.spec.lateness_us
-        closing = [key for key in self.open if key[1] + self.spec.size_us <= watermark]
+        else:
+            self.max_event_us = event_us
+        closing = [key for key in self.open if self.passed(key)]
+        if self.stored:
+            self.stored = {key for key in self.stored if not self.passed(key)}
         for key in closing:
             self.sealed[key] = self.open.pop(key)
         return closing
@@ -169,6 +262,8 @@ class PartitionWindows:
                 {"model": m, "start": s, "acc": acc.to_dict()} for (m, s), acc in sorted(self.open.items())
             ],
             "sealed": [{"model": m, "start": s, "acc": cache[m, s]} for m, s in sorted(self.sealed)],
+            "counts": dict(sorted(self.counts.items())),
+            "stored": [{"model": m, "start": s} for m, s in sorted(self.stored)],
         }
 
     @classmethod
@@ -184,4 +279,6 @@ class PartitionWindows:
             max_event_us=None if max_event is None else int(max_event),
             open=windows(data.get("open", [])),
             sealed=windows(data.get("sealed", [])),
+            counts={str(model): int(n) for model, n in data.get("counts", {}).items()},
+            stored={(str(w["model"]), int(w["start"])) for w in data.get("stored", [])},
         )

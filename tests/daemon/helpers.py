@@ -23,7 +23,7 @@ from skewguard.io.kafka import (
     TopicPartition,
     read_dead_letter,
 )
-from skewguard.records import ServingRecord
+from skewguard.records import ServingRecord, encode_records
 from skewguard.results import WindowResult
 from skewguard.settings import MonitorSettings, load_settings
 from skewguard.store import Store
@@ -61,6 +61,18 @@ def produce_raw(bootstrap: str, topic: str, values: Sequence[bytes], *, partitio
     try:
         for value in values:
             producer.send(topic, value, key=partition_key)
+        producer.flush(30)
+    finally:
+        producer.close(5)
+
+
+def produce_to_partitions(bootstrap: str, topic: str, parts: dict[int, Sequence[ServingRecord]]) -> None:
+    """Each partition's records, in order, in 50-record envelopes sent to that partition explicitly."""
+    producer = RawProducer(KafkaSettings.local(bootstrap))
+    try:
+        for partition, records in parts.items():
+            for i in range(0, len(records), 50):
+                producer.send(topic, encode_records(records[i : i + 50]), partition=partition)
         producer.flush(30)
     finally:
         producer.close(5)

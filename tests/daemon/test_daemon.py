@@ -180,10 +180,26 @@ def _summary(store: Store, group: str) -> list[tuple[Any, ...]]:
     return rows
 
 
+#: Count windows of 600 records: an equal share from each partition of the serving topic.
+COUNT_WINDOWS = {"count": 600, "lateness_s": 5.0, "idle_timeout_s": 3600.0}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    ("backend", "counted"),
+    [
+        ("sqlite", False),
+        pytest.param("postgresql", False, marks=pytest.mark.postgres),
+        pytest.param("sqlite", True, id="sqlite-count-windows"),
+    ],
+)
 def test_sigkilled_daemon_stores_the_same_results_as_an_uninterrupted_one(
-    backend: str, kafka_broker: EmbeddedBroker, baseline: Baseline, baseline_dir: Path, tmp_path: Path
+    backend: str,
+    counted: bool,
+    kafka_broker: EmbeddedBroker,
+    baseline: Baseline,
+    baseline_dir: Path,
+    tmp_path: Path,
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     schema = f"sg_crash_{uuid.uuid4().hex[:8]}"
@@ -197,6 +213,7 @@ def test_sigkilled_daemon_stores_the_same_results_as_an_uninterrupted_one(
         store=store_cfg,
         checkpoint_interval_s=0.3,
         max_poll_records=200,
+        **({"window": COUNT_WINDOWS} if counted else {}),
     )
     reference = victim.model_copy(update={"group_id": victim.group_id + "-ref"})
     records = [r for i in range(4) for r in window_records(baseline, i, 1_500, seed=100 + i)]
@@ -210,12 +227,22 @@ def test_sigkilled_daemon_stores_the_same_results_as_an_uninterrupted_one(
     ref = MonitorDaemon(reference, load_monitors(reference), ref_store)
     ref.open()
     try:
-        step_until(ref, lambda: ref.counters.windows >= 4, timeout_s=120)
+        if counted:  # the windows every partition has filled its share of (the rest stay open)
+            step_until(ref, lambda: ref.counters.records == len(records) + len(late) + 20, timeout_s=120)
+            windows = min(part.windows.counts["ctr"] for part in ref.owned.values()) // ref.spec.share
+            step_until(ref, lambda: ref.counters.windows >= windows, timeout_s=60)
+        else:
+            windows = 4
+            step_until(ref, lambda: ref.counters.windows >= windows, timeout_s=120)
     finally:
         ref.close()
     expected = _summary(ref_store, reference.group_id)
-    assert [row[1] for row in expected] == [1_500, 1_500, 1_500, 1_500]
-    assert sum(row[2] for row in expected) == 60  # the late records are counted, not folded
+    if counted:
+        assert [row[1:3] for row in expected] == [(600, 0)] * windows  # in count windows nothing is late
+        assert windows >= 8
+    else:
+        assert [row[1] for row in expected] == [1_500, 1_500, 1_500, 1_500]
+        assert sum(row[2] for row in expected) == 60  # the late records are counted, not folded
 
     config = _config_file(victim, tmp_path / "monitor.yaml")
     entry = "from skewguard.cli import main; main()"
@@ -232,7 +259,7 @@ def test_sigkilled_daemon_stores_the_same_results_as_an_uninterrupted_one(
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(results_by_start(ref_store, victim.group_id)) < 4:
+        while time.monotonic() < deadline and len(results_by_start(ref_store, victim.group_id)) < windows:
             assert proc.poll() is None, log_path.read_text()
             time.sleep(0.5)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -10,8 +11,16 @@ import pytest
 from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.records import encode_records
-from tests.daemon.helpers import T0, WINDOW, closing_record, produce_raw, results_by_start, window_records
+from skewguard.records import ServingRecord, encode_records
+from tests.daemon.helpers import (
+    T0,
+    WINDOW,
+    closing_record,
+    produce_raw,
+    produce_to_partitions,
+    results_by_start,
+    window_records,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -40,3 +49,36 @@ def test_a_partition_that_never_had_a_message_does_not_hold_windows_back(
     ]
     empty = [tp for tp, part in daemon.owned.items() if part.windows.max_event_us is None]
     assert len(empty) == 1 and daemon.owned[empty[0]].next_offset == 0
+
+
+def test_records_of_a_window_stored_while_their_partition_was_idle_are_late_not_lost(
+    daemon_for: Callable[..., MonitorDaemon], baseline: Baseline, kafka_broker: EmbeddedBroker
+) -> None:
+    daemon = daemon_for(partitions=2, window={"size_s": 60.0, "lateness_s": 5.0, "idle_timeout_s": 1.0})
+    bootstrap, topic = kafka_broker.bootstrap_servers, daemon.topics.serving
+
+    def renamed(records: list[ServingRecord], prefix: str) -> list[ServingRecord]:
+        return [dataclasses.replace(r, request_id=f"{prefix}-{i}") for i, r in enumerate(records)]
+
+    ahead = window_records(baseline, 0, 100, seed=1) + renamed(window_records(baseline, 3, 50, seed=2), "a")
+    behind = renamed(window_records(baseline, 0, 80, seed=3), "b")
+    produce_to_partitions(bootstrap, topic, {0: ahead, 1: behind})
+    # Partition 1 never passes window 0; once it is quiet, its idle timeout lets window 0 close.
+    deadline = time.monotonic() + 60
+    while daemon.counters.windows < 1:
+        daemon.step()
+        assert time.monotonic() < deadline, f"window 0 not finalised: {daemon.counters}"
+    assert results_by_start(daemon.store, daemon.group)[T0].records == 180
+
+    # Partition 1 wakes up with 30 more records of window 0 and, in the same message, 10 far ahead
+    # that move its watermark past window 0 at once (the stored window must not be reopened or lost).
+    stragglers = renamed(window_records(baseline, 0, 30, seed=4), "s")
+    far = renamed(window_records(baseline, 5, 10, seed=5), "f")
+    produce_to_partitions(bootstrap, topic, {1: stragglers + far})
+    while T0 + WINDOW not in (results := results_by_start(daemon.store, daemon.group)):
+        daemon.step()
+        assert time.monotonic() < deadline, f"window 1 not finalised: {daemon.counters}"
+    assert results[T0].records == 180  # a stored window never changes
+    # The stragglers arrived after window 0 was stored: counted late in the next window, not lost.
+    assert (results[T0 + WINDOW].records, results[T0 + WINDOW].late_records) == (0, 30)
+    assert daemon.counters.late == 30

@@ -68,8 +68,21 @@ def produce_labels(bootstrap: str, topic: str, labels: list[LabelRecord]) -> Non
         producer.close(5)
 
 
+@pytest.mark.parametrize(
+    ("partitions", "windows"),
+    [
+        (2, {"size_s": WINDOW.total_seconds(), "lateness_s": 5.0, "idle_timeout_s": 3600.0}),
+        # Count windows of 1 200 records: on one partition (in order) they are exactly the two windows.
+        (1, {"count": 1_200, "lateness_s": 5.0, "idle_timeout_s": 3600.0}),
+    ],
+    ids=["event_time", "count"],
+)
 def test_labels_join_late_and_give_a_per_window_metric(
-    kafka_broker: EmbeddedBroker, labelled_baseline: tuple[Path, float], tmp_path: Path
+    kafka_broker: EmbeddedBroker,
+    labelled_baseline: tuple[Path, float],
+    tmp_path: Path,
+    partitions: int,
+    windows: dict[str, float],
 ) -> None:
     directory, holdout_auc = labelled_baseline
     bootstrap = kafka_broker.bootstrap_servers
@@ -77,6 +90,8 @@ def test_labels_join_late_and_give_a_per_window_metric(
         bootstrap,
         directory,
         f"sqlite:///{tmp_path / 'labels.db'}",
+        partitions=partitions,
+        window=windows,
         labels={"horizon_s": 120.0, "min_pairs": 200},
     )
     store = Store(settings.store.url)
@@ -105,6 +120,14 @@ def test_labels_join_late_and_give_a_per_window_metric(
     results = {w.result.key.start: w.result for w in store.windows(stage=Stage.LABELS, limit=50)}
     first, second = (results[key] for key in sorted(results))
     assert first.context["pairs"] == 1_200 and second.context["pairs"] == 1_200
+    if "count" in windows:  # the label stage carries the serving stage's number and span
+        served = {w.result.key.index: w.result.key for w in store.windows(limit=50)}
+        assert (first.key, second.key) == (served[0], served[1])
+        spans = [
+            (min(r.event_time for r in rs), max(r.event_time for r in rs))
+            for rs in (good_records, bad_records)
+        ]
+        assert [(k.start, k.end - dt.timedelta(microseconds=1)) for k in (first.key, second.key)] == spans
     auc_first = next(f for f in first.findings if f.subject == "auc")
     auc_second = next(f for f in second.findings if f.subject == "auc")
     assert auc_first.threshold == pytest.approx(holdout_auc)

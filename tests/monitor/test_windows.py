@@ -105,6 +105,62 @@ def test_records_of_an_idle_finalised_window_are_reported_late_not_lost(tmp_path
     stale = part.windows.accumulator(("ctr", 0), monitor.new_accumulator)
     stale.records = 7  # folded after the window had been finalised via another partition's idle timeout
     part.windows.max_event_us = size // 2  # still inside window 0
-    daemon._retire_finalised_open(part, {("ctr", 0)})
+    with daemon.store.transaction() as tx:
+        daemon._retire_finalised_open(tx, part, {("ctr", 0)})
     assert ("ctr", 0) not in part.windows.open
     assert part.windows.open[("ctr", size)].late_records == 7
+
+
+COUNTED = WindowSpec(size=dt.timedelta(seconds=10), count=10, partitions=3)  # share: ceil(10 / 3) = 4
+
+
+def count_windows(models: list[str], cuts: list[int]) -> tuple[list[int], dict[str, int]]:
+    """Number ``models`` (one record each) in polls split at ``cuts``; the numbers and the final counts."""
+    state = PartitionWindows(COUNTED)
+    numbers: list[int] = []
+    bounds = [0, *sorted(set(cuts)), len(models)]
+    for lo, hi in itertools.pairwise(bounds):
+        numbers += state.number(models[lo:hi]).tolist()
+    return numbers, state.counts
+
+
+def test_count_windows_number_each_models_records_by_share() -> None:
+    assert COUNTED.share == 4
+    numbers, counts = count_windows(["a"] * 9, [])
+    assert numbers == [0, 0, 0, 0, 1, 1, 1, 1, 2]
+    assert counts == {"a": 9}
+    numbers, counts = count_windows(["a", "b", "a", "a", "b", "a", "a"], [])
+    assert numbers == [0, 0, 0, 0, 0, 0, 1]  # a's 5th record opens a's window 1; b has 2 so far
+    assert counts == {"a": 5, "b": 2}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    models=st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=60),
+    cuts=st.lists(st.integers(0, 60), max_size=8),
+)
+def test_count_window_numbers_do_not_depend_on_poll_boundaries(models: list[str], cuts: list[int]) -> None:
+    assert count_windows(models, [c for c in cuts if c <= len(models)]) == count_windows(models, [])
+
+
+def test_count_windows_seal_by_count_and_restore_their_counts() -> None:
+    layout = ProfileLayout.fit(pd.DataFrame({"x": [0.0, 1.0, 2.0]}), [ColumnSpec("x", ColumnKind.NUMERIC)])
+    state = PartitionWindows(COUNTED)
+    state.number(["m"] * 3)
+    window = state.accumulator(("m", 0), lambda: WindowAccumulator.empty(layout))
+    window.widen(5 * S, 7 * S)
+    window.widen(2 * S, 6 * S)
+    assert (window.first_event_us, window.last_event_us) == (2 * S, 7 * S)
+    assert state.advance(50 * S) == []  # time does not close a count window: 3 of its 4 records so far
+    assert not state.passed(("m", 0))
+    state.number(["m"])
+    assert state.passed(("m", 0))
+    assert not state.passed(("m", 1))
+    assert state.advance(51 * S) == [("m", 0)]
+    state.skip_to("m", 3)  # the next record of m opens window 3
+    assert state.number(["m"]).tolist() == [3]
+    restored = PartitionWindows.from_dict(COUNTED, state.to_dict())
+    assert restored.counts == {"m": 13}
+    assert restored.to_dict() == state.to_dict()
+    merged = restored.sealed[("m", 0)].merge(WindowAccumulator.empty(layout))
+    assert (merged.first_event_us, merged.last_event_us) == (2 * S, 7 * S)

@@ -159,13 +159,13 @@ def test_recent_flags_previous_profile_and_alert_episodes(store: Store) -> None:
     with store.transaction() as tx:
         for minute in (0, 5, 10):
             tx.finalise_window(GROUP, window("ctr", minute), now=NOW, profile={"minute": minute})
-        end_of_second = to_micros(NOW + dt.timedelta(minutes=10))
-        assert tx.previous_profile(GROUP, "ctr", end_of_second) == {"minute": 5}
-        assert tx.previous_profile(GROUP, "ctr", to_micros(NOW)) is None
+        third = window("ctr", 10).key
+        assert tx.previous_profile(GROUP, third) == {"minute": 5}
+        assert tx.previous_profile(GROUP, window("ctr", 0).key) is None
     newest = store.windows(model="ctr", limit=1)[0]
     assert store.window_profile(newest.id) == {"minute": 10}
     with store.transaction() as tx:
-        assert tx.recent_flags(GROUP, "ctr", end_of_second, 5) == [{("drift", "price")}] * 2
+        assert tx.recent_flags(GROUP, third, 5) == [{("drift", "price")}] * 2
         first = to_micros(NOW), to_micros(NOW + dt.timedelta(minutes=5))
         assert tx.finalised(GROUP, [("ctr", *first), ("ctr", 1, 2)]) == {("ctr", *first)}
         wid = tx.finalise_window(GROUP, window("ctr", 20), now=NOW)
@@ -174,6 +174,58 @@ def test_recent_flags_previous_profile_and_alert_episodes(store: Store) -> None:
         assert tx.open_alerts("ctr") == {("drift", "price")}
         tx.resolve_alerts("ctr", {("drift", "price")})
         assert tx.open_alerts("ctr") == set()
+
+
+def counted(number: int, minute: int, *, flagged: bool = True) -> WindowResult:
+    """Count window ``number``; its bounds are its records' span (two windows may share one)."""
+    start = NOW + dt.timedelta(minutes=minute)
+    finding = Finding(Check.DRIFT, "price", flagged, 0.3, 0.1, 1e-9, "wasserstein", "price", Severity.WARNING)
+    return WindowResult(
+        WindowKey("ctr", start, start + dt.timedelta(seconds=1), number), 500, findings=(finding,)
+    )
+
+
+def test_count_windows_are_identified_by_their_number(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.last_number(GROUP, "ctr") is None
+        assert tx.finalise_window(GROUP, counted(0, 0), now=NOW, profile={"n": 0}) is not None
+        # Same span as window 0 (every record at one instant): still a window of its own.
+        assert tx.finalise_window(GROUP, counted(1, 0, flagged=False), now=NOW, profile={"n": 1}) is not None
+        assert tx.finalise_window(GROUP, counted(1, 0), now=NOW) is None  # the same number again: once
+        tx.finalise_window(GROUP, counted(2, 3), now=NOW, profile={"n": 2})
+        # An event-time window with window 2's bounds neither hides nor is hidden by it.
+        plain = WindowResult(WindowKey("ctr", counted(2, 3).key.start, counted(2, 3).key.end), 9)
+        assert tx.finalise_window(GROUP, plain, now=NOW) is not None
+        assert tx.finalised_numbers(GROUP, [("ctr", 1), ("ctr", 2), ("ctr", 3), ("other", 1)]) == {
+            ("ctr", 1),
+            ("ctr", 2),
+        }
+        bounds = counted(2, 3).key
+        assert tx.finalised(GROUP, [("ctr", to_micros(bounds.start), to_micros(bounds.end))]) == {
+            ("ctr", to_micros(bounds.start), to_micros(bounds.end))
+        }
+        assert tx.last_number(GROUP, "ctr") == 2
+        assert tx.window_bounds(GROUP, "ctr", 2) == (to_micros(bounds.start), to_micros(bounds.end))
+        assert tx.window_bounds(GROUP, "ctr", 7) is None
+        # Previous and recent windows go by number, not by time (windows 0 and 1 share their span).
+        assert tx.previous_profile(GROUP, counted(2, 3).key) == {"n": 1}
+        assert tx.previous_profile(GROUP, counted(0, 0).key) is None
+        flags = {("drift", "price")}
+        assert tx.recent_flags(GROUP, counted(3, 4).key, 3) == [flags, set(), flags]  # 2, 1, 0
+    numbers = [w.result.key.index for w in store.windows(model="ctr")]
+    assert sorted(numbers, key=lambda n: -1 if n is None else n) == [None, 0, 1, 2]
+
+
+def test_a_store_from_before_count_windows_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the window table as the first release created it
+        conn.execute(sa.text("CREATE TABLE window_results (id INTEGER PRIMARY KEY, model VARCHAR(200))"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="no window_index column"):
+        Store(url)
 
 
 def test_reading_a_store_without_tables_is_a_store_error(tmp_path: Path) -> None:

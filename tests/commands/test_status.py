@@ -1,0 +1,40 @@
+"""``skewguard status``: the latest windows (event-time and count windows) and open alerts as tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from skewguard.cli import app
+from skewguard.results import Check, Severity, WindowKey, WindowResult
+from skewguard.store import NewAlert, Store
+
+T = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def test_status_lists_windows_by_span_or_number_and_open_alerts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    store = Store(url)
+    with store.transaction() as tx:
+        tx.finalise_window("g", WindowResult(WindowKey("ctr", T, T + dt.timedelta(minutes=5)), 1_234), now=T)
+        counted = WindowKey("fraud", T + dt.timedelta(minutes=7), T + dt.timedelta(minutes=9), 41)
+        window_id = tx.finalise_window("g", WindowResult(counted, 10_000, late_records=3), now=T)
+        assert window_id is not None
+        alert = NewAlert("k", "fraud", Check.DRIFT, "amount", Severity.CRITICAL, "amount drifted", {})
+        tx.add_alert(window_id, alert, now=T)
+    store.close()
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f'group_id = "g"\n[kafka]\nbootstrap_servers = ["k:9092"]\n[store]\nurl = "{url}"\n'
+        '[[models]]\nname = "ctr"\nbaseline = "b"\nfeatures = "x:y"\n'
+    )
+    result = CliRunner().invoke(app, ["status", "--config", str(config)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("ctr" in line and "2026-06-01 12:00–12:05" in line and "1,234" in line for line in lines)
+    assert any(
+        "fraud" in line and "#41 2026-06-01 12:07–12:09" in line and "10,000" in line for line in lines
+    )
+    assert any("amount drifted" in line and "critical" in line for line in lines)
