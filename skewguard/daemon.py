@@ -192,21 +192,24 @@ def _shadow_values(record: ServingRecord, kind: PredictionKind) -> dict[str, flo
     return {v: float(x) for v, x in zip(versions, values.tolist(), strict=True) if x is not None and x == x}
 
 
-def _group_on_time(
-    records: list[ServingRecord], starts: np.ndarray[Any, Any]
+def _group_by_window(
+    records: list[ServingRecord], models: list[str], windows: np.ndarray[Any, Any]
 ) -> dict[WindowId, list[ServingRecord]]:
-    """Records (none late) by window, in their order: the common case of one model, vectorised."""
-    models = {r.model for r in records}
-    if len(models) > 1:
+    """Records (none late) by (model, window start or number), in their order.
+
+    ``models`` are the records' models. The common case of one model is vectorised.
+    """
+    distinct = set(models)
+    if len(distinct) > 1:
         groups: dict[WindowId, list[ServingRecord]] = defaultdict(list)
-        for record, start in zip(records, starts.tolist(), strict=True):
-            groups[(record.model, start)].append(record)
+        for record, model, window in zip(records, models, windows.tolist(), strict=True):
+            groups[(model, window)].append(record)
         return groups
-    (model,) = models
-    first = int(starts[0])
-    if bool((starts == first).all()):
+    (model,) = distinct
+    first = int(windows[0])
+    if bool((windows == first).all()):
         return {(model, first): records}
-    windows, inverse = np.unique(starts, return_inverse=True)
+    windows, inverse = np.unique(windows, return_inverse=True)
     return {
         (model, int(start)): [records[i] for i in np.flatnonzero(inverse == j).tolist()]
         for j, start in enumerate(windows.tolist())
@@ -464,14 +467,13 @@ class MonitorDaemon:
 
         events = np.fromiter((to_us(r.event_time) for r in records), dtype=np.int64, count=len(records))
         late_counts: dict[WindowId, int] = defaultdict(int)
+        models = [r.model for r in records]
         if self.spec.counted:
-            groups = self._group_counted(part, records, events)
+            groups = _group_by_window(records, models, part.windows.number(models))
         else:
-            starts, late, arrival = part.windows.classify(events)
-            if part.windows.stored:
-                self._late_for_stored(part.windows.stored, records, starts, late, arrival)
+            starts, late, arrival = part.windows.classify(events, models)
             if not late.any():
-                groups = _group_on_time(records, starts)
+                groups = _group_by_window(records, models, starts)
             else:
                 groups = defaultdict(list)
                 policy = self.spec.late_policy
@@ -494,6 +496,10 @@ class MonitorDaemon:
         for key, members in groups.items():
             monitor = self.monitors[key[0]]
             accumulator = part.windows.accumulator(key, monitor.new_accumulator)
+            if self.spec.counted:  # its stored bounds will be the span of its records
+                accumulator.widen(
+                    to_us(min(r.event_time for r in members)), to_us(max(r.event_time for r in members))
+                )
             try:
                 monitor.fold(accumulator, members)
             except (DataError, StatisticsError, ValueError, TypeError):
@@ -517,48 +523,6 @@ class MonitorDaemon:
             self.counters.late += count
         part.windows.advance(int(events.max()))
         part.last_record_wall_us = int(self.clock() * 1e6)
-
-    def _late_for_stored(
-        self,
-        stored: set[WindowId],
-        records: list[ServingRecord],
-        starts: np.ndarray[Any, Any],
-        late: np.ndarray[Any, Any],
-        arrival: np.ndarray[Any, Any],
-    ) -> None:
-        """Mark records late whose window is already stored (judged while their partition was idle).
-
-        They arrive in the first window after it that is not stored: a stored window is never reopened.
-        """
-        size = self.spec.size_us
-        for i, (record, start) in enumerate(zip(records, starts.tolist(), strict=True)):
-            if (record.model, start) in stored:
-                late[i] = True
-                arrived = max(int(arrival[i]), start + size)
-                while (record.model, arrived) in stored:
-                    arrived += size
-                arrival[i] = arrived
-
-    def _group_counted(
-        self, part: OwnedPartition, records: list[ServingRecord], events: np.ndarray[Any, Any]
-    ) -> dict[WindowId, list[ServingRecord]]:
-        """Count windows: records by (model, window number), each window's event-time span widened."""
-        numbers = part.windows.number([r.model for r in records])
-        groups: dict[WindowId, list[ServingRecord]] = {}
-        spans: dict[WindowId, list[int]] = {}
-        for record, number, event_us in zip(records, numbers.tolist(), events.tolist(), strict=True):
-            key = (record.model, number)
-            if key in groups:
-                groups[key].append(record)
-                span = spans[key]
-                span[0], span[1] = min(span[0], event_us), max(span[1], event_us)
-            else:
-                groups[key] = [record]
-                spans[key] = [event_us, event_us]
-        for key, (first, last) in spans.items():
-            monitor = self.monitors[key[0]]
-            part.windows.accumulator(key, monitor.new_accumulator).widen(first, last)
-        return groups
 
     def _await_labels(
         self, part: OwnedPartition, key: WindowId, members: list[ServingRecord], monitor: ModelMonitor
@@ -910,11 +874,7 @@ class MonitorDaemon:
         if not self.spec.counted:
             return self._window_key(window)
         bounds = tx.window_bounds(self.group, window[0], window[1])
-        return (
-            None
-            if bounds is None
-            else WindowKey(window[0], from_us(bounds[0]), from_us(bounds[1]), window[1])
-        )
+        return None if bounds is None else self._window_key(window, (bounds[0], bounds[1] - 1))
 
     def _serving_partitions(self) -> int:
         if self._partition_count is None:

@@ -150,7 +150,7 @@ class PartitionWindows:
         return None if self.max_event_us is None else self.max_event_us - self.spec.lateness_us
 
     def classify(
-        self, event_us: npt.NDArray[np.int64]
+        self, event_us: npt.NDArray[np.int64], models: Sequence[str]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
         """Window starts, lateness and arrival windows of a batch of records, given in partition order.
 
@@ -162,13 +162,26 @@ class PartitionWindows:
         which is always still open here. Its own window may already be judged and stored, and whether
         it is depends on timing; the arrival window depends only on the partition's order, so late counts
         come out the same in every run.
+
+        A record (of ``models[i]``) whose window is already stored (judged while this partition was
+        idle, see :meth:`mark_stored`) is late too; it arrives in the first later window not stored.
         """
-        starts = event_us - event_us % self.spec.size_us
+        size = self.spec.size_us
+        starts = event_us - event_us % size
         if len(event_us) == 0:
             return starts, np.zeros(0, dtype=bool), starts
         before = np.maximum.accumulate(np.concatenate([[self._max_or_min()], event_us[:-1]]))
-        late = starts + self.spec.size_us <= before - self.spec.lateness_us
-        arrival = before - before % self.spec.size_us
+        late = starts + size <= before - self.spec.lateness_us
+        arrival = before - before % size
+        stored = self.stored
+        if stored:  # rare: only after an idle partition's window was finalised without it
+            for i, (model, start) in enumerate(zip(models, starts.tolist(), strict=True)):
+                if (model, start) in stored:
+                    late[i] = True
+                    arrived = max(int(arrival[i]), start + size)
+                    while (model, arrived) in stored:
+                        arrived += size
+                    arrival[i] = arrived
         return starts, late, arrival
 
     def number(self, models: Sequence[str]) -> npt.NDArray[np.int64]:
@@ -231,13 +244,10 @@ class PartitionWindows:
         Count windows are sealed by the counts instead (the watermark still moves: the label join
         uses it).
         """
-        if self.spec.counted:
-            if self.max_event_us is None or event_us > self.max_event_us:
-                self.max_event_us = event_us
-        elif self.max_event_us is not None and event_us <= self.max_event_us:
-            return []
-        else:
+        if self.max_event_us is None or event_us > self.max_event_us:
             self.max_event_us = event_us
+        elif not self.spec.counted:
+            return []  # the watermark did not move: no event-time window can close
         closing = [key for key in self.open if self.passed(key)]
         if self.stored:
             self.stored = {key for key in self.stored if not self.passed(key)}

@@ -28,7 +28,7 @@ def run(events: list[int], cuts: list[int]) -> tuple[dict[int, int], dict[int, i
         batch = np.asarray(events[lo:hi], dtype=np.int64)
         if not len(batch):
             continue
-        starts, is_late, _arrival = state.classify(batch)
+        starts, is_late, _arrival = state.classify(batch, ["m"] * len(batch))
         for start, flag in zip(starts.tolist(), is_late.tolist(), strict=True):
             target = late if flag else folded
             target[start] = target.get(start, 0) + 1
@@ -47,7 +47,7 @@ def test_record_after_the_watermark_passed_its_window_is_late() -> None:
 def test_a_late_record_is_attributed_to_the_window_it_arrives_in() -> None:
     state = PartitionWindows(SPEC)
     batch = np.asarray([1 * S, 25 * S, 3 * S, 31 * S, 4 * S], dtype=np.int64)
-    _starts, late, arrival = state.classify(batch)
+    _starts, late, arrival = state.classify(batch, ["m"] * len(batch))
     assert late.tolist() == [False, False, True, False, True]
     # 3 s arrives after 25 s (window [20, 30)); 4 s after 31 s (window [30, 40)).
     assert arrival[late].tolist() == [20 * S, 30 * S]
