@@ -52,6 +52,12 @@ def window_records(
     return serving_records(frame, CTR_FEATURES, baseline.state, model="ctr", scores=scores, **kwargs)
 
 
+def click_scores(clicks: np.ndarray[Any, Any], noise: float, seed: int) -> np.ndarray[Any, Any]:
+    """Scores of a model that has learnt the clicks, up to Gaussian ``noise`` (clipped into (0, 1))."""
+    rng = np.random.default_rng(seed)
+    return np.clip(0.3 + 0.35 * clicks + rng.normal(0, noise, len(clicks)), 0.001, 0.999)
+
+
 def produce(bootstrap: str, topic: str, records: Sequence[ServingRecord], *, batch: int = 50) -> None:
     produce_records(bootstrap, topic, records, batch=batch)
 

@@ -16,14 +16,9 @@ from skewguard.io.kafka import KafkaSettings, RawProducer
 from skewguard.records import LabelRecord, ServingRecord, encode_labels
 from skewguard.results import Check, Stage
 from skewguard.store import Store
-from tests.daemon.helpers import T0, WINDOW, closing_record, produce, settings_for, step_until
+from tests.daemon.helpers import T0, WINDOW, click_scores, closing_record, produce, settings_for, step_until
 
 pytestmark = pytest.mark.kafka
-
-
-def good_scores(clicks: np.ndarray, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(0.3 + 0.35 * clicks + rng.normal(0, 0.15, len(clicks)), 0.001, 0.999)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +29,7 @@ def labelled_baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, f
         end=T0,
         window_size=1_500,
         calibration_draws=60,
-        scores=lambda train: good_scores(train["click"].to_numpy(), 4),
+        scores=lambda train: click_scores(train["click"].to_numpy(), 0.15, 4),
         with_label=True,
     )
     holdout_auc = baseline.metrics["auc"]
@@ -49,7 +44,7 @@ def window(
     frame = generate_requests(n, seed=seed, start=T0 + index * WINDOW, span=WINDOW - dt.timedelta(seconds=1))
     frame["request_id"] = [f"w{index}-{i}" for i in range(n)]
     clicks = frame["click"].to_numpy()
-    scores = good_scores(clicks, seed + 1) if good else np.random.default_rng(seed + 2).random(n)
+    scores = click_scores(clicks, 0.15, seed + 1) if good else np.random.default_rng(seed + 2).random(n)
     records = serving_records(frame, CTR_FEATURES, baseline_state, model="ctr", scores=scores.tolist())  # type: ignore[arg-type]
     labels = [
         LabelRecord(r.request_id, r.event_time + dt.timedelta(seconds=30), int(c))

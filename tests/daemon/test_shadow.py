@@ -21,15 +21,10 @@ from skewguard.records import LabelRecord, ServingRecord
 from skewguard.results import Stage
 from skewguard.shadow.compare import Promotion, verdicts_from_results
 from skewguard.store import Store
-from tests.daemon.helpers import T0, WINDOW, closing_record, produce, settings_for, step_until
+from tests.daemon.helpers import T0, WINDOW, click_scores, closing_record, produce, settings_for, step_until
 from tests.daemon.test_labels import produce_labels
 
 pytestmark = pytest.mark.kafka
-
-
-def scores(clicks: np.ndarray, noise: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(0.3 + 0.35 * clicks + rng.normal(0, noise, len(clicks)), 0.001, 0.999)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +35,7 @@ def baseline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         end=T0,
         window_size=1_000,
         calibration_draws=50,
-        scores=lambda train: scores(train["click"].to_numpy(), 0.2, 9),
+        scores=lambda train: click_scores(train["click"].to_numpy(), 0.2, 9),
         with_label=True,
     )
     directory = tmp_path_factory.mktemp("shadow-baseline")
@@ -54,12 +49,12 @@ def window(state: object, index: int, n: int) -> tuple[list[ServingRecord], list
     )
     frame["request_id"] = [f"w{index}-{i}" for i in range(n)]
     clicks = frame["click"].to_numpy()
-    production = scores(clicks, 0.2, 10 + index)
+    production = click_scores(clicks, 0.2, 10 + index)
     candidates = {
-        "v-better": scores(clicks, 0.05, 20 + index),
+        "v-better": click_scores(clicks, 0.05, 20 + index),
         "v-worse": np.random.default_rng(30 + index).random(n),
         "v-same": production,
-        "v-crashy": scores(clicks, 0.05, 40 + index),
+        "v-crashy": click_scores(clicks, 0.05, 40 + index),
     }
     crashed = np.random.default_rng(50 + index).random(n) < 0.2
     records = serving_records(frame, CTR_FEATURES, state, model="ctr", scores=production.tolist())  # type: ignore[arg-type]
