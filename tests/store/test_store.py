@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from skewguard.errors import StoreError
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.store import Checkpoint, NewAlert, Store, to_micros
+from skewguard.store.sql import pack_state, unpack_state
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -262,3 +265,11 @@ def test_replicas_creating_the_store_together_do_not_collide() -> None:
     finally:
         store.drop_all()
         store.close()
+
+
+def test_state_blobs_are_lz4_and_zlib_blobs_of_earlier_versions_still_read() -> None:
+    state = {"profile": [1, 2.5, None], "windows": {"a": "b"}}
+    packed = pack_state(state)
+    assert packed[:4] == b"\x04\x22\x4d\x18"  # the lz4 frame magic
+    assert unpack_state(packed) == state
+    assert unpack_state(zlib.compress(orjson.dumps(state), 1)) == state
