@@ -29,9 +29,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from features import FeatureSet, FeatureState
@@ -52,11 +53,11 @@ from skewguard.labels import LabelTally, PerformanceOptions, evaluate_window, la
 from skewguard.monitor import ModelMonitor, MonitorOptions, prediction_values
 from skewguard.ops import Metrics, OpsServer
 from skewguard.records import (
-    DecodeResult,
     LabelRecord,
-    ServingRecord,
+    Prediction,
+    ServingBatch,
     decode_label_message,
-    decode_message,
+    decode_serving,
     encode_record,
 )
 from skewguard.results import Severity, Stage, WindowKey, WindowResult
@@ -75,7 +76,6 @@ from skewguard.windows import (
 )
 
 log = logging.getLogger(__name__)
-_R = TypeVar("_R", ServingRecord, LabelRecord)
 
 UNKNOWN_MODEL = "unknown_model"
 #: Dead-letter reason of a late record under ``LatePolicy.DEAD_LETTER``.
@@ -183,37 +183,34 @@ class DaemonCounters:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
-def _shadow_values(record: ServingRecord, kind: PredictionKind) -> dict[str, float]:
+def _shadow_values(shadows: dict[str, Prediction], kind: PredictionKind) -> dict[str, float]:
     """A record's shadow predictions as numbers (the candidates' scores), by candidate version."""
-    if not record.shadow_predictions:
+    if not shadows:
         return {}
-    versions = sorted(record.shadow_predictions)
-    values = prediction_values([record.shadow_predictions[v] for v in versions], kind)
+    versions = sorted(shadows)
+    values = prediction_values([shadows[v] for v in versions], kind)
     return {v: float(x) for v, x in zip(versions, values.tolist(), strict=True) if x is not None and x == x}
 
 
 def _group_by_window(
-    records: list[ServingRecord], models: list[str], windows: np.ndarray[Any, Any]
-) -> dict[WindowId, list[ServingRecord]]:
-    """Records (none late) by (model, window start or number), in their order.
+    models: list[str], windows: npt.NDArray[np.int64]
+) -> dict[WindowId, npt.NDArray[np.intp]]:
+    """The rows of a batch (none late) by (model, window start or number), in their order.
 
-    ``models`` are the records' models. The common case of one model is vectorised.
+    ``models`` are the rows' models. The common case of one model is vectorised.
     """
     distinct = set(models)
     if len(distinct) > 1:
-        groups: dict[WindowId, list[ServingRecord]] = defaultdict(list)
-        for record, model, window in zip(records, models, windows.tolist(), strict=True):
-            groups[(model, window)].append(record)
-        return groups
+        groups: dict[WindowId, list[int]] = defaultdict(list)
+        for row, (model, window) in enumerate(zip(models, windows.tolist(), strict=True)):
+            groups[(model, window)].append(row)
+        return {key: np.asarray(rows, dtype=np.intp) for key, rows in groups.items()}
     (model,) = distinct
     first = int(windows[0])
     if bool((windows == first).all()):
-        return {(model, first): records}
-    windows, inverse = np.unique(windows, return_inverse=True)
-    return {
-        (model, int(start)): [records[i] for i in np.flatnonzero(inverse == j).tolist()]
-        for j, start in enumerate(windows.tolist())
-    }
+        return {(model, first): np.arange(len(models), dtype=np.intp)}
+    starts, inverse = np.unique(windows, return_inverse=True)
+    return {(model, int(start)): np.flatnonzero(inverse == j) for j, start in enumerate(starts.tolist())}
 
 
 def load_monitors(settings: MonitorSettings) -> dict[str, ModelMonitor]:
@@ -439,77 +436,79 @@ class MonitorDaemon:
                     )
                 consumer.seek(tp, checkpoint.next_offset)
 
-    def _fold_partition(self, tp: TopicPartition, batch: list[RawMessage]) -> None:
+    def _fold_partition(self, tp: TopicPartition, messages: list[RawMessage]) -> None:
         part = self.owned.get(tp)
         if part is None:
             return  # revoked in this very poll: the new owner replays it
-        records: list[ServingRecord] = []
-        sources: list[tuple[int, RawMessage]] = []  # (position of its first record, message)
-        for message in batch:
-            if part.next_offset is not None and message.offset < part.next_offset:
-                continue  # folded before the last restart (or re-fetched after a seek)
-            decoded = self._decode(message)
-            if decoded:
-                sources.append((len(records), message))
-                records += decoded
-            part.next_offset = message.offset + 1
-        if not records:
+        if part.next_offset is not None:  # folded before the last restart (or re-fetched after a seek)
+            messages = [m for m in messages if m.offset >= part.next_offset]
+        if not messages:
             return
-        known_origins: dict[int, RawMessage] = {}
-
-        def origin(record: ServingRecord) -> RawMessage:
-            """The message a record came in, for a dead letter (the map is built only if one is needed)."""
-            if not known_origins:
-                ends = [first for first, _message in sources[1:]] + [len(records)]
-                for (first, message), end in zip(sources, ends, strict=True):
-                    known_origins.update((id(r), message) for r in records[first:end])
-            return known_origins[id(record)]
-
-        events = np.fromiter((to_us(r.event_time) for r in records), dtype=np.int64, count=len(records))
+        part.next_offset = messages[-1].offset + 1
+        run = decode_serving([m.value for m in messages], max_bytes=self.settings.max_message_bytes)
+        for refusal in run.refused:
+            message = messages[refusal.message]
+            raw = message.value if refusal.raw is None else refusal.raw
+            self._dead_letter(message, raw, refusal.error.reason, str(refusal.error))
+        batch, message_of = run.batch, run.message_of
+        if not set(batch.models) <= self.monitors.keys():
+            known = [row for row, model in enumerate(batch.models) if model in self.monitors]
+            for row in sorted(set(range(len(batch))) - set(known)):
+                detail = (
+                    f"record {batch.request_ids[row]!r}: model {batch.models[row]!r} is not monitored here"
+                )
+                self._dead_letter(
+                    messages[message_of[row]], encode_record(batch.record(row)), UNKNOWN_MODEL, detail
+                )
+            batch, message_of = batch.take(known), message_of[known]
+        if not len(batch):
+            return
+        events, models = batch.event_us, batch.models
         late_counts: dict[WindowId, int] = defaultdict(int)
-        models = [r.model for r in records]
         if self.spec.counted:
-            groups = _group_by_window(records, models, part.windows.number(models))
+            groups = _group_by_window(models, part.windows.number(models))
         else:
             starts, late, arrival = part.windows.classify(events, models)
             if not late.any():
-                groups = _group_by_window(records, models, starts)
+                groups = _group_by_window(models, starts)
             else:
-                groups = defaultdict(list)
+                rows_of: dict[WindowId, list[int]] = defaultdict(list)
                 policy = self.spec.late_policy
-                for record, start, is_late, arrived in zip(
-                    records, starts.tolist(), late.tolist(), arrival.tolist(), strict=True
-                ):
-                    if not is_late:
-                        groups[(record.model, start)].append(record)
+                for row in range(len(batch)):
+                    model = models[row]
+                    if not late[row]:
+                        rows_of[(model, int(starts[row]))].append(row)
                         continue
-                    late_counts[(record.model, arrived)] += 1
+                    arrived = int(arrival[row])
+                    late_counts[(model, arrived)] += 1
                     if policy is LatePolicy.ARRIVAL:
-                        groups[(record.model, arrived)].append(record)
+                        rows_of[(model, arrived)].append(row)
                     elif policy is LatePolicy.DEAD_LETTER:
+                        record = batch.record(row)
                         detail = (
-                            f"record {record.request_id!r} at {record.event_time.isoformat()} belongs to the "
-                            f"window starting {from_us(start).isoformat()}, which this partition had already "
-                            f"closed (lateness {self.settings.window.lateness_s:g} s)"
+                            f"record {record.request_id!r} at {record.event_time.isoformat()} belongs to "
+                            f"the window starting {from_us(int(starts[row])).isoformat()}, which this "
+                            f"partition had already closed (lateness {self.settings.window.lateness_s:g} s)"
                         )
-                        self._dead_letter(origin(record), encode_record(record), LATE, detail)
-        for key, members in groups.items():
+                        self._dead_letter(messages[message_of[row]], encode_record(record), LATE, detail)
+                groups = {key: np.asarray(rows, dtype=np.intp) for key, rows in rows_of.items()}
+        for key, rows in groups.items():
             monitor = self.monitors[key[0]]
             accumulator = part.windows.accumulator(key, monitor.new_accumulator)
             if self.spec.counted:  # its stored bounds will be the span of its records
-                accumulator.widen(
-                    to_us(min(r.event_time for r in members)), to_us(max(r.event_time for r in members))
-                )
+                accumulator.widen(int(events[rows].min()), int(events[rows].max()))
+            members = batch if len(rows) == len(batch) else batch.take(rows)
             try:
                 monitor.fold(accumulator, members)
             except (DataError, StatisticsError, ValueError, TypeError):
                 # A record the codec accepted but the profile cannot take (text in a numeric feature):
                 # find it, dead-letter it, fold the rest. The failed fold changed nothing.
                 refused = monitor.refused(members)
-                bad = {id(record) for record, _why in refused}
-                for record, why in refused:
-                    self._dead_letter(origin(record), encode_record(record), "wrong_type", why)
-                members = [r for r in members if id(r) not in bad]
+                for row, why in refused:
+                    origin = messages[message_of[rows[row]]]
+                    self._dead_letter(origin, encode_record(members.record(row)), "wrong_type", why)
+                bad = {row for row, _why in refused}
+                members = members.take([row for row in range(len(members)) if row not in bad])
                 monitor.fold(accumulator, members)
             monitor.fold_shadow(accumulator, members)
             if key[0] in self.labelled:
@@ -525,7 +524,7 @@ class MonitorDaemon:
         part.last_record_wall_us = int(self.clock() * 1e6)
 
     def _await_labels(
-        self, part: OwnedPartition, key: WindowId, members: list[ServingRecord], monitor: ModelMonitor
+        self, part: OwnedPartition, key: WindowId, members: ServingBatch, monitor: ModelMonitor
     ) -> None:
         """Join each prediction with a label that came first, or keep it waiting for its label.
 
@@ -533,20 +532,23 @@ class MonitorDaemon:
         the prediction itself (count windows, whose end is not known yet).
         """
         kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
-        values = prediction_values([r.prediction for r in members], kind)
+        values = prediction_values(members.predictions, kind).tolist()
         tally = part.tallies.setdefault(key, LabelTally())
         tally.predicted += len(members)
         window_deadline = key[1] + self.spec.size_us + self.horizon_us
-        for record, value in zip(members, values.tolist(), strict=True):
+        shadows = members.shadow_predictions
+        for row, (request_id, value, event_us) in enumerate(
+            zip(members.request_ids, values, members.event_us.tolist(), strict=True)
+        ):
             if value is None or value != value:  # no usable prediction (NaN): nothing to score
                 continue
-            shadows = _shadow_values(record, kind)
-            deadline = to_us(record.event_time) + self.horizon_us if self.spec.counted else window_deadline
-            early = part.pending.pop(record.request_id, None)
+            shadow = {} if shadows is None else _shadow_values(shadows[row], kind)
+            deadline = event_us + self.horizon_us if self.spec.counted else window_deadline
+            early = part.pending.pop(request_id, None)
             if early is None:
-                part.awaiting[record.request_id] = (key[0], key[1], float(value), shadows, deadline)
+                part.awaiting[request_id] = (key[0], key[1], float(value), shadow, deadline)
             elif early[1] < deadline:
-                tally.add(record.request_id, float(value), early[0], shadows)
+                tally.add(request_id, float(value), early[0], shadow)
                 self.counters.labels_joined += 1
                 self.metrics.labels_joined.labels(key[0]).inc()
             else:
@@ -591,22 +593,9 @@ class MonitorDaemon:
         lp.last_record_wall_us = int(self.clock() * 1e6)
 
     def _decode_labels(self, message: RawMessage) -> list[LabelRecord]:
-        return self._usable(message, decode_label_message)
-
-    def _decode(self, message: RawMessage) -> list[ServingRecord]:
-        good: list[ServingRecord] = []
-        for record in self._usable(message, decode_message):
-            if record.model not in self.monitors:
-                detail = f"record {record.request_id!r}: model {record.model!r} is not monitored here"
-                self._dead_letter(message, encode_record(record), UNKNOWN_MODEL, detail)
-                continue
-            good.append(record)
-        return good
-
-    def _usable(self, message: RawMessage, decode: Callable[..., DecodeResult[_R]]) -> list[_R]:
-        """The records of one message that decode; dead-letters the refused message or batch members."""
+        """The labels of one message that decode; dead-letters the refused message or batch members."""
         try:
-            result = decode(message.value, max_bytes=self.settings.max_message_bytes)
+            result = decode_label_message(message.value, max_bytes=self.settings.max_message_bytes)
         except RecordError as exc:
             self._dead_letter(message, message.value, exc.reason, str(exc))
             return []

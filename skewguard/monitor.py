@@ -8,7 +8,6 @@ stores what comes back.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ from features import FeatureError, FeatureKind, FeatureSet, FeatureState
 from skewguard.baseline import PREDICTION_COLUMN, Baseline, PredictionKind
 from skewguard.detect import DriftPolicy, FeatureVerdict, judge
 from skewguard.errors import ConfigError, DataError, StatisticsError
-from skewguard.records import ServingRecord
+from skewguard.records import ServingBatch, ServingRecord
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.shadow.compare import ShadowOptions, serving_findings
 from skewguard.stats import ColumnRole, EncodedColumn, EncodedFrame, Profile
@@ -103,39 +102,38 @@ class ModelMonitor:
 
     # -- folding -------------------------------------------------------------------------------------
 
-    def fold(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
+    def fold(self, accumulator: WindowAccumulator, records: ServingBatch | Sequence[ServingRecord]) -> None:
         """Fold a batch of this model's records (all of one window) into ``accumulator``.
 
-        This is the daemon's hot path, so the batch is taken apart column by column (one C-level pass
-        picks every feature out of each record, numeric columns go straight to float64 arrays) and each
-        column is encoded on its own, with no DataFrame in between; the profile folded is the same as
-        ``profile.fold`` of the batch as a frame.
+        This is the daemon's hot path, so it works on columns (a :class:`ServingBatch`, as the daemon
+        decodes them): numeric columns go straight to float64 arrays and each column is encoded on its
+        own, with no DataFrame in between; the profile folded is the same as ``profile.fold`` of the
+        batch as a frame. A list of records is turned into columns first.
         """
-        if not records:
+        batch = records if isinstance(records, ServingBatch) else ServingBatch.from_records(records)
+        if not len(batch):
             return
-        self._fold_profile(accumulator.profile, records)
-        accumulator.records += len(records)
-        accumulator.versions.update(map(_VERSION, records))
-        for defaulted in [r.defaulted for r in records if r.defaulted]:
-            accumulator.defaulted.update(defaulted)
+        self._fold_profile(accumulator.profile, batch)
+        accumulator.records += len(batch)
+        accumulator.versions.update(batch.model_versions)
+        for defaulted in batch.defaulted or ():
+            if defaulted:
+                accumulator.defaulted.update(defaulted)
         # Replay only has work when a record carries raw inputs or an unknown FeatureState hash.
-        raw_inputs = list(map(_RAW_INPUTS, records))
-        if raw_inputs.count(None) != len(raw_inputs) or not self.known_states.keys() >= set(
-            map(_STATE_HASH, records)
-        ):
-            self._replay(accumulator, records)
+        if batch.raw_inputs is not None or not self.known_states.keys() >= set(batch.state_hashes):
+            self._replay(accumulator, batch)
 
-    def refused(self, records: Sequence[ServingRecord]) -> list[tuple[ServingRecord, str]]:
-        """The records whose features cannot be profiled (e.g. text in a numeric feature), with why.
+    def refused(self, batch: ServingBatch) -> list[tuple[int, str]]:
+        """The rows whose features cannot be profiled (e.g. text in a numeric feature), with why.
 
         Checked one record at a time, so only worth calling after ``fold`` of the batch failed; ``fold``
         encodes every column before it changes anything, so the batch can then be folded without these.
         """
-        refused: list[tuple[ServingRecord, str]] = []
+        refused: list[tuple[int, str]] = []
         layout = self.baseline.profile.layout
-        for record in records:
+        for row in range(len(batch)):
             try:
-                columns = self._fold_columns([record])
+                columns = self._fold_columns(batch.take([row]))
                 for column in layout.columns:
                     values = columns.get(column.name)
                     if values is not None:
@@ -143,13 +141,12 @@ class ModelMonitor:
                     elif column.spec.role is not ColumnRole.LABEL:
                         layout.encode(pd.DataFrame(columns))
             except (DataError, StatisticsError, ValueError, TypeError) as exc:
-                refused.append((record, f"record {record.request_id!r}: {exc}"))
+                refused.append((row, f"record {batch.request_ids[row]!r}: {exc}"))
         return refused
 
-    def _fold_profile(self, profile: Profile, records: Sequence[ServingRecord]) -> None:
+    def _fold_profile(self, profile: Profile, batch: ServingBatch) -> None:
         """Encode the batch's columns against the profile's layout and fold them in."""
-        columns = self._fold_columns(records)
-        request_ids = list(map(_REQUEST_ID, records))
+        columns = self._fold_columns(batch)
         encoded: dict[str, EncodedColumn | None] = {}
         for layout in profile.layout.columns:
             values = columns.get(layout.name)
@@ -159,9 +156,9 @@ class ModelMonitor:
                 encoded[layout.name] = None
             else:
                 encoded[layout.name] = layout.encode(values)
-        profile.fold_encoded(EncodedFrame(rows=len(records), columns=encoded), request_ids)
+        profile.fold_encoded(EncodedFrame(rows=len(batch), columns=encoded), batch.request_ids)
 
-    def _fold_columns(self, records: Sequence[ServingRecord]) -> dict[str, np.ndarray[Any, Any]]:
+    def _fold_columns(self, batch: ServingBatch) -> dict[str, np.ndarray[Any, Any]]:
         """The batch as the profile's columns (1-d arrays): one per feature, plus the prediction.
 
         A feature a record lacks is null. Booleans become ``"true"``/``"false"``, as the baseline
@@ -169,19 +166,13 @@ class ModelMonitor:
         profile as objects, which reports it exactly as before. No Series is built: the layout encodes
         arrays directly.
         """
-        names = self._feature_columns
-        features = list(map(_FEATURES, records))
-        columns: list[Sequence[Any]]
-        try:
-            if len(names) == 1:
-                columns = [[f[names[0]] for f in features]]
-            else:
-                columns = list(zip(*map(operator.itemgetter(*names), features), strict=True))
-        except KeyError:  # some record lacks a feature: fetch column by column, missing as None
-            columns = [[f.get(name) for f in features] for name in names]
         data: dict[str, np.ndarray[Any, Any]] = {}
         kinds = self._kinds
-        for name, values in zip(names, columns, strict=True):
+        absent: list[Any] | None = None
+        for name in self._feature_columns:
+            values = batch.features.get(name)
+            if values is None:
+                values = absent = absent or [None] * len(batch)
             kind = kinds.get(name)
             if kind is FeatureKind.NUMERIC:
                 data[name] = self._float_column(values)
@@ -191,7 +182,7 @@ class ModelMonitor:
                 data[name] = _objects(values)
         kind_of_prediction = self.baseline.prediction_kind
         if self._has_prediction and kind_of_prediction is not None:
-            predictions = list(map(_PREDICTION, records))
+            predictions = batch.predictions
             if kind_of_prediction is not PredictionKind.CLASS and {float, int}.issuperset(
                 map(type, predictions)
             ):
@@ -211,42 +202,41 @@ class ModelMonitor:
             return _objects(values)
         return column
 
-    def _replay(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
+    def _replay(self, accumulator: WindowAccumulator, batch: ServingBatch) -> None:
         """Implementation skew: recompute features from logged raw inputs with the logged state."""
-        by_state: dict[str, list[ServingRecord]] = {}
-        for record in records:
-            if record.feature_state_hash not in self.known_states:
+        by_state: dict[str, list[int]] = {}
+        raw_inputs = batch.raw_inputs
+        for row, state_hash in enumerate(batch.state_hashes):
+            if state_hash not in self.known_states:
                 accumulator.unknown_state += 1
-                accumulator.unknown_state_hashes[record.feature_state_hash] += 1
+                accumulator.unknown_state_hashes[state_hash] += 1
                 accumulator.unknown_state_examples = merge_examples(
-                    accumulator.unknown_state_examples, [record.request_id]
+                    accumulator.unknown_state_examples, [batch.request_ids[row]]
                 )
                 continue
-            if record.raw_inputs is not None:
-                by_state.setdefault(record.feature_state_hash, []).append(record)
-        for state_hash, group in by_state.items():
-            self._compare(accumulator, group, self.known_states[state_hash])
+            if raw_inputs is not None and raw_inputs[row] is not None:
+                by_state.setdefault(state_hash, []).append(row)
+        for state_hash, rows in by_state.items():
+            self._compare(accumulator, batch.take(rows), self.known_states[state_hash])
 
-    def _compare(
-        self, accumulator: WindowAccumulator, group: list[ServingRecord], state: FeatureState
-    ) -> None:
-        raw = pd.DataFrame.from_records([r.raw_inputs or {} for r in group])
+    def _compare(self, accumulator: WindowAccumulator, group: ServingBatch, state: FeatureState) -> None:
+        raw = pd.DataFrame.from_records([r or {} for r in group.raw_inputs or ()])
         try:
             replayed = self.feature_set.transform_frame(raw, state)
         except FeatureError:
             # One bad request must not hide the skew of the others: replay one by one.
             replayed = self._replay_each(raw, state)
-        ids = np.asarray([r.request_id for r in group], dtype=object)
-        accumulator.replayed += int(replayed["__ok__"].sum()) if "__ok__" in replayed else len(group)
-        usable = (
-            replayed["__ok__"].to_numpy(dtype=bool) if "__ok__" in replayed else np.ones(len(group), bool)
-        )
+        n = len(group)
+        ids = np.asarray(group.request_ids, dtype=object)
+        accumulator.replayed += int(replayed["__ok__"].sum()) if "__ok__" in replayed else n
+        usable = replayed["__ok__"].to_numpy(dtype=bool) if "__ok__" in replayed else np.ones(n, bool)
+        defaulted_lists = group.defaulted or [[] for _ in range(n)]
         for name in self.feature_set.features:
-            defaulted = np.fromiter((name in r.defaulted for r in group), dtype=bool, count=len(group))
+            defaulted = np.fromiter((name in d for d in defaulted_lists), dtype=bool, count=n)
             compare = usable & ~defaulted  # a defaulted feature was not computed from these inputs
             if not compare.any():
                 continue
-            logged = [r.features.get(name) for r in group]
+            logged = group.features.get(name) or [None] * n
             mismatched, difference = self._mismatches(name, logged, replayed[name], compare)
             tally = accumulator.skew.setdefault(name, SkewTally())
             tally.add(int(compare.sum()), sorted(ids[mismatched].tolist()), difference)
@@ -338,18 +328,19 @@ class ModelMonitor:
             context={"versions": dict(accumulator.versions), "replayed": accumulator.replayed},
         )
 
-    def fold_shadow(self, accumulator: WindowAccumulator, records: Sequence[ServingRecord]) -> None:
+    def fold_shadow(self, accumulator: WindowAccumulator, batch: ServingBatch) -> None:
         """Pair each shadow candidate's predictions with production's, per candidate version."""
-        versions = sorted({v for r in records for v in r.shadow_predictions})
+        shadows = batch.shadow_predictions
+        if shadows is None:
+            return
+        versions = sorted({v for s in shadows for v in s})
         if not versions or self.baseline.prediction_kind not in (PredictionKind.SCORE, PredictionKind.VALUE):
             return
         kind = self.baseline.prediction_kind
-        production = np.asarray(prediction_values([r.prediction for r in records], kind), dtype=float)
+        production = np.asarray(prediction_values(batch.predictions, kind), dtype=float)
         edges = self._prediction_edges()
         for version in versions:
-            candidate = np.asarray(
-                prediction_values([r.shadow_predictions.get(version) for r in records], kind), dtype=float
-            )
+            candidate = np.asarray(prediction_values([s.get(version) for s in shadows], kind), dtype=float)
             accumulator.shadow.setdefault(version, ShadowTally()).add(production, candidate, edges)
 
     def _prediction_edges(self) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -418,13 +409,6 @@ class ModelMonitor:
         return findings
 
 
-# Field getters for the fold's column passes (map with a C getter beats a comprehension).
-_FEATURES = operator.attrgetter("features")
-_PREDICTION = operator.attrgetter("prediction")
-_REQUEST_ID = operator.attrgetter("request_id")
-_VERSION = operator.attrgetter("model_version")
-_RAW_INPUTS = operator.attrgetter("raw_inputs")
-_STATE_HASH = operator.attrgetter("feature_state_hash")
 #: A logged boolean as the baseline profiled it; a key missing here (2, "yes", NaN) takes the slow path.
 _FLAG_TEXT: dict[Any, str | None] = {True: "true", False: "false", None: None}
 

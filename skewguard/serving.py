@@ -4,8 +4,8 @@ Two pieces for model-serving code:
 
 * :class:`ServingLogger` takes one call per request (``log(...)``) and returns at once: the record goes
   into a bounded queue (``put_nowait``; when full it is dropped and counted), and a background thread
-  batches records into envelope messages, sends them lz4-compressed, and counts what was sent, dropped
-  and failed. A broker that is down, slow or never there costs the request path nothing: the thread
+  batches records into columnar envelope messages, sends them lz4-compressed, and counts what was sent,
+  dropped and failed. A broker that is down, slow or never there costs the request path nothing: the thread
   retries with backoff, the queue absorbs what it can, and the rest is counted, never raised.
 * :class:`FeatureGroupFetcher` fetches feature groups (online stores, services) in parallel under a
   deadline; a group that raises or misses the deadline falls back to its declared defaults, and the
@@ -39,19 +39,12 @@ from skewguard.io.kafka import (
     broker_reachable,
     partition_for_key,
 )
-from skewguard.records import (
-    Prediction,
-    ServingRecord,
-    encode_record_fragment,
-    envelope_from_fragments,
-)
+from skewguard.records import Prediction, ServingRecord, encode_records
 
 __all__ = ["FeatureGroupFetcher", "FetchResult", "LoggerStats", "ServingLogger"]
 
 log = logging.getLogger(__name__)
 
-#: Room left in a message for the envelope around the fragments.
-_ENVELOPE_OVERHEAD: Final = 64
 #: Consecutive delivery failures after which the producer is rebuilt (a restarted broker can leave a
 #: producer unable to deliver for good, e.g. with an unknown producer id).
 _REBUILD_AFTER_FAILURES: Final = 3
@@ -367,59 +360,52 @@ class ServingLogger:
         return self._partition_count
 
     def _send(self, producer: RawProducer, records: list[ServingRecord], first_seq: int) -> None:
-        """Encode records one by one (a bad one is dropped alone), cut envelopes by size, send them.
+        """Send records as columnar envelopes, one or more per partition, never above the size limit.
 
         Each envelope holds records of ONE partition — the one each request id's own key hashes to — so
         the serving log stays co-partitioned with the labels topic (keyed by request id) and the monitor
         can join labels partition by partition.
         """
-        limit = self._max_message_bytes - _ENVELOPE_OVERHEAD
         partitions = self._partitions(producer)
         targets = [partition_for_key(r.request_id.encode(), partitions) for r in records]
         order = sorted(range(len(records)), key=targets.__getitem__)
         records = [records[i] for i in order]
         targets = [targets[i] for i in order]
-        fragments: list[bytes] = []
-        size = 0
-        range_start = first_seq
-        current = targets[0] if targets else 0
-        for offset, record in enumerate(records):
-            seq = first_seq + offset
-            if fragments and targets[offset] != current:
-                self._send_envelope(producer, fragments, range_start, seq, current)
-                fragments, size, range_start = [], 0, seq
-            current = targets[offset]
-            try:
-                fragment = encode_record_fragment(record)
-            except RecordError as exc:
-                with self._ledger.cond:
-                    self._ledger.invalid_queued += 1
-                    self._ledger.last_error = f"refused record {record.request_id!r}: {exc}"
-                continue
-            if len(fragment) > limit:
-                with self._ledger.cond:
-                    self._ledger.invalid_queued += 1
-                    self._ledger.last_error = (
-                        f"refused record {record.request_id!r}: {len(fragment)} bytes, above the "
-                        f"{self._max_message_bytes}-byte message limit"
-                    )
-                continue
-            if fragments and size + len(fragment) + 1 > limit:
-                self._send_envelope(producer, fragments, range_start, seq, current)
-                fragments, size, range_start = [], 0, seq
-            fragments.append(fragment)
-            size += len(fragment) + 1
-        self._send_envelope(producer, fragments, range_start, first_seq + len(records), current)
+        start = 0
+        for end in range(1, len(records) + 1):
+            if end == len(records) or targets[end] != targets[start]:
+                self._send_run(producer, records[start:end], first_seq + start, targets[start])
+                start = end
+
+    def _send_run(
+        self, producer: RawProducer, records: list[ServingRecord], first_seq: int, partition: int
+    ) -> None:
+        """One envelope of ``records``; halved while it is too big or holds a record the codec refuses.
+
+        Encoding the whole run at once is the common, cheap case; halving finds a bad record (dropped and
+        counted alone) in a few re-encodings instead of checking every record on its own.
+        """
+        try:
+            message = encode_records(records, max_bytes=self._max_message_bytes)
+        except RecordError as exc:
+            if len(records) > 1:
+                half = len(records) // 2
+                self._send_run(producer, records[:half], first_seq, partition)
+                self._send_run(producer, records[half:], first_seq + half, partition)
+                return
+            with self._ledger.cond:
+                self._ledger.invalid_queued += 1
+                self._ledger.last_error = f"refused record {records[0].request_id!r}: {exc}"
+            self._ledger.resolve(first_seq, first_seq + 1)
+            return
+        self._send_envelope(producer, message, len(records), first_seq, partition)
 
     def _send_envelope(
-        self, producer: RawProducer, fragments: list[bytes], start: int, end: int, partition: int
+        self, producer: RawProducer, message: bytes, count: int, start: int, partition: int
     ) -> None:
-        count = len(fragments)
-        if count == 0:
-            self._ledger.resolve(start, end)
-            return
+        end = start + count
         try:
-            delivery = producer.send(self._topic, envelope_from_fragments(fragments), partition=partition)
+            delivery = producer.send(self._topic, message, partition=partition)
         except BrokerError as exc:
             self._consecutive_failures += 1
             self._ledger.resolve(start, end, failed=count, error=str(exc))

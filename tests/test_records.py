@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -19,13 +20,17 @@ from skewguard.records import (
     RECORD_REQUIRED_FIELDS,
     LabelRecord,
     Reason,
+    ServingBatch,
     ServingRecord,
     decode_label_message,
     decode_message,
+    decode_serving,
     encode_label,
     encode_labels,
     encode_record,
+    encode_record_fragment,
     encode_records,
+    envelope_from_fragments,
     load_json_schema,
 )
 
@@ -128,7 +133,10 @@ def test_single_record_round_trips_exactly(record: ServingRecord) -> None:
 @given(st.lists(records, min_size=1, max_size=6))
 def test_batch_envelope_round_trips_in_order(batch: list[ServingRecord]) -> None:
     result = decode_message(encode_records(batch))
-    assert result.records == batch
+    # A columnar envelope writes a feature some records lack as null for them (the same to the monitor).
+    names = {name for record in batch for name in record.features}
+    expected = [replace(r, features={n: r.features.get(n) for n in names}) for r in batch]
+    assert result.records == expected
     assert result.rejected == []
 
 
@@ -297,6 +305,158 @@ def test_envelope_without_version_is_refused_as_missing_field() -> None:
     assert "'v'" in str(err)
 
 
+# ------------------------------------------------------------------------------ columnar envelopes, runs
+
+
+def columnar(n: int = 3, **overrides: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = orjson.loads(encode_records([make_record(i) for i in range(n)]))
+    obj["columns"].update(overrides)
+    return obj
+
+
+def test_columnar_envelope_writes_each_field_once_and_shared_strings_once() -> None:
+    obj = columnar(3)
+    assert obj["v"] == 1
+    body = obj["columns"]
+    assert body["request_id"] == ["req-0", "req-1", "req-2"]
+    assert body["model"] == "churn"  # the same for every record: written once
+    assert body["features"]["age"] == [41.5, 41.5, 41.5]
+    mixed = orjson.loads(encode_records([make_record(0), make_record(1, model="other")]))
+    assert mixed["columns"]["model"] == ["churn", "other"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason", "names"),
+    [
+        ({"event_time": ["2024-05-01T12:00:00+00:00"]}, "wrong_type", "columns.event_time"),
+        ({"features": {"age": [1.0]}}, "wrong_type", "columns.features['age']"),
+        ({"features": [1, 2, 3]}, "wrong_type", "columns.features"),
+        ({"request_id": "req-0"}, "wrong_type", "columns.request_id"),
+        ({"model": 7}, "wrong_type", "columns.model"),
+        ({"defaulted": "age"}, "wrong_type", "columns.defaulted"),
+    ],
+)
+def test_a_columnar_envelope_of_the_wrong_shape_is_refused_whole(
+    overrides: dict[str, Any], reason: str, names: str
+) -> None:
+    err = refusal(orjson.dumps(columnar(3, **overrides)))
+    assert err.reason == reason
+    assert names in str(err)
+
+
+def test_a_columnar_envelope_missing_a_column_or_version_is_refused_whole() -> None:
+    obj = columnar(2)
+    del obj["columns"]["prediction"]
+    err = refusal(orjson.dumps(obj))
+    assert (err.reason, "'columns.prediction'" in str(err)) == ("missing_field", True)
+    assert refusal(orjson.dumps({"columns": columnar(2)["columns"]})).reason == "missing_field"
+    assert refusal(orjson.dumps({"v": 1, "columns": [1]})).reason == "wrong_type"
+
+
+def test_bad_values_in_a_columnar_envelope_refuse_only_their_records() -> None:
+    obj = columnar(
+        4,
+        prediction=[0.1, None, 0.3, 0.4],
+        event_time=[
+            "2024-05-01T12:00:00+00:00",
+            "2024-05-01T12:00:01+00:00",
+            "2024-05-01T12:00:02",  # naive
+            "2024-05-01T14:00:03+02:00",  # another offset: converted, kept
+        ],
+    )
+    obj["columns"]["features"]["plan"] = ["pro", "pro", "pro", {"nested": 1}]
+    result = decode_message(orjson.dumps(obj))
+    assert [r.request_id for r in result.records] == ["req-0"]
+    assert [(r.index, r.error.reason) for r in result.rejected] == [
+        (1, "wrong_type"),
+        (2, "naive_timestamp"),
+        (3, "wrong_type"),
+    ]
+    assert "columns[1].prediction" in str(result.rejected[0].error)
+    assert result.rejected[0].error.record_id == "req-1"
+    assert "columns[3].features['plan']" in str(result.rejected[2].error)
+    assert orjson.loads(result.rejected[1].raw)["request_id"] == "req-2"  # dead-lettered alone
+    obj["columns"]["features"]["plan"][3] = "pro"
+    kept = decode_message(orjson.dumps(obj)).records
+    assert kept[-1].event_time == datetime(2024, 5, 1, 12, 0, 3, tzinfo=UTC)
+
+
+def test_a_record_the_codec_would_refuse_is_refused_by_encode_records_naming_it() -> None:
+    naive_raw = make_record(1, raw_inputs={"when": datetime(2024, 5, 1)})  # noqa: DTZ001
+    with pytest.raises(RecordError) as info:
+        encode_records([make_record(0), naive_raw])
+    assert (info.value.reason, info.value.record_id) == ("naive_timestamp", "req-1")
+    with pytest.raises(RecordError) as info:
+        encode_records([make_record(0), make_record(1, prediction=[])])
+    assert info.value.reason == "wrong_type"
+
+
+@FAST
+@given(st.lists(records, min_size=1, max_size=8), st.integers(0, 2))
+def test_a_run_of_messages_decodes_to_the_records_in_order_whatever_the_form(
+    batch: list[ServingRecord], form: int
+) -> None:
+    """Every path of the column-at-a-time decoder (fast or record by record) gives the records back."""
+    if form == 0:
+        values = [encode_record(r) for r in batch]
+        sources = list(range(len(batch)))
+    elif form == 1:
+        values = [envelope_from_fragments([encode_record_fragment(r) for r in batch])]
+        sources = [0] * len(batch)
+    else:
+        values = (
+            [encode_records(batch[:1]), encode_records(batch[1:])]
+            if len(batch) > 1
+            else [encode_records(batch)]
+        )
+        sources = [0] + [1] * (len(batch) - 1)
+    run = decode_serving(values)
+    assert run.refused == []
+    assert run.batch.records() == ServingBatch.from_records(batch).records()
+    assert run.message_of.tolist() == sources
+
+
+def test_a_run_mixing_forms_and_bad_messages_keeps_order_and_names_each_refusal() -> None:
+    values = [
+        encode_record(make_record(0)),
+        b"not json",
+        encode_records([make_record(1), make_record(2)]),
+        orjson.dumps(
+            {"v": 1, "batch": [record_dict(request_id="req-3"), dict(record_dict(), prediction=None)]}
+        ),
+        None,
+        encode_record(make_record(4)),
+        orjson.dumps(record_dict(request_id="req-5", event_time="2024-05-01T12:00:00")),
+    ]
+    run = decode_serving(values)
+    assert run.batch.request_ids == ["req-0", "req-1", "req-2", "req-3", "req-4"]
+    assert run.message_of.tolist() == [0, 2, 2, 3, 5]
+    assert [(r.message, r.member, r.error.reason) for r in run.refused] == [
+        (1, None, "undecodable"),
+        (3, 1, "wrong_type"),
+        (4, None, "undecodable"),
+        (6, None, "naive_timestamp"),
+    ]
+    assert run.refused[0].raw is None  # a whole message is dead-lettered as it came
+    assert orjson.loads(run.refused[1].raw or b"")["prediction"] is None
+
+
+def test_a_batch_takes_rows_and_concatenates_batches_with_different_columns() -> None:
+    a = ServingBatch.from_records([make_record(0), make_record(1, defaulted=["age"])])
+    b = ServingBatch.from_records([make_record(2, features={"other": 1.0}, shadow_predictions={"v4": 0.5})])
+    both = ServingBatch.concat([a, b])
+    assert both.request_ids == ["req-0", "req-1", "req-2"]
+    assert both.features["other"] == [None, None, 1.0]
+    assert both.features["age"] == [41.5, 41.5, None]
+    assert both.defaulted == [[], ["age"], []]
+    assert both.shadow_predictions == [{}, {}, {"v4": 0.5}]
+    picked = both.take([2, 0])
+    assert picked.request_ids == ["req-2", "req-0"]
+    assert picked.event_us.tolist() == [both.event_us[2], both.event_us[0]]
+    assert picked.record(0).shadow_predictions == {"v4": 0.5}
+    assert len(ServingBatch.concat([])) == 0
+
+
 # ------------------------------------------------------------------------------------ encoding refusals
 
 
@@ -378,6 +538,9 @@ def test_schema_and_codec_agree_on_required_and_known_fields() -> None:
     defs = schema["$defs"]
     assert set(defs["single_record"]["required"]) == set(RECORD_REQUIRED_FIELDS)
     assert set(defs["batch_record"]["required"]) == set(RECORD_REQUIRED_FIELDS) - {"v"}
+    columns = defs["columnar_envelope"]["properties"]["columns"]
+    assert set(columns["required"]) == set(RECORD_REQUIRED_FIELDS) - {"v"}
+    assert set(columns["properties"]) == (set(RECORD_REQUIRED_FIELDS) | set(RECORD_OPTIONAL_FIELDS)) - {"v"}
     known = set(defs["record_body"]["properties"])
     assert known == set(RECORD_REQUIRED_FIELDS) | set(RECORD_OPTIONAL_FIELDS)
     label_defs = load_json_schema("label_record")["$defs"]

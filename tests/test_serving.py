@@ -157,6 +157,27 @@ def test_invalid_records_are_counted_and_their_neighbours_still_delivered(
     assert [r.request_id for r in decoded(read_all(settings, topic, 1, 2))] == ["ok-1", "ok-2"]
 
 
+@pytest.mark.kafka
+def test_envelopes_are_columnar_never_above_the_size_limit_and_an_oversized_record_is_dropped_alone(
+    kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
+) -> None:
+    settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
+    topic = kafka_topic()
+    limit = 4_000
+    with make_logger(settings, topic, max_message_bytes=limit, batch_records=500, linger_ms=200) as logger:
+        for i in range(120):
+            assert logger.log(request_id=f"r{i:03d}", features={"x": float(i), "plan": "pro"}, prediction=0.5)
+        assert logger.log(request_id="huge", features={"text": "x" * 5_000}, prediction=0.5)
+        assert logger.flush(timeout_s=10)
+        stats = logger.stats()
+    assert (stats.sent, stats.invalid, stats.failed, stats.queued) == (120, 1, 0, 0)
+    assert stats.last_error is not None and "huge" in stats.last_error
+    messages = read_all(settings, topic, 1, 120)
+    assert len(messages) > 1  # 120 records do not fit in one 4 kB message: the run was halved
+    assert all(len(m.value or b"") <= limit and b'"columns"' in (m.value or b"") for m in messages)
+    assert sorted(r.request_id for r in decoded(messages)) == [f"r{i:03d}" for i in range(120)]
+
+
 # ------------------------------------------------------------------------------------------ broker down
 
 

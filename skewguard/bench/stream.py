@@ -5,10 +5,11 @@ One process, one embedded broker (Tansu), the same messages for every side:
 1. A synthetic feature set of ``features`` pass-through features (70 % numeric, 25 % categorical, one
    boolean) and its baseline are built in a temporary directory.
 2. ``records`` serving records are produced twice: as single-record messages to one topic, and as
-   ``batch_size``-record envelopes to another. Records carry features and a score, **no raw inputs**,
-   so what is measured is the monitoring path (decode → windows → profile fold → verdicts), not the
-   implementation-skew replay. Event times are in order and spread over ``windows`` event-time windows;
-   one closing record per partition, in the window after, seals the last of them (rates count it).
+   ``batch_size``-record columnar envelopes (what the ServingLogger sends) to another. Records carry
+   features and a score, **no raw inputs**, so what is measured is the monitoring path (decode →
+   windows → profile fold → verdicts), not the implementation-skew replay. Event times are in order
+   and spread over ``windows`` event-time windows; one closing record per partition, in the window
+   after, seals the last of them (rates count it).
 3. For each topic, in the same run, the time to consume every message is measured for
 
    * **raw**: a :class:`~skewguard.io.kafka.RawConsumer` (kafka-python's ``KafkaConsumer.poll`` plus one
@@ -59,7 +60,7 @@ from skewguard.errors import BrokerError, ConfigError
 from skewguard.io.broker import EmbeddedBroker
 from skewguard.io.kafka import KafkaSettings, RawConsumer, RawProducer, ensure_topics
 from skewguard.monitor import ModelMonitor
-from skewguard.records import ServingRecord, encode_record, encode_record_fragment, envelope_from_fragments
+from skewguard.records import ServingRecord, encode_record, encode_records
 from skewguard.settings import MonitorSettings, load_settings
 from skewguard.store import Store
 
@@ -216,7 +217,7 @@ def _produce(
             columns = _draw(features, n, rng)
             names = list(columns)
             scores = rng.beta(2.0, 5.0, n).tolist()
-            fragments: list[bytes] = []
+            pending: list[ServingRecord] = []
             for offset, values in enumerate(zip(*columns.values(), strict=True)):
                 index = first + offset
                 record = ServingRecord(
@@ -232,12 +233,12 @@ def _produce(
                 key = record.request_id.encode()
                 producer.send(single_topic, encode_record(record), key=key, partition=index % partitions)
                 single += 1
-                fragments.append(encode_record_fragment(record))
-                if len(fragments) == batch_size:
-                    envelope = envelope_from_fragments(fragments)
+                pending.append(record)
+                if len(pending) == batch_size:
+                    envelope = encode_records(pending)
                     producer.send(batch_topic, envelope, key=key, partition=batch % partitions)
                     batch += 1
-                    fragments = []
+                    pending = []
         for partition in range(partitions):
             closing = ServingRecord(
                 request_id=f"closing-{partition}",
@@ -249,9 +250,7 @@ def _produce(
                 prediction=0.5,
             )
             producer.send(single_topic, encode_record(closing), partition=partition)
-            producer.send(
-                batch_topic, envelope_from_fragments([encode_record_fragment(closing)]), partition=partition
-            )
+            producer.send(batch_topic, encode_records([closing]), partition=partition)
             single += 1
             batch += 1
         producer.flush(120)

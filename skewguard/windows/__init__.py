@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from skewguard.records import from_us, to_us  # one home of the epoch-microsecond conversion
 from skewguard.windows.accumulator import ShadowTally, SkewTally, WindowAccumulator, merge_examples
-from skewguard.windows.partition import LatePolicy, PartitionWindows, WindowId, WindowSpec, from_us, to_us
+from skewguard.windows.partition import LatePolicy, PartitionWindows, WindowId, WindowSpec
 
 __all__ = [
     "LatePolicy",

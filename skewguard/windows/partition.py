@@ -33,7 +33,6 @@ import numpy.typing as npt
 
 from skewguard.windows.accumulator import WindowAccumulator
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROS = dt.timedelta(microseconds=1)
 
 #: Window key: (model name, window start in epoch microseconds) for event-time windows, (model name,
@@ -114,16 +113,6 @@ class WindowSpec:
     def start_of(self, event_us: int) -> int:
         """Start (epoch µs) of the window holding ``event_us``; windows are aligned to the epoch."""
         return event_us - event_us % self.size_us
-
-
-def to_us(instant: dt.datetime) -> int:
-    """Aware datetime → epoch microseconds."""
-    return (instant - _EPOCH) // _MICROS
-
-
-def from_us(value: int) -> dt.datetime:
-    """Epoch microseconds → aware UTC datetime."""
-    return _EPOCH + dt.timedelta(microseconds=value)
 
 
 @dataclass

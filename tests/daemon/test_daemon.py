@@ -23,7 +23,7 @@ from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import TrafficShape, hour_in_utc_bug
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.records import encode_record, encode_records
+from skewguard.records import encode_record, encode_record_fragment, encode_records, envelope_from_fragments
 from skewguard.results import Check, Severity
 from skewguard.settings import MonitorSettings
 from skewguard.store import Store
@@ -99,9 +99,11 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
     oversized = orjson.dumps(template | {"request_id": "big", "raw_inputs": {"blob": "x" * 60_000}})
     # Valid JSON of the right shape, but text where the profile needs a number: found at fold time.
     text_in_numeric = orjson.loads(encode_records(good[5:8]))
-    text_in_numeric["batch"][1]["features"]["ad_position"] = "top of the page"
-    envelope = orjson.loads(encode_records(good[2:5]))
+    text_in_numeric["columns"]["features"]["ad_position"][1] = "top of the page"
+    envelope = orjson.loads(envelope_from_fragments([encode_record_fragment(r) for r in good[2:5]]))
     envelope["batch"].append(template | {"request_id": "in-batch", "prediction": {"not": "a prediction"}})
+    columnar = orjson.loads(encode_records(good[8:11]))  # the ServingLogger's form
+    columnar["columns"]["prediction"][1] = {"not": "a prediction"}
     bad = [
         b"\xff\x00 not json",
         b"[1, 2, 3]",
@@ -113,17 +115,18 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
         oversized,
         orjson.dumps(envelope),
         orjson.dumps(text_in_numeric),
+        orjson.dumps(columnar),
     ]
     topic = daemon.topics.serving
     produce_raw(kafka_broker.bootstrap_servers, topic, bad)
-    produce(kafka_broker.bootstrap_servers, topic, good[8:])
+    produce(kafka_broker.bootstrap_servers, topic, good[11:])
     produce(kafka_broker.bootstrap_servers, topic, closing_record(baseline, 5), batch=1)
     expected = collections.Counter(
         {
             "undecodable": 1,
             "not_an_object": 1,
             "missing_field": 1,
-            "wrong_type": 3,
+            "wrong_type": 4,
             "naive_timestamp": 1,
             "unsupported_version": 1,
             "unknown_model": 1,
@@ -131,22 +134,28 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
         }
     )
     step_until(
-        daemon, lambda: daemon.counters.windows >= 1 and sum(daemon.counters.dead_letters.values()) >= 9
+        daemon, lambda: daemon.counters.windows >= 1 and sum(daemon.counters.dead_letters.values()) >= 10
     )
 
     assert dict(daemon.counters.dead_letters) == dict(expected)
-    # Every good record is counted: 3 from the first envelope, 2 beside the text-in-numeric one, 292 on
-    # their own (plus the closers, later); the daemon kept going after the bad ones.
+    # Every good record is counted: 3 from the row envelope, 2 beside the text-in-numeric one, 2 beside
+    # the bad columnar row, 289 on their own (plus the closers, later); the daemon kept going.
     first = min(results_by_start(daemon.store, daemon.group).items())[1]
-    assert first.records == 297
+    assert first.records == 296
     letters = read_dead_letters(kafka_broker.bootstrap_servers, daemon.topics.dead_letter, daemon.settings)
     assert collections.Counter(letter.reason for letter in letters) == expected
     by_reason = {letter.reason: letter for letter in letters}
     assert by_reason["undecodable"].value == b"\xff\x00 not json"
     assert "request_id" in by_reason["missing_field"].detail
-    assert b"in-batch" in (by_reason["wrong_type"].value or b"") or any(
-        b"in-batch" in (letter.value or b"") for letter in letters
-    )
+    wrong = [letter for letter in letters if letter.reason == "wrong_type"]
+    # each refused member is dead-lettered alone, as itself
+    assert {orjson.loads(letter.value or b"")["request_id"] for letter in wrong} == {
+        "wrong",
+        "in-batch",
+        good[6].request_id,
+        good[9].request_id,
+    }
+    assert any("columns[1].prediction" in letter.detail for letter in wrong)
 
 
 # -- crash recovery -------------------------------------------------------------------------------------
