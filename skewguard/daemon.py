@@ -878,16 +878,21 @@ class MonitorDaemon:
         finalisers (serving and labels stage) work from this one decoding.
         """
         tx.lock_checkpoints(self.group)
-        stored = tx.load_checkpoints(self.group, [self.topics.serving])
+        # A partition saved from its object in this very transaction is that object's state: not
+        # decoded again (decoding every window's profile was the largest part of a checkpoint).
+        held = {
+            (tp.topic, tp.partition): part.next_offset
+            for tp, part in self.owned.items()
+            if part.next_offset is not None
+        }
+        stored = tx.load_checkpoints(self.group, [self.topics.serving], held=held)
         if len(stored) < self._serving_partitions():
             return None
         now_us = int(now * 1e6)
         partitions: list[tuple[int, OwnedPartition, bool]] = []
         for (topic, number), cp in sorted(stored.items()):
-            mine = self.owned.get(TopicPartition(topic, number))
-            if mine is not None and mine.next_offset == cp.next_offset:
-                # Saved from this very object in this transaction: the same state, without decoding
-                # it again (decoding every window's profile was the largest part of a checkpoint).
+            if cp.state is None:
+                mine = self.owned[TopicPartition(topic, number)]
                 partitions.append(
                     (number, mine, self._quiet(mine.caught_up, mine.last_record_wall_us, now_us))
                 )

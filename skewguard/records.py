@@ -256,38 +256,38 @@ class ServingBatch:
         for batch in batches:
             names.update(dict.fromkeys(batch.features))
 
-        def joined(column: Callable[[ServingBatch], list[Any]]) -> list[Any]:
-            return [value for batch in batches for value in column(batch)]
+        def joined(parts: Iterable[list[Any]]) -> list[Any]:
+            out: list[Any] = []
+            for part in parts:
+                out.extend(part)  # C-level copies: a poll joins hundreds of envelopes
+            return out
 
-        def optional(column: Callable[[ServingBatch], list[Any] | None], fill: Any) -> list[Any] | None:
-            parts = [column(batch) for batch in batches]
+        def optional(parts: list[list[Any] | None], fill: Any) -> list[Any] | None:
             if all(part is None for part in parts):
                 return None
-            return [
-                value
+            return joined(
+                part if part is not None else [fill] * len(batch)
                 for batch, part in zip(batches, parts, strict=True)
-                for value in (part if part is not None else [fill] * len(batch))
-            ]
+            )
 
         return cls(
-            joined(lambda b: b.request_ids),
+            joined(b.request_ids for b in batches),
             np.concatenate([batch.event_us for batch in batches]),
-            joined(lambda b: b.models),
-            joined(lambda b: b.model_versions),
-            joined(lambda b: b.state_hashes),
-            {
-                name: [value for batch in batches for value in batch.features.get(name, [None] * len(batch))]
-                for name in names
-            },
-            joined(lambda b: b.predictions),
-            optional(lambda b: b.raw_inputs, None),
-            optional(lambda b: b.shadow_predictions, {}),
-            optional(lambda b: b.defaulted, []),
+            joined(b.models for b in batches),
+            joined(b.model_versions for b in batches),
+            joined(b.state_hashes for b in batches),
+            {name: joined(b.features.get(name) or [None] * len(b) for b in batches) for name in names},
+            joined(b.predictions for b in batches),
+            optional([b.raw_inputs for b in batches], None),
+            optional([b.shadow_predictions for b in batches], {}),
+            optional([b.defaulted for b in batches], []),
         )
 
     def take(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> ServingBatch:
-        """The batch of these rows, in the order given."""
+        """The batch of these rows, in the order given (a run of consecutive rows is sliced)."""
         index = rows.tolist() if isinstance(rows, np.ndarray) else list(rows)
+        if index and index[-1] - index[0] + 1 == len(index) and index == list(range(index[0], index[-1] + 1)):
+            return self.slice(index[0], index[-1] + 1)
 
         def pick(values: list[Any]) -> list[Any]:
             return [values[i] for i in index]
@@ -303,6 +303,21 @@ class ServingBatch:
             None if self.raw_inputs is None else pick(self.raw_inputs),
             None if self.shadow_predictions is None else pick(self.shadow_predictions),
             None if self.defaulted is None else pick(self.defaulted),
+        )
+
+    def slice(self, start: int, stop: int) -> ServingBatch:
+        """Rows ``start`` to ``stop - 1``."""
+        return ServingBatch(
+            self.request_ids[start:stop],
+            self.event_us[start:stop],
+            self.models[start:stop],
+            self.model_versions[start:stop],
+            self.state_hashes[start:stop],
+            {name: column[start:stop] for name, column in self.features.items()},
+            self.predictions[start:stop],
+            None if self.raw_inputs is None else self.raw_inputs[start:stop],
+            None if self.shadow_predictions is None else self.shadow_predictions[start:stop],
+            None if self.defaulted is None else self.defaulted[start:stop],
         )
 
     def record(self, row: int) -> ServingRecord:

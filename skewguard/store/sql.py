@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -231,18 +231,28 @@ class StoreTransaction:
         )
 
     def load_checkpoints(
-        self, group: str, topics: Sequence[str] | None = None
+        self,
+        group: str,
+        topics: Sequence[str] | None = None,
+        *,
+        held: Mapping[tuple[str, int], int] | None = None,
     ) -> dict[tuple[str, int], Checkpoint]:
-        """Every stored checkpoint of ``group`` (optionally of ``topics`` only), by (topic, partition)."""
+        """Every stored checkpoint of ``group`` (optionally of ``topics`` only), by (topic, partition).
+
+        A checkpoint whose next offset is the one ``held`` names for its partition comes back with
+        state None: the caller saved it and holds that state already, and unpacking every window's
+        profile again was the largest part of a daemon's checkpoint.
+        """
         table = self._t["checkpoints"]
         query = sa.select(table).where(table.c.consumer_group == group)
         if topics is not None:
             query = query.where(table.c.topic.in_(list(topics)))
+        held = held or {}
         out: dict[tuple[str, int], Checkpoint] = {}
         for row in self._conn.execute(query):
-            out[(row.topic, row.partition)] = Checkpoint(
-                row.topic, row.partition, row.next_offset, unpack_state(row.state)
-            )
+            key = (row.topic, row.partition)
+            state = None if held.get(key) == row.next_offset else unpack_state(row.state)
+            out[key] = Checkpoint(row.topic, row.partition, row.next_offset, state)
         return out
 
     def checkpoint_times(self, group: str, topic: str) -> dict[int, int]:

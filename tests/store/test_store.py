@@ -63,6 +63,10 @@ def test_checkpoint_round_trips_state_and_offset(store: Store) -> None:
     assert loaded[("log", 0)].next_offset == 50
     assert loaded[("log", 0)].state == state | {"watermark": 5}
     assert loaded[("log", 1)] == Checkpoint("log", 1, 7, {"windows": {}})
+    with store.transaction() as tx:  # the caller holds partition 0's state at offset 50, not 1's at 8
+        held = tx.load_checkpoints(GROUP, held={("log", 0): 50, ("log", 1): 8})
+    assert held[("log", 0)] == Checkpoint("log", 0, 50, None)
+    assert held[("log", 1)] == Checkpoint("log", 1, 7, {"windows": {}})
     with store.transaction() as tx:
         assert tx.load_checkpoints("other-group") == {}
 
