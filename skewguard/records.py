@@ -958,10 +958,13 @@ def encode_records(records: Iterable[ServingRecord], *, max_bytes: int = MAX_MES
     written once when every record shares them. The bytes are decoded again before they are returned.
     """
     batch = list(records)
+    # First, so a record whose event_time was made naive after construction is a RecordError (the
+    # logger counts those), not the TypeError from_records would meet subtracting it from the epoch.
+    times = [_aware_utc(r.event_time, "event_time", r.request_id).isoformat() for r in batch]
     columns = ServingBatch.from_records(batch)
     body: dict[str, Any] = {
         "request_id": columns.request_ids,
-        "event_time": [_aware_utc(r.event_time, "event_time", r.request_id).isoformat() for r in batch],
+        "event_time": times,
         "model": _shared(columns.models),
         "model_version": _shared(columns.model_versions),
         "feature_state_hash": _shared(columns.state_hashes),

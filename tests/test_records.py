@@ -389,6 +389,11 @@ def test_a_record_the_codec_would_refuse_is_refused_by_encode_records_naming_it(
     with pytest.raises(RecordError) as info:
         encode_records([make_record(0), make_record(1, prediction=[])])
     assert info.value.reason == "wrong_type"
+    mutated = make_record(2)
+    mutated.event_time = datetime(2024, 5, 1)  # noqa: DTZ001 - made naive after construction
+    with pytest.raises(RecordError) as info:
+        encode_records([make_record(0), mutated])
+    assert (info.value.reason, info.value.record_id) == ("naive_timestamp", "req-2")
 
 
 @FAST
