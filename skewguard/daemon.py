@@ -453,7 +453,7 @@ class MonitorDaemon:
         batch, message_of = run.batch, run.message_of
         if not set(batch.models) <= self.monitors.keys():
             known = [row for row, model in enumerate(batch.models) if model in self.monitors]
-            for row in sorted(set(range(len(batch))) - set(known)):
+            for row in (row for row, model in enumerate(batch.models) if model not in self.monitors):
                 detail = (
                     f"record {batch.request_ids[row]!r}: model {batch.models[row]!r} is not monitored here"
                 )
