@@ -19,7 +19,7 @@ from features import FeatureError, FeatureKind, FeatureSet, FeatureState
 from skewguard.baseline import PREDICTION_COLUMN, Baseline, PredictionKind
 from skewguard.detect import DriftPolicy, FeatureVerdict, judge
 from skewguard.errors import ConfigError, DataError, StatisticsError
-from skewguard.records import ServingBatch, ServingRecord
+from skewguard.records import ServingBatch, ServingRecord, column_values
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.shadow.compare import ShadowOptions, serving_findings
 from skewguard.stats import ColumnRole, EncodedColumn, EncodedFrame, Profile
@@ -170,10 +170,15 @@ class ModelMonitor:
         kinds = self._kinds
         absent: list[Any] | None = None
         for name in self._feature_columns:
-            values = batch.features.get(name)
-            if values is None:
-                values = absent = absent or [None] * len(batch)
+            column = batch.features.get(name)
             kind = kinds.get(name)
+            if isinstance(column, np.ndarray) and kind is FeatureKind.NUMERIC:
+                data[name] = column  # arrived packed: float64 already, NaN for null
+                continue
+            if column is None:
+                values = absent = absent or [None] * len(batch)
+            else:
+                values = column_values(column)
             if kind is FeatureKind.NUMERIC:
                 data[name] = self._float_column(values)
             elif kind is FeatureKind.BOOLEAN:
@@ -236,7 +241,8 @@ class ModelMonitor:
             compare = usable & ~defaulted  # a defaulted feature was not computed from these inputs
             if not compare.any():
                 continue
-            logged = group.features.get(name) or [None] * n
+            column = group.features.get(name)
+            logged = [None] * n if column is None else column_values(column)
             mismatched, difference = self._mismatches(name, logged, replayed[name], compare)
             tally = accumulator.skew.setdefault(name, SkewTally())
             tally.add(int(compare.sum()), sorted(ids[mismatched].tolist()), difference)

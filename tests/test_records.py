@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -22,6 +23,7 @@ from skewguard.records import (
     Reason,
     ServingBatch,
     ServingRecord,
+    column_values,
     decode_label_message,
     decode_message,
     decode_serving,
@@ -32,6 +34,7 @@ from skewguard.records import (
     encode_records,
     envelope_from_fragments,
     load_json_schema,
+    to_us,
 )
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -308,8 +311,10 @@ def test_envelope_without_version_is_refused_as_missing_field() -> None:
 # ------------------------------------------------------------------------------ columnar envelopes, runs
 
 
-def columnar(n: int = 3, **overrides: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = orjson.loads(encode_records([make_record(i) for i in range(n)]))
+def columnar(n: int = 3, *, packed: bool = False, **overrides: Any) -> dict[str, Any]:
+    """A columnar envelope of ``n`` records as a dict (every column a JSON list unless ``packed``)."""
+    records = [make_record(i) for i in range(n)]
+    obj: dict[str, Any] = orjson.loads(encode_records(records, packed=packed))
     obj["columns"].update(overrides)
     return obj
 
@@ -379,6 +384,97 @@ def test_bad_values_in_a_columnar_envelope_refuse_only_their_records() -> None:
     obj["columns"]["features"]["plan"][3] = "pro"
     kept = decode_message(orjson.dumps(obj)).records
     assert kept[-1].event_time == datetime(2024, 5, 1, 12, 0, 3, tzinfo=UTC)
+
+
+def packed_floats(*values: float) -> dict[str, str]:
+    return {"f8": base64.b64encode(np.asarray(values, dtype="<f8").tobytes()).decode()}
+
+
+def test_packed_envelope_packs_times_and_float_columns_and_leaves_the_rest_as_lists() -> None:
+    records = [make_record(i) for i in range(3)]
+    records[1].features["age"] = None
+    records[2].features["age"] = float("inf")  # null, as the list form writes it
+    body = orjson.loads(encode_records(records))["columns"]
+    stamps = np.frombuffer(base64.b64decode(body["event_time"]["i8"]), dtype="<i8")
+    assert stamps.tolist() == [to_us(r.event_time) for r in records]
+    ages = np.frombuffer(base64.b64decode(body["features"]["age"]["f8"]), dtype="<f8")
+    assert ages[0] == 41.5
+    assert np.isnan(ages[1:]).all()
+    assert np.frombuffer(base64.b64decode(body["prediction"]["f8"]), dtype="<f8").tolist() == [0.73] * 3
+    # ints (a category may be coded as one), strings, bools and all-null columns stay lists
+    assert body["features"]["tenure"] == [7, 7, 7]
+    assert body["features"]["plan"] == ["pro"] * 3
+    assert body["features"]["is_new"] == [False] * 3
+    assert body["features"]["missing"] == [None] * 3
+    decoded = decode_message(encode_records(records)).records
+    assert [r.features["age"] for r in decoded] == [41.5, None, None]
+    assert decoded[0] == records[0]
+    # class probabilities and classes are not packed
+    probabilities = orjson.loads(encode_records([make_record(0, prediction=[0.2, 0.8])]))["columns"]
+    assert probabilities["prediction"] == [[0.2, 0.8]]
+
+
+@FAST
+@given(st.lists(records, min_size=1, max_size=8))
+def test_packed_and_list_envelopes_decode_to_the_same_batch(batch: list[ServingRecord]) -> None:
+    packed = decode_serving([encode_records(batch)])
+    lists = decode_serving([encode_records(batch, packed=False)])
+    assert packed.refused == lists.refused == []
+    assert packed.batch.records() == lists.batch.records()
+    assert packed.batch.event_us.tolist() == lists.batch.event_us.tolist()
+    for name, column in packed.batch.features.items():
+        assert column_values(column) == column_values(lists.batch.features[name])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("event_time", {"i8": "not base64!"}, "not base64"),
+        ("event_time", {"f8": base64.b64encode(bytes(24)).decode()}, "columns.event_time"),
+        ("prediction", {"f8": base64.b64encode(bytes(16)).decode()}, "16 bytes (2 values)"),
+        ("prediction", {"f8": base64.b64encode(bytes(24)).decode(), "x": 1}, "columns.prediction"),
+        ("prediction", {"f8": 5}, "columns.prediction"),
+    ],
+)
+def test_a_broken_packed_column_refuses_the_whole_message_naming_it(
+    column: str, value: Any, expected: str
+) -> None:
+    err = refusal(orjson.dumps(columnar(3, packed=True, **{column: value})))
+    assert err.reason == "wrong_type"
+    assert expected in str(err)
+    obj = columnar(3, packed=True)
+    obj["columns"]["features"]["age"] = {"f8": base64.b64encode(bytes(8)).decode()}
+    err = refusal(orjson.dumps(obj))
+    assert (err.reason, "columns.features['age']" in str(err)) == ("wrong_type", True)
+
+
+def test_bad_values_in_packed_columns_refuse_only_their_records() -> None:
+    obj = columnar(4, packed=True, prediction=packed_floats(0.1, float("nan"), 0.3, 0.4))
+    stamps = [to_us(T0), to_us(T0) + 1, 2**62, to_us(T0) + 3]  # 2**62 µs is after the year 9999
+    obj["columns"]["event_time"] = {"i8": base64.b64encode(np.asarray(stamps, "<i8").tobytes()).decode()}
+    result = decode_message(orjson.dumps(obj))
+    assert [r.request_id for r in result.records] == ["req-0", "req-3"]
+    assert [r.event_time for r in result.records] == [T0, T0 + timedelta(microseconds=3)]
+    assert [(r.index, r.error.reason) for r in result.rejected] == [(1, "wrong_type"), (2, "wrong_type")]
+    assert "columns[1].prediction" in str(result.rejected[0].error)
+    assert "columns[2].event_time" in str(result.rejected[1].error)
+    assert "years 1 to 9999" in str(result.rejected[1].error)
+    assert result.rejected[1].error.record_id == "req-2"
+    assert orjson.loads(result.rejected[1].raw)["event_time"] == 2**62  # dead-lettered as it came
+
+
+def test_packed_columns_stay_arrays_through_concat_and_take_and_become_lists_when_mixed() -> None:
+    packed = decode_serving([encode_records([make_record(0), make_record(1, features={"age": None})])]).batch
+    assert isinstance(packed.features["age"], np.ndarray)
+    assert packed.features["plan"] == ["pro", None]
+    both = ServingBatch.concat([packed, packed])
+    assert isinstance(both.features["age"], np.ndarray)
+    assert column_values(both.features["age"]) == [41.5, None, 41.5, None]
+    assert column_values(both.take([3, 0]).features["age"]) == [None, 41.5]
+    mixed = ServingBatch.concat([packed, ServingBatch.from_records([make_record(2)])])
+    assert mixed.features["age"] == [41.5, None, 41.5]
+    assert mixed.features["plan"] == ["pro", None, "pro"]
+    assert mixed.record(1).features["age"] is None
 
 
 def test_a_record_the_codec_would_refuse_is_refused_by_encode_records_naming_it() -> None:
@@ -579,5 +675,18 @@ def test_schema_and_codec_both_refuse_a_record_missing_a_required_field(name: st
 def test_schema_and_codec_both_refuse_bad_values(overrides: dict[str, Any]) -> None:
     obj = record_dict(**overrides)
     assert not SERVING_VALIDATOR.is_valid(obj)
+    with pytest.raises(RecordError):
+        decode_message(orjson.dumps(obj))
+
+
+@pytest.mark.parametrize(
+    "value", [{"f8": 5}, {"f8": "AAAAAAAAAAA=", "extra": 1}, {"i8": "AAAAAAAAAAA="}, {"f8": "AAAA"}]
+)
+def test_schema_and_codec_both_refuse_a_malformed_packed_column(value: dict[str, Any]) -> None:
+    obj = columnar(1, packed=True)
+    SERVING_VALIDATOR.validate(obj)
+    obj["columns"]["features"]["age"] = value
+    # the schema cannot count bytes (the last case); the codec does
+    assert SERVING_VALIDATOR.is_valid(obj) == (value == {"f8": "AAAA"})
     with pytest.raises(RecordError):
         decode_message(orjson.dumps(obj))
