@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, Generic, Literal, NoReturn, TypeAlias, TypeVar
+from typing import Any, Final, Generic, Literal, NoReturn, TypeAlias, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -213,7 +213,8 @@ class ServingBatch:
     than all the statistics. A feature a record lacks is null in its column (absent and null mean the
     same to the monitor), and :meth:`record` gives it back as null. The optional columns are None when
     no record of the batch has the field. A feature column that arrived packed (a columnar envelope's
-    ``{"f8": ...}``) stays a float64 array, NaN for null: the monitor folds it as it is.
+    ``{"f8": ...}``) stays a float64 array, maybe read-only, in which NaN and infinities are null (the
+    profile reads non-finite numbers as null; :func:`column_values` and :meth:`record` give None).
     """
 
     request_ids: list[str]
@@ -352,16 +353,19 @@ class ServingBatch:
 
 
 def column_values(column: FeatureColumn) -> list[FeatureValue]:
-    """A feature column as a list of values (a packed column's NaN as None), for record-wise work."""
+    """A feature column as a list of values, for record-wise work.
+
+    A packed column's NaN and infinities are None: null, as the list form writes them.
+    """
     if isinstance(column, np.ndarray):
-        return [None if value != value else value for value in column.tolist()]
+        return [value if math.isfinite(value) else None for value in column.tolist()]
     return column
 
 
 def _cell(column: FeatureColumn, row: int) -> FeatureValue:
     if isinstance(column, np.ndarray):
         value = float(column[row])
-        return None if value != value else value
+        return value if math.isfinite(value) else None
     return column[row]
 
 
@@ -414,9 +418,12 @@ def decode_serving(values: Sequence[bytes | None], *, max_bytes: int = MAX_MESSA
     check fails are the records of that stretch parsed one by one, to name each bad record and keep the
     good ones.
     """
+    single = _single_records(values, max_bytes)
+    if single is not None:
+        return DecodedRun(single, np.arange(len(values), dtype=np.intp), [])
     refused: list[Refusal] = []
     parts: list[ServingBatch] = []
-    sources: list[list[int]] = []
+    sources: list[npt.NDArray[np.intp]] = []
     rows: list[Any] = []
     row_message: list[int] = []
     row_member: list[int | None] = []
@@ -425,7 +432,7 @@ def decode_serving(values: Sequence[bytes | None], *, max_bytes: int = MAX_MESSA
         if rows:
             batch, keep = _rows_batch(rows, row_message, row_member, refused)
             parts.append(batch)
-            sources.append([row_message[i] for i in keep])
+            sources.append(np.asarray(row_message, dtype=np.intp)[np.asarray(keep, dtype=np.intp)])
             rows.clear()
             row_message.clear()
             row_member.clear()
@@ -441,7 +448,7 @@ def decode_serving(values: Sequence[bytes | None], *, max_bytes: int = MAX_MESSA
                 flush_rows()
                 part, kept = _columns_batch(columns, position, refused)
                 parts.append(part)
-                sources.append([position] * kept)
+                sources.append(np.full(kept, position, dtype=np.intp))
             elif batch is _MISSING:
                 v = obj.get("v", _MISSING)
                 if type(v) is not int or v != SCHEMA_VERSION:
@@ -461,10 +468,39 @@ def decode_serving(values: Sequence[bytes | None], *, max_bytes: int = MAX_MESSA
             refused.append(Refusal(position, None, exc, None))
     flush_rows()
     refused.sort(key=lambda r: (r.message, -1 if r.member is None else r.member))
-    message_of = np.fromiter(
-        (m for source in sources for m in source), dtype=np.intp, count=sum(map(len, sources))
-    )
+    message_of = np.concatenate(sources) if sources else np.empty(0, dtype=np.intp)
     return DecodedRun(ServingBatch.concat(parts), message_of, refused)
+
+
+def _single_records(values: Sequence[bytes | None], max_bytes: int) -> ServingBatch | None:
+    """A run of good single-record messages as one batch, checked a run at a time; else None.
+
+    The common case of a topic of single-record messages, without the per-message bookkeeping of the
+    general path (which takes over, from the start, for any run that fails a check here).
+    """
+    if not values or not _only(_BYTES, values):
+        return None
+    present = cast("Sequence[bytes]", values)
+    if max(map(len, present)) > max_bytes:
+        return None
+    try:
+        objects = list(map(orjson.loads, present))
+    except orjson.JSONDecodeError:
+        return None
+    if not _only(_DICT, objects) or any(map(_HAS_COLUMNS, objects)) or any(map(_HAS_BATCH, objects)):
+        return None
+    versions = list(map(_GET_V, objects))  # a single-record message must carry "v"
+    if versions.count(SCHEMA_VERSION) != len(versions) or not _only(_INT, versions):
+        return None
+    return _rows_fast(objects)
+
+
+_BYTES: Final = frozenset({bytes})
+_DICT: Final = frozenset({dict})
+_INT: Final = frozenset({int})
+_HAS_COLUMNS: Final = operator.methodcaller("__contains__", "columns")
+_HAS_BATCH: Final = operator.methodcaller("__contains__", "batch")
+_GET_V: Final = operator.methodcaller("get", "v")
 
 
 def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
@@ -707,18 +743,15 @@ def _columns_batch(columns: Any, message: int, refused: list[Refusal]) -> tuple[
         _wrong("columns.", "features", "an object of feature name to a list of values", features, None)
     feature_columns: dict[str, FeatureColumn] = {}
     for name, column in features.items():
-        where = f"features['{name}']"
         if type(column) is list and len(column) == n:
             feature_columns[name] = column
             continue
-        floats = _unpack(column, _PACKED_FLOAT, n, where)
+        floats = _unpack(column, _PACKED_FLOAT, n, name, feature=True)
         if floats is None:
             packed = f'(or a packed column {{"{_PACKED_FLOAT}": base64}})'
-            _wrong("columns.", where, f"a list of {n} values, one per request_id {packed}", column, None)
-        infinite = np.isinf(floats)
-        if infinite.any():  # null, as the list form writes infinities
-            floats[infinite] = np.nan
-        feature_columns[name] = floats
+            expected = f"a list of {n} values, one per request_id {packed}"
+            _wrong("columns.", f"features['{name}']", expected, column, None)
+        feature_columns[name] = floats  # infinities stay: _cell and column_values read them as null
     in_range = event_us is None or bool(
         len(event_us) == 0 or (event_us.min() >= _MIN_US and event_us.max() <= _MAX_US)
     )
@@ -756,8 +789,8 @@ def _columns_batch(columns: Any, message: int, refused: list[Refusal]) -> tuple[
     return ServingBatch.from_records(records), len(records)
 
 
-def _unpack(value: Any, code: str, n: int, name: str) -> npt.NDArray[Any] | None:
-    """The values of a packed column (a native, writable array); None when ``value`` is not one.
+def _unpack(value: Any, code: str, n: int, name: str, *, feature: bool = False) -> npt.NDArray[Any] | None:
+    """The values of a packed column (native byte order, maybe read-only); None if ``value`` is not one.
 
     A packed column is ``{"f8": base64}`` (float64) or ``{"i8": base64}`` (int64), little-endian, 8 bytes
     per record. One that does not decode to ``n`` values refuses the whole message (its shape is wrong).
@@ -765,18 +798,31 @@ def _unpack(value: Any, code: str, n: int, name: str) -> npt.NDArray[Any] | None
     if type(value) is not dict:
         return None
     packed = value.get(code)
-    expected = f'a packed column {{"{code}": base64 of {n} little-endian 8-byte values}}'
     if len(value) != 1 or type(packed) is not str:
-        _wrong("columns.", name, expected, value, None)
+        _wrong("columns.", _column_name(name, feature), _packed_text(code, n), value, None)
     try:
         data = binascii.a2b_base64(packed, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
-        msg = f"field 'columns.{name}': expected {expected}, got text that is not base64 ({exc})"
+        msg = (
+            f"field 'columns.{_column_name(name, feature)}': expected {_packed_text(code, n)}, got text "
+            f"that is not base64 ({exc})"
+        )
         raise RecordError(msg, reason=Reason.WRONG_TYPE) from None
     if len(data) != 8 * n:
-        msg = f"field 'columns.{name}': expected {expected}, got {len(data)} bytes ({len(data) / 8:g} values)"
+        msg = (
+            f"field 'columns.{_column_name(name, feature)}': expected {_packed_text(code, n)}, got "
+            f"{len(data)} bytes ({len(data) / 8:g} values)"
+        )
         raise RecordError(msg, reason=Reason.WRONG_TYPE)
-    return np.frombuffer(data, dtype=_PACKED_DTYPES[code]).astype(_NATIVE_DTYPES[code])
+    return np.frombuffer(data, dtype=_PACKED_DTYPES[code]).astype(_NATIVE_DTYPES[code], copy=False)
+
+
+def _column_name(name: str, feature: bool) -> str:
+    return f"features['{name}']" if feature else name
+
+
+def _packed_text(code: str, n: int) -> str:
+    return f'a packed column {{"{code}": base64 of {n} little-endian 8-byte values}}'
 
 
 def _packed_time(value: int, row: int, record_id: Any) -> str:

@@ -690,3 +690,33 @@ def test_schema_and_codec_both_refuse_a_malformed_packed_column(value: dict[str,
     assert SERVING_VALIDATOR.is_valid(obj) == (value == {"f8": "AAAA"})
     with pytest.raises(RecordError):
         decode_message(orjson.dumps(obj))
+
+
+def test_infinities_in_a_packed_feature_column_are_null_as_in_the_list_form() -> None:
+    obj = columnar(3, packed=True)
+    obj["columns"]["features"]["age"] = packed_floats(float("inf"), 1.5, float("-inf"))
+    run = decode_serving([orjson.dumps(obj)])
+    assert [r.features["age"] for r in run.batch.records()] == [None, 1.5, None]
+    assert column_values(run.batch.features["age"]) == [None, 1.5, None]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"v": True}, "wrong_type"),
+        ({"v": None}, "wrong_type"),
+        ({"columns": 1}, "wrong_type"),  # a columnar envelope whose columns are not an object
+        ({"features": {"age": [1]}}, "wrong_type"),
+    ],
+)
+def test_one_bad_message_in_a_run_of_single_records_is_refused_and_the_rest_kept(
+    change: dict[str, Any], reason: str
+) -> None:
+    values = [encode_record(make_record(i)) for i in range(5)]
+    values[3] = orjson.dumps(record_dict(request_id="req-3", **change))
+    unversioned = record_dict(request_id="req-4")
+    del unversioned["v"]
+    values[4] = orjson.dumps(unversioned)
+    run = decode_serving(values)
+    assert run.batch.request_ids == ["req-0", "req-1", "req-2"]
+    assert [(r.message, r.error.reason) for r in run.refused] == [(3, reason), (4, "missing_field")]
