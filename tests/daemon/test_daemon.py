@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import os
@@ -98,12 +99,14 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
     other_model = dataclasses.replace(good[1], request_id="other", model="not-monitored")
     oversized = orjson.dumps(template | {"request_id": "big", "raw_inputs": {"blob": "x" * 60_000}})
     # Valid JSON of the right shape, but text where the profile needs a number: found at fold time.
-    text_in_numeric = orjson.loads(encode_records(good[5:8]))
+    text_in_numeric = orjson.loads(encode_records(good[5:8], packed=False))
     text_in_numeric["columns"]["features"]["ad_position"][1] = "top of the page"
     envelope = orjson.loads(envelope_from_fragments([encode_record_fragment(r) for r in good[2:5]]))
     envelope["batch"].append(template | {"request_id": "in-batch", "prediction": {"not": "a prediction"}})
-    columnar = orjson.loads(encode_records(good[8:11]))  # the ServingLogger's form
-    columnar["columns"]["prediction"][1] = {"not": "a prediction"}
+    columnar = orjson.loads(encode_records(good[8:11]))  # the ServingLogger's form: packed columns
+    scores = np.frombuffer(base64.b64decode(columnar["columns"]["prediction"]["f8"]), dtype="<f8").copy()
+    scores[1] = np.nan  # no prediction
+    columnar["columns"]["prediction"]["f8"] = base64.b64encode(scores.astype("<f8").tobytes()).decode()
     bad = [
         b"\xff\x00 not json",
         b"[1, 2, 3]",
