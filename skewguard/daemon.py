@@ -105,6 +105,9 @@ class OwnedPartition:
     pending: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: Joined pairs per prediction window.
     tallies: dict[WindowId, LabelTally] = field(default_factory=dict)
+    #: Records and late records of each window in this partition's stored state (the last checkpoint
+    #: saved or restored): what another replica finalising the window merged for this partition.
+    saved: dict[WindowId, tuple[int, int]] = field(default_factory=dict)
 
     def state(self) -> dict[str, Any]:
         """What the checkpoint stores for this partition."""
@@ -124,8 +127,9 @@ class OwnedPartition:
         cls, spec: WindowSpec, next_offset: int, state: dict[str, Any], now_us: int, horizon_us: int
     ) -> OwnedPartition:
         """Inverse of :meth:`state` (``horizon_us`` dates the labels of checkpoints that did not store it)."""
+        windows = PartitionWindows.from_dict(spec, state["windows"])
         return cls(
-            PartitionWindows.from_dict(spec, state["windows"]),
+            windows,
             next_offset,
             int(state.get("last_record_wall_us", now_us)),
             bool(state.get("caught_up", False)),
@@ -144,6 +148,7 @@ class OwnedPartition:
                 (str(t["model"]), int(t["start"])): LabelTally.from_dict(t["tally"])
                 for t in state.get("tallies", [])
             },
+            saved=windows.record_counts(),
         )
 
 
@@ -645,7 +650,11 @@ class MonitorDaemon:
         self._evict_orphan_labels()
         deliveries: list[dict[str, Any]] = []
         finalised: list[WindowResult] = []
+        saved: dict[TopicPartition, dict[WindowId, tuple[int, int]]] = {}
         with self.store.transaction() as tx:
+            # First, so that a replica finalising from our stored states has committed before we look
+            # at what is finalised (see _retire_finalised_elsewhere).
+            tx.lock_checkpoints(self.group)
             done = self._done(
                 tx,
                 [key for part in self.owned.values() for key in (*part.windows.sealed, *part.windows.open)],
@@ -654,7 +663,7 @@ class MonitorDaemon:
                 tx, [key for part in self.owned.values() for key in part.tallies], Stage.LABELS
             )
             for part in self.owned.values():
-                self._retire_finalised_open(tx, part, done)
+                self._retire_finalised_elsewhere(tx, part, done)
                 part.windows.drop(done)
                 for key in done:
                     part.windows.mark_stored(key)
@@ -667,6 +676,8 @@ class MonitorDaemon:
                     Checkpoint(tp.topic, tp.partition, owned.next_offset, owned.state()),
                     now=now_dt,
                 )
+                if isinstance(owned, OwnedPartition):
+                    saved[tp] = owned.windows.record_counts()
             finalise_started = time.perf_counter()
             stored = self._stored_partitions(tx, now)
             if stored is not None:
@@ -674,6 +685,9 @@ class MonitorDaemon:
                 if self.labelled:
                     finalised += self._finalise_labels(tx, now, deliveries, stored)
             finalising = time.perf_counter() - finalise_started
+        for tp, counts in saved.items():
+            if tp in self.owned:
+                self.owned[tp].saved = counts
         self.metrics.checkpoints.inc()
         self._last_checkpoint = time.monotonic()
         for result in finalised:
@@ -724,20 +738,28 @@ class MonitorDaemon:
         """Inverse of :meth:`_window_key`."""
         return (key.model, key.index) if key.index is not None else (key.model, to_us(key.start))
 
-    def _retire_finalised_open(self, tx: Any, part: OwnedPartition, done: set[WindowId]) -> None:
-        """Retire open windows that another daemon finalised (this partition counting as idle there).
+    def _retire_finalised_elsewhere(self, tx: Any, part: OwnedPartition, done: set[WindowId]) -> None:
+        """Retire this partition's windows that another daemon finalised (this partition idle there).
 
         Windows this daemon finalises itself are marked stored in its partitions at once
         (``PartitionWindows.mark_stored``), so later records never reach them; a window another replica
-        finalised is only learnt of here, at the next checkpoint. Records folded into it meanwhile can
-        no longer count in it: they are reported as late in the window they arrived in (the next one
-        when that is the same), never dropped silently. A count-window partition also moves its
-        numbering past the last finalised window. (Known gap: such records in a window this partition
-        already *sealed* are dropped with it; that needs a replica to finalise a window on this
-        partition's idle timeout while this one is folding into it.)
+        finalised is only learnt of here, at the next checkpoint. That replica merged this partition's
+        stored state (``part.saved`` counts it; the checkpoint lock, taken before ``done`` is read,
+        makes sure no finalisation reads our states between). The records folded into the window
+        since can no longer count in it: they are reported as late in the window they arrived in (the
+        next one when that is the same), never dropped silently, and the records it did count are not
+        reported again. A count-window partition also moves its numbering past the last finalised
+        window.
         """
-        for key in [k for k in part.windows.open if k in done]:
-            retired = part.windows.open.pop(key)
+        for key in [k for k in (*part.windows.open, *part.windows.sealed) if k in done]:
+            was_open = key in part.windows.open
+            retired = part.windows.open.pop(key) if was_open else part.windows.sealed[key]
+            stored_records, stored_late = part.saved.get(key, (0, 0))
+            lost = max(0, retired.records - stored_records)
+            lost_late = max(0, retired.late_records - stored_late)
+            if not was_open and not (lost or lost_late):
+                continue  # the usual case: sealed here, finalised there with all of it; dropped by the caller
+            part.windows.mark_stored(key)
             monitor = self.monitors[key[0]]
             if self.spec.counted:
                 last = tx.last_number(self.group, key[0])
@@ -752,8 +774,10 @@ class MonitorDaemon:
                 if start <= key[1]:
                     start = key[1] + self.spec.size_us
                 target = part.windows.accumulator((key[0], start), monitor.new_accumulator)
-            target.late_records += retired.records + retired.late_records
-            self.counters.late += retired.records
+            target.late_records += lost + lost_late
+            self.counters.late += lost
+            if lost:
+                self.metrics.late_records.labels(key[0]).inc(lost)
 
     def _evict_orphan_labels(self) -> None:
         """Drop early labels whose prediction can no longer come (it would be older than the watermark).

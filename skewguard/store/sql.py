@@ -264,14 +264,20 @@ class StoreTransaction:
         return {row.partition: row.updated_us for row in self._conn.execute(query)}
 
     def lock_checkpoints(self, group: str) -> None:
-        """Serialise the finalisers of ``group`` on PostgreSQL (``SELECT … FOR UPDATE``).
+        """Serialise the checkpoints of ``group``'s daemons from here to the end of the transaction.
 
-        A no-op on SQLite, whose writers are serialised by the database lock anyway.
+        PostgreSQL: ``SELECT … FOR UPDATE`` of the group's checkpoint rows. SQLite: a write that changes
+        nothing, which takes the database's write lock now (waiting for another writer to finish), so
+        every read after it sees what the other daemons committed before. Called first in a checkpoint.
         """
+        table = self._t["checkpoints"]
         if self._store.dialect == "postgresql":
-            table = self._t["checkpoints"]
             self._conn.execute(
                 sa.select(table.c.partition).where(table.c.consumer_group == group).with_for_update()
+            )
+        else:
+            self._conn.execute(
+                sa.update(table).where(sa.false()).values(consumer_group=table.c.consumer_group)
             )
 
     def finalise_window(

@@ -244,6 +244,10 @@ class PartitionWindows:
             self.sealed[key] = self.open.pop(key)
         return closing
 
+    def record_counts(self) -> dict[WindowId, tuple[int, int]]:
+        """Records and late records of every window this partition holds (sealed or open)."""
+        return {key: (a.records, a.late_records) for key, a in (*self.sealed.items(), *self.open.items())}
+
     def drop(self, keys: Iterable[WindowId]) -> None:
         """Forget sealed windows that have been finalised."""
         for key in keys:
