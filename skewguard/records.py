@@ -11,13 +11,18 @@ Wire format (UTF-8 JSON, written and read with orjson):
 * One Kafka message holds ONE record ``{"v": 1, "request_id": ..., ...}``, a batch envelope
   ``{"v": 1, "batch": [record, ...]}`` (records inside may omit ``"v"``), or a columnar envelope
   ``{"v": 1, "columns": {"request_id": [...], "features": {"name": [...]}, ...}}`` with one list per
-  field (``model``, ``model_version`` and ``feature_state_hash`` may be one string for all). The
-  :class:`~skewguard.serving.ServingLogger` writes columnar envelopes (:func:`encode_records`): about half
-  the bytes of a row batch, and the daemon checks each column once instead of each record's fields.
+  field (``model``, ``model_version`` and ``feature_state_hash`` may be one string for all). In a
+  columnar envelope ``event_time``, ``prediction`` and any feature may be a *packed column* instead of
+  a list: ``{"i8": base64}`` (epoch microseconds) or ``{"f8": base64}`` (floats, NaN for null), the
+  base64 of little-endian 8-byte values. The :class:`~skewguard.serving.ServingLogger` writes columnar
+  envelopes with packed times and float columns (:func:`encode_records`): about a third of the bytes
+  of a row batch; the daemon reads a packed column as one copy and checks every other column once
+  instead of each record's fields.
 * ``event_time`` is an ISO-8601 string WITH a UTC offset (``2024-05-01T12:00:00.250000+00:00``).
   ISO rather than epoch milliseconds because it keeps microseconds, reads unambiguously in a topic
-  dump, and lets the decoder reject a naive timestamp instead of silently assuming UTC. Decoded times
-  are aware datetimes normalised to UTC.
+  dump, and lets the decoder reject a naive timestamp instead of silently assuming UTC. (A packed
+  ``event_time`` column is integer microseconds since the epoch: exact, UTC by definition, and what the
+  logger writes, since no person reads it.) Decoded times are aware datetimes normalised to UTC.
 * ``features`` maps feature name to a number, string, bool or null (NaN and infinities are written
   as null: JSON has no such numbers). ``raw_inputs`` (optional) maps an input name to any JSON value;
   datetimes inside it are written as ISO strings with their offset, naive ones are refused.
