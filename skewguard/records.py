@@ -419,13 +419,16 @@ def decode_serving(values: Sequence[bytes | None], *, max_bytes: int = MAX_MESSA
     """Decode a run of serving-log message values (a partition's poll, in order) into one batch.
 
     Row messages (a record, or a ``"batch"`` envelope) and columnar envelopes may be mixed; the rows
-    come out in message order. Every check is done a column at a time over the whole run; only when a
-    check fails are the records of that stretch parsed one by one, to name each bad record and keep the
-    good ones.
+    come out in message order. Every check is done a column at a time: over the whole run when it is
+    all single records or all columnar envelopes (the two forms a topic usually carries), else over
+    each envelope or stretch of records. Only when a check fails are the records of that stretch
+    parsed one by one, to name each bad record and keep the good ones.
     """
-    single = _single_records(values, max_bytes)
-    if single is not None:
-        return DecodedRun(single, np.arange(len(values), dtype=np.intp), [])
+    objects = _loaded(values, max_bytes)
+    if objects is not None:
+        fast = _single_records(objects) or _columnar_run(objects)
+        if fast is not None:
+            return fast
     refused: list[Refusal] = []
     parts: list[ServingBatch] = []
     sources: list[npt.NDArray[np.intp]] = []
@@ -444,7 +447,7 @@ def decode_serving(values: Sequence[bytes | None], *, max_bytes: int = MAX_MESSA
 
     for position, raw in enumerate(values):
         try:
-            obj = _load_object(raw, max_bytes)
+            obj = _load_object(raw, max_bytes) if objects is None else objects[position]
             columns = obj.get("columns", _MISSING)
             batch = obj.get("batch", _MISSING)
             if columns is not _MISSING or batch is not _MISSING:
@@ -477,12 +480,8 @@ def decode_serving(values: Sequence[bytes | None], *, max_bytes: int = MAX_MESSA
     return DecodedRun(ServingBatch.concat(parts), message_of, refused)
 
 
-def _single_records(values: Sequence[bytes | None], max_bytes: int) -> ServingBatch | None:
-    """A run of good single-record messages as one batch, checked a run at a time; else None.
-
-    The common case of a topic of single-record messages, without the per-message bookkeeping of the
-    general path (which takes over, from the start, for any run that fails a check here).
-    """
+def _loaded(values: Sequence[bytes | None], max_bytes: int) -> list[dict[str, Any]] | None:
+    """Every message parsed, when every one is a JSON object within the size limit; else None."""
     if not values or not _only(_BYTES, values):
         return None
     present = cast("Sequence[bytes]", values)
@@ -492,16 +491,148 @@ def _single_records(values: Sequence[bytes | None], max_bytes: int) -> ServingBa
         objects = list(map(orjson.loads, present))
     except orjson.JSONDecodeError:
         return None
-    if not _only(_DICT, objects) or any(map(_HAS_COLUMNS, objects)) or any(map(_HAS_BATCH, objects)):
+    return objects if _only(_DICT, objects) else None
+
+
+def _versioned(objects: list[dict[str, Any]]) -> bool:
+    versions = list(map(_GET_V, objects))
+    return versions.count(SCHEMA_VERSION) == len(versions) and _only(_INT, versions)
+
+
+def _single_records(objects: list[dict[str, Any]]) -> DecodedRun | None:
+    """A run of good single-record messages as one batch, checked a run at a time; else None.
+
+    The common case of a topic of single-record messages, without the per-message bookkeeping of the
+    general path (which takes over, from the start, for any run that fails a check here).
+    """
+    if any(map(_HAS_COLUMNS, objects)) or any(map(_HAS_BATCH, objects)) or not _versioned(objects):
+        return None  # a single-record message must carry "v"
+    batch = _rows_fast(objects)
+    return None if batch is None else DecodedRun(batch, np.arange(len(objects), dtype=np.intp), [])
+
+
+def _columnar_run(objects: list[dict[str, Any]]) -> DecodedRun | None:
+    """A run of good columnar envelopes as one batch, checked a run at a time; else None.
+
+    The logger's form: every envelope with packed event times, the same features (each packed in every
+    envelope or a list in every one) and no optional columns. Each envelope's shape is read without
+    looking at its values; the values are then checked a column at a time over the whole run, with the
+    checks of a single envelope. Anything else returns None, and the general path takes the run from
+    the start, naming what is wrong.
+    """
+    columns = list(map(_GET_COLUMNS, objects))
+    if not _only(_DICT, columns) or not _versioned(objects):
         return None
-    versions = list(map(_GET_V, objects))  # a single-record message must carry "v"
-    if versions.count(SCHEMA_VERSION) != len(versions) or not _only(_INT, versions):
+    first = columns[0].get("features")
+    if type(first) is not dict:
         return None
-    return _rows_fast(objects)
+    names = list(first)
+    packed_names = [name for name in names if type(first[name]) is dict]
+    list_names = [name for name in names if type(first[name]) is list]
+    if len(packed_names) + len(list_names) != len(names):
+        return None
+    counts: list[int] = []
+    request_ids: list[Any] = []
+    stamps: list[Any] = []
+    scores: list[Any] = []
+    predictions: list[Any] = []
+    shared: dict[str, list[Any]] = {name: [] for name in _SHARED_STRING_FIELDS}
+    packed: dict[str, list[Any]] = {name: [] for name in packed_names}
+    listed: dict[str, list[Any]] = {name: [] for name in list_names}
+    packed_scores = type(columns[0].get("prediction")) is dict
+    for body in columns:
+        ids = body.get("request_id")
+        features = body.get("features")
+        if type(ids) is not list or type(features) is not dict or len(features) != len(names):
+            return None
+        n = len(ids)
+        if any(body.get(name) is not None for name in RECORD_OPTIONAL_FIELDS):
+            return None
+        event_time = body.get("event_time")
+        prediction = body.get("prediction")
+        if type(event_time) is not dict or len(event_time) != 1:
+            return None
+        stamps.append(event_time.get(_PACKED_INT))
+        if packed_scores:
+            if type(prediction) is not dict or len(prediction) != 1:
+                return None
+            scores.append(prediction.get(_PACKED_FLOAT))
+        elif type(prediction) is not list or len(prediction) != n:
+            return None
+        else:
+            predictions.extend(prediction)
+        for name, column in shared.items():
+            value = body.get(name)
+            if type(value) is str:
+                column.extend([value] * n)
+            elif type(value) is list and len(value) == n:
+                column.extend(value)
+            else:
+                return None
+        for name, column in packed.items():
+            value = features.get(name)
+            if type(value) is not dict or len(value) != 1:
+                return None
+            column.append(value.get(_PACKED_FLOAT))
+        for name, column in listed.items():
+            value = features.get(name)
+            if type(value) is not list or len(value) != n:
+                return None
+            column.extend(value)
+        request_ids.extend(ids)
+        counts.append(n)
+    event_us = _unpacked_run(stamps, counts, _PACKED_INT)
+    if event_us is None or (len(event_us) and (event_us.min() < _MIN_US or event_us.max() > _MAX_US)):
+        return None
+    if packed_scores:
+        values = _unpacked_run(scores, counts, _PACKED_FLOAT)
+        if values is None or not np.isfinite(values).all():
+            return None
+        predictions = values.tolist()
+    unpacked: dict[str, FeatureColumn] = {}
+    for name, strings in packed.items():
+        floats = _unpacked_run(strings, counts, _PACKED_FLOAT)
+        if floats is None:
+            return None
+        unpacked[name] = floats
+    feature_columns = {name: unpacked[name] if name in unpacked else listed[name] for name in names}
+    absent: list[Any] = [None] * len(request_ids)
+    batch = _checked_batch(
+        request_ids,
+        event_us,
+        shared["model"],
+        shared["model_version"],
+        shared["feature_state_hash"],
+        feature_columns,
+        predictions,
+        absent,
+        absent,
+        absent,
+    )
+    if batch is None:
+        return None
+    return DecodedRun(batch, np.repeat(np.arange(len(objects), dtype=np.intp), counts), [])
+
+
+def _unpacked_run(strings: list[Any], counts: list[int], code: str) -> npt.NDArray[Any] | None:
+    """One column of a run from each envelope's packed base64 text; None if any is not ``counts`` long."""
+    if not _only(_STR, strings):
+        return None
+    try:
+        chunks = [binascii.a2b_base64(text, strict_mode=True) for text in strings]
+    except (binascii.Error, ValueError):
+        return None
+    if list(map(len, chunks)) != [8 * n for n in counts]:
+        return None
+    return np.frombuffer(b"".join(chunks), dtype=_PACKED_DTYPES[code]).astype(
+        _NATIVE_DTYPES[code], copy=False
+    )
 
 
 _BYTES: Final = frozenset({bytes})
 _DICT: Final = frozenset({dict})
+_STR: Final = frozenset({str})
+_GET_COLUMNS: Final = operator.methodcaller("get", "columns")
 _INT: Final = frozenset({int})
 _HAS_COLUMNS: Final = operator.methodcaller("__contains__", "columns")
 _HAS_BATCH: Final = operator.methodcaller("__contains__", "batch")

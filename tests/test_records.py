@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from skewguard import records as records_module
 from skewguard.errors import RecordError
 from skewguard.records import (
     LABEL_REQUIRED_FIELDS,
@@ -720,3 +721,38 @@ def test_one_bad_message_in_a_run_of_single_records_is_refused_and_the_rest_kept
     run = decode_serving(values)
     assert run.batch.request_ids == ["req-0", "req-1", "req-2"]
     assert [(r.message, r.error.reason) for r in run.refused] == [(3, reason), (4, "missing_field")]
+
+
+@FAST
+@given(
+    st.lists(st.tuples(finite, st.one_of(finite, st.none()), names, st.booleans()), min_size=1, max_size=12),
+    st.integers(1, 4),
+)
+def test_a_run_of_logger_envelopes_is_checked_at_once_and_gives_the_records_back(
+    rows: list[tuple[float, float | None, str, bool]], pieces: int
+) -> None:
+    records = [
+        make_record(i, features={"age": age, "maybe": maybe, "plan": plan, "is_new": flag})
+        for i, (age, maybe, plan, flag) in enumerate(rows)
+    ]
+    size = -(-len(records) // pieces)
+    chunks = [records[i : i + size] for i in range(0, len(records), size)]
+    for chunk in chunks:  # "maybe" packed in every envelope (an all-null column is written as a list)
+        chunk[0].features["maybe"] = 1.5
+    values = [encode_records(chunk) for chunk in chunks]
+    assert records_module._columnar_run([orjson.loads(v) for v in values]) is not None  # the run-wide path
+    run = decode_serving(values)
+    assert run.refused == []
+    assert run.batch.records() == records
+    assert run.message_of.tolist() == [m for m, chunk in enumerate(chunks) for _ in chunk]
+
+
+def test_a_bad_record_in_a_run_of_logger_envelopes_is_refused_alone() -> None:
+    values = [encode_records([make_record(3 * m + i) for i in range(3)]) for m in range(3)]
+    middle = orjson.loads(values[1])
+    middle["columns"]["prediction"] = packed_floats(0.1, float("nan"), 0.3)
+    values[1] = orjson.dumps(middle)
+    run = decode_serving(values)
+    assert run.batch.request_ids == [f"req-{i}" for i in range(9) if i != 4]
+    assert run.message_of.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert [(r.message, r.member, r.error.reason) for r in run.refused] == [(1, 1, "wrong_type")]
