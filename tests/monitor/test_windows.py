@@ -106,9 +106,22 @@ def test_records_of_an_idle_finalised_window_are_reported_late_not_lost(tmp_path
     stale.records = 7  # folded after the window had been finalised via another partition's idle timeout
     part.windows.max_event_us = size // 2  # still inside window 0
     with daemon.store.transaction() as tx:
-        daemon._retire_finalised_open(tx, part, {("ctr", 0)})
+        daemon._retire_finalised_elsewhere(tx, part, {("ctr", 0)})
     assert ("ctr", 0) not in part.windows.open
     assert part.windows.open[("ctr", size)].late_records == 7
+    assert daemon.counters.late == 7
+
+    # Sealed here by now, 5 of its 9 records already in the stored state the other replica merged:
+    # the 4 folded since are late in the window they arrived in; the 5 are not reported again.
+    sealed = part.windows.accumulator(("ctr", 2 * size), monitor.new_accumulator)
+    sealed.records = 9
+    part.windows.max_event_us = 3 * size + 1
+    assert ("ctr", 2 * size) in part.windows.advance(4 * size)
+    part.saved = {("ctr", 2 * size): (5, 0)}
+    with daemon.store.transaction() as tx:
+        daemon._retire_finalised_elsewhere(tx, part, {("ctr", 2 * size)})
+    assert part.windows.open[("ctr", 4 * size)].late_records == 4
+    assert daemon.counters.late == 11
 
 
 COUNTED = WindowSpec(size=dt.timedelta(seconds=10), count=10, partitions=3)  # share: ceil(10 / 3) = 4
