@@ -746,38 +746,56 @@ class MonitorDaemon:
         finalised is only learnt of here, at the next checkpoint. That replica merged this partition's
         stored state (``part.saved`` counts it; the checkpoint lock, taken before ``done`` is read,
         makes sure no finalisation reads our states between). The records folded into the window
-        since can no longer count in it: they are reported as late in the window they arrived in (the
-        next one when that is the same), never dropped silently, and the records it did count are not
-        reported again. A count-window partition also moves its numbering past the last finalised
-        window.
+        since can no longer count in it: they are reported as late in a window still to be finalised
+        (:meth:`_late_target`), never dropped silently, and the records it did count are not reported
+        again. A count-window partition also moves its numbering past the last finalised window.
         """
+        retired: list[tuple[WindowId, WindowAccumulator, int, int]] = []
         for key in [k for k in (*part.windows.open, *part.windows.sealed) if k in done]:
             was_open = key in part.windows.open
-            retired = part.windows.open.pop(key) if was_open else part.windows.sealed[key]
+            window = part.windows.open.pop(key) if was_open else part.windows.sealed[key]
             stored_records, stored_late = part.saved.get(key, (0, 0))
-            lost = max(0, retired.records - stored_records)
-            lost_late = max(0, retired.late_records - stored_late)
-            if not was_open and not (lost or lost_late):
-                continue  # the usual case: sealed here, finalised there with all of it; dropped by the caller
+            lost = max(0, window.records - stored_records)
+            lost_late = max(0, window.late_records - stored_late)
             part.windows.mark_stored(key)
-            monitor = self.monitors[key[0]]
-            if self.spec.counted:
-                last = tx.last_number(self.group, key[0])
-                target_number = max(key[1], -1 if last is None else last) + 1
-                part.windows.skip_to(key[0], target_number)
-                target = part.windows.accumulator((key[0], target_number), monitor.new_accumulator)
-                if retired.first_event_us is not None and retired.last_event_us is not None:
-                    target.widen(retired.first_event_us, retired.last_event_us)
-            else:
-                arrival = part.windows.max_event_us
-                start = key[1] + self.spec.size_us if arrival is None else self.spec.start_of(arrival)
-                if start <= key[1]:
-                    start = key[1] + self.spec.size_us
-                target = part.windows.accumulator((key[0], start), monitor.new_accumulator)
+            if was_open or lost or lost_late:  # a sealed window counted in full is just dropped
+                retired.append((key, window, lost, lost_late))
+        # Targets are chosen once every retired window is out of the way, never one of them.
+        for key, window, lost, lost_late in retired:
+            target = self._late_target(tx, part, key, done)
+            if self.spec.counted and window.first_event_us is not None and window.last_event_us is not None:
+                target.widen(window.first_event_us, window.last_event_us)
             target.late_records += lost + lost_late
             self.counters.late += lost
             if lost:
                 self.metrics.late_records.labels(key[0]).inc(lost)
+
+    def _late_target(
+        self, tx: Any, part: OwnedPartition, key: WindowId, done: set[WindowId]
+    ) -> WindowAccumulator:
+        """The window where the records of retired window ``key`` count as late.
+
+        The first window, from the one they arrived in (the partition's newest), that is after ``key``
+        and not finalised or stored yet: late counts added to a finalised window would be lost again.
+        """
+        model, windows = key[0], part.windows
+        if self.spec.counted:
+            last = tx.last_number(self.group, model)
+            number = max(
+                key[1] + 1, 0 if last is None else last + 1, windows.counts.get(model, 0) // self.spec.share
+            )
+            while (model, number) in done:
+                number += 1
+            windows.skip_to(model, number)
+            target = (model, number)
+        else:
+            size = self.spec.size_us
+            arrival = windows.max_event_us
+            start = key[1] + size if arrival is None else max(self.spec.start_of(arrival), key[1] + size)
+            while (model, start) in done or (model, start) in windows.stored:
+                start += size
+            target = (model, start)
+        return windows.writable(target, self.monitors[model].new_accumulator)
 
     def _evict_orphan_labels(self) -> None:
         """Drop early labels whose prediction can no longer come (it would be older than the watermark).

@@ -1309,10 +1309,11 @@ def encode_records(
     return raw
 
 
-#: Python and numpy floats (and null) are what a packed float column holds; an int column stays a
-#: list, so an integer-coded category keeps its type.
-_PACKABLE_FEATURE: Final = frozenset({float, np.float64, np.float32, type(None)})
-_PACKABLE_PREDICTION: Final = frozenset({float, np.float64, np.float32})
+#: Python floats and float64s (and null) are what a packed float column holds. An int column stays a
+#: list, so an integer-coded category keeps its type; so does a float32 one, which the list form
+#: writes as its shortest text (0.1, not the 0.10000000149011612 a float64 of it would keep).
+_PACKABLE_FEATURE: Final = frozenset({float, np.float64, type(None)})
+_PACKABLE_PREDICTION: Final = frozenset({float, np.float64})
 
 
 def _packed(values: npt.NDArray[Any], code: str) -> dict[str, str]:

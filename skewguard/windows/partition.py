@@ -227,6 +227,17 @@ class PartitionWindows:
             accumulator = self.open[key] = new()
         return accumulator
 
+    def writable(self, key: WindowId, new: Callable[[], WindowAccumulator]) -> WindowAccumulator:
+        """The accumulator of ``key``, to change it: the sealed one, else the open one (created empty).
+
+        A sealed window's cached checkpoint form is dropped, so the change is saved.
+        """
+        sealed = self.sealed.get(key)
+        if sealed is None:
+            return self.accumulator(key, new)
+        self._sealed_dicts.pop(key, None)
+        return sealed
+
     def advance(self, event_us: int) -> list[WindowId]:
         """Move the watermark to a (batch's largest) event time; returns the windows this sealed.
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
-from pathlib import Path
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skewguard.daemon import MonitorDaemon, OwnedPartition, load_monitors
 from skewguard.stats import ColumnKind, ColumnSpec, ProfileLayout
+from skewguard.store import Store
 from skewguard.windows import PartitionWindows, WindowAccumulator, WindowSpec
+from tests.daemon.helpers import build_ctr_baseline, settings_for
 
 SPEC = WindowSpec(size=dt.timedelta(seconds=10), lateness=dt.timedelta(seconds=2))
 S = 1_000_000  # one second in µs
@@ -88,25 +95,38 @@ def test_advance_seals_windows_behind_the_watermark_and_round_trips() -> None:
     assert restored.sealed[("m", 0)].profile == first.profile
 
 
-def test_records_of_an_idle_finalised_window_are_reported_late_not_lost(tmp_path: Path) -> None:
-    from skewguard.daemon import MonitorDaemon, OwnedPartition
-    from tests.daemon.helpers import build_ctr_baseline, settings_for
+@pytest.fixture(scope="module")
+def offline_daemon(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., MonitorDaemon]:
+    """Daemons that are never opened (no broker): their window bookkeeping is tested directly."""
+    directory = tmp_path_factory.mktemp("offline")
+    build_ctr_baseline(directory / "b")
 
-    baseline_dir = tmp_path / "b"
-    build_ctr_baseline(baseline_dir)
-    settings = settings_for("127.0.0.1:1", baseline_dir, f"sqlite:///{tmp_path / 'r.db'}")
-    from skewguard.daemon import load_monitors
-    from skewguard.store import Store
+    def make(**window: Any) -> MonitorDaemon:
+        url = f"sqlite:///{directory / f'{uuid.uuid4().hex}.db'}"
+        spec = {"lateness_s": 5.0, "idle_timeout_s": 3600.0, **(window or {"size_s": 60.0})}
+        settings = settings_for("127.0.0.1:1", directory / "b", url, window=spec)
+        return MonitorDaemon(settings, load_monitors(settings), Store(settings.store.url))
 
-    daemon = MonitorDaemon(settings, load_monitors(settings), Store(settings.store.url))
+    return make
+
+
+def retire(daemon: MonitorDaemon, part: OwnedPartition, *keys: tuple[str, int]) -> None:
+    """What a checkpoint does to ``part`` on learning that ``keys`` were finalised by another replica."""
+    with daemon.store.transaction() as tx:
+        daemon._retire_finalised_elsewhere(tx, part, set(keys))
+
+
+def test_records_of_an_idle_finalised_window_are_reported_late_not_lost(
+    offline_daemon: Callable[..., MonitorDaemon],
+) -> None:
+    daemon = offline_daemon()
     monitor = daemon.monitors["ctr"]
     size = daemon.spec.size_us
     part = OwnedPartition(PartitionWindows(daemon.spec), 10, 0)
     stale = part.windows.accumulator(("ctr", 0), monitor.new_accumulator)
     stale.records = 7  # folded after the window had been finalised via another partition's idle timeout
     part.windows.max_event_us = size // 2  # still inside window 0
-    with daemon.store.transaction() as tx:
-        daemon._retire_finalised_elsewhere(tx, part, {("ctr", 0)})
+    retire(daemon, part, ("ctr", 0))
     assert ("ctr", 0) not in part.windows.open
     assert part.windows.open[("ctr", size)].late_records == 7
     assert daemon.counters.late == 7
@@ -118,10 +138,53 @@ def test_records_of_an_idle_finalised_window_are_reported_late_not_lost(tmp_path
     part.windows.max_event_us = 3 * size + 1
     assert ("ctr", 2 * size) in part.windows.advance(4 * size)
     part.saved = {("ctr", 2 * size): (5, 0)}
-    with daemon.store.transaction() as tx:
-        daemon._retire_finalised_elsewhere(tx, part, {("ctr", 2 * size)})
+    retire(daemon, part, ("ctr", 2 * size))
     assert part.windows.open[("ctr", 4 * size)].late_records == 4
     assert daemon.counters.late == 11
+
+
+def test_late_records_of_a_retired_window_skip_windows_finalised_elsewhere_too(
+    offline_daemon: Callable[..., MonitorDaemon],
+) -> None:
+    daemon = offline_daemon()
+    part, monitor = OwnedPartition(PartitionWindows(daemon.spec), 10, 0), daemon.monitors["ctr"]
+    size = daemon.spec.size_us
+    part.windows.accumulator(("ctr", 0), monitor.new_accumulator).records = 7
+    part.windows.sealed[("ctr", 0)] = part.windows.open.pop(("ctr", 0))  # sealed here: retired after
+    arrival = part.windows.accumulator(("ctr", 3 * size), monitor.new_accumulator)
+    arrival.records = 2
+    part.saved = {("ctr", 3 * size): (2, 0)}  # the other replica counted both
+    part.windows.max_event_us = 3 * size + 1  # the 7 arrived in window 3, finalised elsewhere as well
+    retire(daemon, part, ("ctr", 0), ("ctr", 3 * size))
+    assert list(part.windows.open) == [("ctr", 4 * size)]
+    assert part.windows.open[("ctr", 4 * size)].late_records == 7
+    assert daemon.counters.late == 7
+    # A late count that goes into a sealed window is saved with it (its cached form is dropped).
+    assert ("ctr", 4 * size) in part.windows.advance(6 * size)
+    part.windows.to_dict()  # caches the sealed window's checkpoint form
+    part.windows.writable(("ctr", 4 * size), monitor.new_accumulator).late_records += 1
+    restored = PartitionWindows.from_dict(daemon.spec, part.windows.to_dict())
+    assert restored.sealed[("ctr", 4 * size)].late_records == 8
+
+
+def test_late_records_of_a_retired_count_window_never_reopen_a_sealed_one(
+    offline_daemon: Callable[..., MonitorDaemon],
+) -> None:
+    daemon = offline_daemon(count=8)
+    daemon.spec = dataclasses.replace(daemon.spec, partitions=2)  # share 4, as open() would set it
+    monitor = daemon.monitors["ctr"]
+    part = OwnedPartition(PartitionWindows(daemon.spec), 10, 0)
+    for number, records in ((3, 4), (4, 4)):
+        window = part.windows.accumulator(("ctr", number), monitor.new_accumulator)
+        window.records = records
+        part.windows.sealed[("ctr", number)] = part.windows.open.pop(("ctr", number))
+    part.windows.counts["ctr"] = 22  # numbering is in window 5
+    part.saved = {("ctr", 3): (2, 0)}  # window 3 finalised elsewhere with 2 of its 4 records
+    retire(daemon, part, ("ctr", 3))
+    assert part.windows.sealed[("ctr", 4)].records == 4  # untouched, not shadowed by an open copy
+    assert ("ctr", 4) not in part.windows.open
+    assert part.windows.open[("ctr", 5)].late_records == 2
+    assert daemon.counters.late == 2
 
 
 COUNTED = WindowSpec(size=dt.timedelta(seconds=10), count=10, partitions=3)  # share: ceil(10 / 3) = 4
