@@ -269,28 +269,22 @@ class ServingBatch:
         for batch in batches:
             names.update(dict.fromkeys(batch.features))
 
-        def joined(parts: Iterable[list[Any]]) -> list[Any]:
-            out: list[Any] = []
-            for part in parts:
-                out.extend(part)  # C-level copies: a poll joins hundreds of envelopes
-            return out
-
         def optional(parts: list[list[Any] | None], fill: Any) -> list[Any] | None:
             if all(part is None for part in parts):
                 return None
-            return joined(
+            return _joined(
                 part if part is not None else [fill] * len(batch)
                 for batch, part in zip(batches, parts, strict=True)
             )
 
         return cls(
-            joined(b.request_ids for b in batches),
+            _joined(b.request_ids for b in batches),
             np.concatenate([batch.event_us for batch in batches]),
-            joined(b.models for b in batches),
-            joined(b.model_versions for b in batches),
-            joined(b.state_hashes for b in batches),
-            {name: _joined_column(batches, name, joined) for name in names},
-            joined(b.predictions for b in batches),
+            _joined(b.models for b in batches),
+            _joined(b.model_versions for b in batches),
+            _joined(b.state_hashes for b in batches),
+            {name: _joined_column(batches, name) for name in names},
+            _joined(b.predictions for b in batches),
             optional([b.raw_inputs for b in batches], None),
             optional([b.shadow_predictions for b in batches], {}),
             optional([b.defaulted for b in batches], []),
@@ -374,9 +368,15 @@ def _cell(column: FeatureColumn, row: int) -> FeatureValue:
     return column[row]
 
 
-def _joined_column(
-    batches: Sequence[ServingBatch], name: str, joined: Callable[[Iterable[list[Any]]], list[Any]]
-) -> FeatureColumn:
+def _joined(parts: Iterable[list[Any]]) -> list[Any]:
+    """The lists one after the other, in one list."""
+    out: list[Any] = []
+    for part in parts:
+        out.extend(part)  # C-level copies: a poll joins hundreds of envelopes
+    return out
+
+
+def _joined_column(batches: Sequence[ServingBatch], name: str) -> FeatureColumn:
     """Feature ``name`` of every batch, in order: an array while every part is packed (or lacks it)."""
     parts = [batch.features.get(name) for batch in batches]
     if all(part is None or isinstance(part, np.ndarray) for part in parts):
@@ -386,7 +386,7 @@ def _joined_column(
                 for batch, part in zip(batches, parts, strict=True)
             ]
         )
-    return joined(
+    return _joined(
         [None] * len(batch) if part is None else column_values(part)
         for batch, part in zip(batches, parts, strict=True)
     )
@@ -494,8 +494,9 @@ def _loaded(values: Sequence[bytes | None], max_bytes: int) -> list[dict[str, An
     return objects if _only(_DICT, objects) else None
 
 
-def _versioned(objects: list[dict[str, Any]]) -> bool:
-    versions = list(map(_GET_V, objects))
+def _versioned(objects: list[dict[str, Any]], *, required: bool = True) -> bool:
+    """Whether every object's ``"v"`` is this schema version (a missing one counts as it unless required)."""
+    versions = list(map(_GET_V if required else _GET_VERSION, objects))
     return versions.count(SCHEMA_VERSION) == len(versions) and _only(_INT, versions)
 
 
@@ -582,7 +583,7 @@ def _columnar_run(objects: list[dict[str, Any]]) -> DecodedRun | None:
         request_ids.extend(ids)
         counts.append(n)
     event_us = _unpacked_run(stamps, counts, _PACKED_INT)
-    if event_us is None or (len(event_us) and (event_us.min() < _MIN_US or event_us.max() > _MAX_US)):
+    if event_us is None or not _datetimes(event_us):
         return None
     if packed_scores:
         values = _unpacked_run(scores, counts, _PACKED_FLOAT)
@@ -624,9 +625,7 @@ def _unpacked_run(strings: list[Any], counts: list[int], code: str) -> npt.NDArr
         return None
     if list(map(len, chunks)) != [8 * n for n in counts]:
         return None
-    return np.frombuffer(b"".join(chunks), dtype=_PACKED_DTYPES[code]).astype(
-        _NATIVE_DTYPES[code], copy=False
-    )
+    return _from_packed(b"".join(chunks), code)
 
 
 _BYTES: Final = frozenset({bytes})
@@ -692,10 +691,7 @@ def _rows_batch(
 
 def _rows_fast(rows: list[Any]) -> ServingBatch | None:
     """Row-form records as columns when every check passes at once; None sends them one by one."""
-    if not _only({dict}, rows):
-        return None
-    versions = list(map(_GET_VERSION, rows))
-    if versions.count(SCHEMA_VERSION) != len(versions) or not _only({int}, versions):
+    if not _only(_DICT, rows) or not _versioned(rows, required=False):
         return None
     try:
         fields = list(map(_ROW_FIELDS, rows))
@@ -704,7 +700,7 @@ def _rows_fast(rows: list[Any]) -> ServingBatch | None:
     request_ids, times, models, model_versions, hashes, features, predictions = map(
         list, zip(*fields, strict=True)
     )
-    if not _only({dict}, features):
+    if not _only(_DICT, features):
         return None
     names = list(features[0])
     width = len(names)
@@ -888,11 +884,8 @@ def _columns_batch(columns: Any, message: int, refused: list[Refusal]) -> tuple[
             expected = f"a list of {n} values, one per request_id {packed}"
             _wrong("columns.", f"features['{name}']", expected, column, None)
         feature_columns[name] = floats  # infinities stay: _cell and column_values read them as null
-    in_range = event_us is None or bool(
-        len(event_us) == 0 or (event_us.min() >= _MIN_US and event_us.max() <= _MAX_US)
-    )
     batch = None
-    if in_range:
+    if event_us is None or _datetimes(event_us):
         batch = _checked_batch(
             request_ids,
             lists["event_time"] if event_us is None else event_us,
@@ -950,6 +943,11 @@ def _unpack(value: Any, code: str, n: int, name: str, *, feature: bool = False) 
             f"{len(data)} bytes ({len(data) / 8:g} values)"
         )
         raise RecordError(msg, reason=Reason.WRONG_TYPE)
+    return _from_packed(data, code)
+
+
+def _from_packed(data: bytes, code: str) -> npt.NDArray[Any]:
+    """Packed little-endian bytes as an array in native byte order (read-only when no copy was needed)."""
     return np.frombuffer(data, dtype=_PACKED_DTYPES[code]).astype(_NATIVE_DTYPES[code], copy=False)
 
 
@@ -959,6 +957,11 @@ def _column_name(name: str, feature: bool) -> str:
 
 def _packed_text(code: str, n: int) -> str:
     return f'a packed column {{"{code}": base64 of {n} little-endian 8-byte values}}'
+
+
+def _datetimes(event_us: npt.NDArray[np.int64]) -> bool:
+    """Whether every packed event time is one a datetime can hold (years 1 to 9999)."""
+    return len(event_us) == 0 or bool(event_us.min() >= _MIN_US and event_us.max() <= _MAX_US)
 
 
 def _packed_time(value: int, row: int, record_id: Any) -> str:
@@ -1286,7 +1289,8 @@ def encode_records(
         "model_version": _shared(columns.model_versions),
         "feature_state_hash": _shared(columns.state_hashes),
         "features": {
-            name: _packed_feature(column) if packed else column for name, column in columns.features.items()
+            name: _packed_feature(column_values(column)) if packed else column
+            for name, column in columns.features.items()
         },
         "prediction": _packed_prediction(columns.predictions) if packed else columns.predictions,
     }
@@ -1321,12 +1325,10 @@ def _packed(values: npt.NDArray[Any], code: str) -> dict[str, str]:
     return {code: binascii.b2a_base64(data, newline=False).decode("ascii")}
 
 
-def _packed_feature(column: FeatureColumn) -> FeatureColumn | dict[str, str]:
+def _packed_feature(column: list[FeatureValue]) -> list[FeatureValue] | dict[str, str]:
     """A float feature column packed (infinities as NaN: null, as the list form writes them)."""
-    if isinstance(column, np.ndarray) or not column or not _only(_PACKABLE_FEATURE, column):
-        return column
-    if column.count(None) == len(column):
-        return column
+    if not _only(_PACKABLE_FEATURE, column) or column.count(None) == len(column):
+        return column  # not all floats, or no float at all (an empty or all-null column)
     values = np.array(column, dtype=np.float64)
     values[np.isinf(values)] = np.nan
     return _packed(values, _PACKED_FLOAT)
