@@ -32,9 +32,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from skewguard.errors import StoreError
+from skewguard.records import from_us, to_us
 from skewguard.results import Check, Finding, Severity, Stage, WindowKey, WindowResult
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: ``window_index`` of an event-time window.
 NO_INDEX = -1
 #: The columns that identify a finalised window (its unique key).
@@ -46,12 +46,12 @@ def to_micros(instant: dt.datetime) -> int:
     if instant.tzinfo is None:
         msg = f"naive datetime {instant.isoformat()} cannot be stored; attach a timezone"
         raise StoreError(msg)
-    return (instant - _EPOCH) // dt.timedelta(microseconds=1)
+    return to_us(instant)
 
 
 def from_micros(value: int) -> dt.datetime:
     """Integer microseconds since the epoch → aware UTC datetime."""
-    return _EPOCH + dt.timedelta(microseconds=int(value))
+    return from_us(int(value))
 
 
 def pack_state(state: Any) -> bytes:
