@@ -757,7 +757,6 @@ class MonitorDaemon:
             stored_records, stored_late = part.saved.get(key, (0, 0))
             lost = max(0, window.records - stored_records)
             lost_late = max(0, window.late_records - stored_late)
-            part.windows.mark_stored(key)
             if was_open or lost or lost_late:  # a sealed window counted in full is just dropped
                 retired.append((key, window, lost, lost_late))
         # Targets are chosen once every retired window is out of the way, never one of them.
@@ -789,12 +788,9 @@ class MonitorDaemon:
             windows.skip_to(model, number)
             target = (model, number)
         else:
-            size = self.spec.size_us
-            arrival = windows.max_event_us
-            start = key[1] + size if arrival is None else max(self.spec.start_of(arrival), key[1] + size)
-            while (model, start) in done or (model, start) in windows.stored:
-                start += size
-            target = (model, start)
+            newest = windows.max_event_us
+            arrived = key[1] if newest is None else self.spec.start_of(newest)
+            target = (model, windows.late_window(model, key[1], arrived, done))
         return windows.writable(target, self.monitors[model].new_accumulator)
 
     def _evict_orphan_labels(self) -> None:
@@ -917,9 +913,9 @@ class MonitorDaemon:
         """Every serving partition's stored state, decoded once per checkpoint, and whether it is idle.
 
         None while some partition has no checkpoint yet: it may still hold records of any window. Both
-        finalisers (serving and labels stage) work from this one decoding.
+        finalisers (serving and labels stage) work from this one decoding. The caller holds the
+        group's checkpoint lock (taken first in :meth:`checkpoint`).
         """
-        tx.lock_checkpoints(self.group)
         # A partition saved from its object in this very transaction is that object's state: not
         # decoded again (decoding every window's profile was the largest part of a checkpoint).
         held = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -167,11 +167,20 @@ class PartitionWindows:
             for i, (model, start) in enumerate(zip(models, starts.tolist(), strict=True)):
                 if (model, start) in stored:
                     late[i] = True
-                    arrived = max(int(arrival[i]), start + size)
-                    while (model, arrived) in stored:
-                        arrived += size
-                    arrival[i] = arrived
+                    arrival[i] = self.late_window(model, start, int(arrival[i]))
         return starts, late, arrival
+
+    def late_window(self, model: str, start: int, arrived: int, skip: Container[WindowId] = ()) -> int:
+        """The window where a late record of window ``start`` counts.
+
+        The window it arrived in (``arrived``), or the one after ``start`` if that is later, passing
+        over windows already stored (and those in ``skip``).
+        """
+        size = self.spec.size_us
+        window = max(arrived, start + size)
+        while (model, window) in self.stored or (model, window) in skip:
+            window += size
+        return window
 
     def number(self, models: Sequence[str]) -> npt.NDArray[np.int64]:
         """Count windows: the window number of each record of a batch (in partition order), counted in.
