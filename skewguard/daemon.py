@@ -49,11 +49,19 @@ from skewguard.io.kafka import (
     ensure_topics,
     publish_dead_letter,
 )
-from skewguard.labels import LabelTally, PerformanceOptions, evaluate_window, label_to_float
+from skewguard.labels import (
+    LabelTally,
+    Outcome,
+    PerformanceOptions,
+    evaluate_window,
+    label_outcome,
+    outcome_arrays,
+)
 from skewguard.monitor import ModelMonitor, MonitorOptions, prediction_values
 from skewguard.ops import Metrics, OpsServer
 from skewguard.records import (
     LabelRecord,
+    LabelValue,
     Prediction,
     ServingBatch,
     decode_label_message,
@@ -99,10 +107,12 @@ class OwnedPartition:
     last_record_wall_us: int
     caught_up: bool = False
     #: Predictions waiting for their label: request id → (model, window, prediction, shadow candidates'
-    #: predictions by version, the latest label event time µs that still counts).
-    awaiting: dict[str, tuple[str, int, float, dict[str, float], int]] = field(default_factory=dict)
-    #: Labels that arrived before their prediction: request id → (label, label event µs).
-    pending: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: predictions by version, the latest label event time µs that still counts). A prediction is a
+    #: number, or a class name for a class model.
+    awaiting: dict[str, tuple[str, int, Outcome, dict[str, Outcome], int]] = field(default_factory=dict)
+    #: Labels that arrived before their prediction: request id → (label as logged, label event µs). The
+    #: label is read as its model's kind wants it (number or class) when the prediction comes.
+    pending: dict[str, tuple[LabelValue, int]] = field(default_factory=dict)
     #: Joined pairs per prediction window.
     tallies: dict[WindowId, LabelTally] = field(default_factory=dict)
     #: Records and late records of each window in this partition's stored state (the last checkpoint
@@ -137,13 +147,13 @@ class OwnedPartition:
                 rid: (
                     str(v[0]),
                     int(v[1]),
-                    float(v[2]),
-                    {str(k): float(x) for k, x in v[3].items()},
+                    _stored_outcome(v[2]),
+                    {str(k): _stored_outcome(x) for k, x in v[3].items()},
                     int(v[4]) if len(v) > 4 else int(v[1]) + spec.size_us + horizon_us,
                 )
                 for rid, v in state.get("awaiting", {}).items()
             },
-            pending={rid: (float(v[0]), int(v[1])) for rid, v in state.get("pending", {}).items()},
+            pending={rid: (_stored_label(v[0]), int(v[1])) for rid, v in state.get("pending", {}).items()},
             tallies={
                 (str(t["model"]), int(t["start"])): LabelTally.from_dict(t["tally"])
                 for t in state.get("tallies", [])
@@ -188,13 +198,27 @@ class DaemonCounters:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
-def _shadow_values(shadows: dict[str, Prediction], kind: PredictionKind) -> dict[str, float]:
-    """A record's shadow predictions as numbers (the candidates' scores), by candidate version."""
+def _stored_outcome(value: Any) -> Outcome:
+    """A checkpointed prediction: a class name stays text, anything else is a number."""
+    return value if isinstance(value, str) else float(value)
+
+
+def _stored_label(value: Any) -> LabelValue:
+    """A checkpointed early label, as logged (older checkpoints stored it as a number already)."""
+    if isinstance(value, bool | int | float | str):
+        return value
+    msg = f"checkpointed label {value!r}: expected a number, text or boolean"
+    raise StoreError(msg)
+
+
+def _shadow_values(shadows: dict[str, Prediction], kind: PredictionKind) -> dict[str, Outcome]:
+    """A record's shadow predictions as its model's kind compares them (scores, values or class names)."""
     if not shadows:
         return {}
     versions = sorted(shadows)
     values = prediction_values([shadows[v] for v in versions], kind)
-    return {v: float(x) for v, x in zip(versions, values.tolist(), strict=True) if x is not None and x == x}
+    pairs = zip(versions, values.tolist(), strict=True)
+    return {v: _stored_outcome(x) for v, x in pairs if x is not None and x == x}
 
 
 def _group_by_window(
@@ -288,12 +312,11 @@ class MonitorDaemon:
             resamples=settings.labels.bootstrap_resamples,
             alpha=settings.policy.alpha,
         )
-        # Models whose predictions are joined with labels: their baseline knows a label and a number.
+        # Models whose predictions are joined with labels: their baseline knows a label and a prediction.
         self.labelled = {
             name
             for name, m in self.monitors.items()
-            if m.baseline.has_label
-            and m.baseline.prediction_kind in (PredictionKind.SCORE, PredictionKind.VALUE)
+            if m.baseline.has_label and m.baseline.prediction_kind is not None
         }
         self.consumer: RawConsumer | None = None
         self.producer: RawProducer | None = None
@@ -550,10 +573,11 @@ class MonitorDaemon:
             shadow = {} if shadows is None else _shadow_values(shadows[row], kind)
             deadline = event_us + self.horizon_us if self.spec.counted else window_deadline
             early = part.pending.pop(request_id, None)
+            prediction = _stored_outcome(value)
             if early is None:
-                part.awaiting[request_id] = (key[0], key[1], float(value), shadow, deadline)
+                part.awaiting[request_id] = (key[0], key[1], prediction, shadow, deadline)
             elif early[1] < deadline:
-                tally.add(request_id, float(value), early[0], shadow)
+                tally.add(request_id, prediction, label_outcome(early[0], kind), shadow)
                 self.counters.labels_joined += 1
                 self.metrics.labels_joined.labels(key[0]).inc()
             else:
@@ -572,11 +596,10 @@ class MonitorDaemon:
             for label in self._decode_labels(message):
                 self.counters.labels += 1
                 event_us = to_us(label.event_time)
-                value = label_to_float(label.label)
                 late = lp.max_event_us is not None and event_us < lp.max_event_us - self.spec.lateness_us
                 lp.max_event_us = event_us if lp.max_event_us is None else max(lp.max_event_us, event_us)
-                if late or value is None:
-                    self.counters.late_labels += late
+                if late:
+                    self.counters.late_labels += 1
                     continue
                 if partner is None:
                     self.counters.unjoinable_labels += (
@@ -585,12 +608,13 @@ class MonitorDaemon:
                     continue
                 waiting = partner.awaiting.pop(label.request_id, None)
                 if waiting is None:
-                    partner.pending[label.request_id] = (value, event_us)
+                    partner.pending[label.request_id] = (label.label, event_us)
                     continue
                 model, window, prediction, shadows, deadline = waiting
                 tally = partner.tallies.setdefault((model, window), LabelTally())
                 if event_us < deadline:
-                    tally.add(label.request_id, prediction, value, shadows)
+                    kind = self.monitors[model].baseline.prediction_kind or PredictionKind.SCORE
+                    tally.add(label.request_id, prediction, label_outcome(label.label, kind), shadows)
                     self.counters.labels_joined += 1
                     self.metrics.labels_joined.labels(model).inc()
                 else:
@@ -868,20 +892,17 @@ class MonitorDaemon:
                     merged = merged.merge(tally)
             monitor = self.monitors[model]
             baseline = monitor.baseline
+            kind = baseline.prediction_kind or PredictionKind.SCORE
             label_sketch = (
                 baseline.profile.categorical(LABEL_COLUMN)
-                if LABEL_COLUMN in baseline.profile.layout.names
-                and baseline.prediction_kind is PredictionKind.SCORE
+                if LABEL_COLUMN in baseline.profile.layout.names and kind is not PredictionKind.VALUE
                 else None
             )
-            kind = baseline.prediction_kind or PredictionKind.SCORE
             findings = evaluate_window(merged, kind, baseline.metrics, self.performance, label_sketch)
-            production = np.asarray(merged.predictions, dtype=float)
-            truth = np.asarray(merged.labels, dtype=float)
-            for version, values in sorted(merged.candidates.items()):
-                findings += labelled_findings(
-                    version, production, np.asarray(values, dtype=float), truth, kind, monitor.shadow_options
-                )
+            production, truth, shadows = outcome_arrays(merged)
+            for version, values in sorted(shadows.items()):
+                options = monitor.shadow_options
+                findings += labelled_findings(version, production, values, truth, kind, options)
             result = WindowResult(
                 key=key,
                 records=merged.predicted,

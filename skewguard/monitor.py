@@ -22,7 +22,7 @@ from skewguard.errors import ConfigError, DataError, StatisticsError
 from skewguard.records import ServingBatch, ServingRecord, column_values
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.shadow.compare import ShadowOptions, serving_findings
-from skewguard.stats import ColumnRole, EncodedColumn, EncodedFrame, Profile
+from skewguard.stats import ColumnRole, EncodedColumn, EncodedFrame, Profile, category_text
 from skewguard.windows import ShadowTally, SkewTally, WindowAccumulator, merge_examples
 
 
@@ -48,7 +48,8 @@ def prediction_values(predictions: Sequence[Any], kind: PredictionKind) -> np.nd
     """Logged predictions as the profile's prediction column.
 
     A score is the positive-class probability (a two-class probability list gives its second entry);
-    a class is the label itself or the argmax of a probability list; a value is the number.
+    a class is the label itself, spelled as the profile spells categories (``True`` is ``"true"``), or
+    the argmax of a probability list; a value is the number.
     """
     out: list[Any] = []
     for value in predictions:
@@ -60,7 +61,7 @@ def prediction_values(predictions: Sequence[Any], kind: PredictionKind) -> np.nd
             else:
                 out.append(float(value[-1]) if len(value) == 2 else float(max(value)))
         elif kind is PredictionKind.CLASS:
-            out.append(None if value is None else str(value))
+            out.append(None if value is None else category_text(value))
         else:
             out.append(None if value is None or isinstance(value, str) else float(value))
     return np.asarray(out, dtype=object if kind is PredictionKind.CLASS else float)

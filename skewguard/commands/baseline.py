@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import typer
@@ -11,6 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from features.inputs import InputType
 from skewguard.commands.common import FEATURES_OPTION, console, load_feature_set, reports_errors
+
+if TYPE_CHECKING:
+    from skewguard.baseline import PredictionKind
 
 baseline_app = typer.Typer(help="Build and inspect training baselines.", no_args_is_help=True)
 
@@ -45,6 +50,16 @@ def build(
     fit_rows: int = typer.Option(
         200_000, "--fit-rows", help="Uniform sample size for fitting state and bins."
     ),
+    metric: list[str] = typer.Option(
+        [],
+        "--metric",
+        help=(
+            "The model's metric on its training holdout, NAME=VALUE (repeat for several), e.g. auc=0.81: "
+            "what the daemon compares each window's label-joined metric with. Names: auc, log_loss, "
+            "accuracy (score); rmse, mae (value); accuracy (class). Without it, windows report their "
+            "metrics but never flag a degradation."
+        ),
+    ),
 ) -> None:
     """Build a baseline: FeatureState, training Profile, calibrated thresholds and GX suites.
 
@@ -60,6 +75,7 @@ def build(
     except ValueError:
         msg = f"--prediction-kind must be one of {[k.value for k in PredictionKind]}, got {prediction_kind!r}"
         raise ConfigError(msg) from None
+    metrics = _holdout_metrics(metric, kind, prediction_column, label_column)
     lists = [s.name for s in feature_set.inputs.values() if s.type is InputType.TIMESTAMP_LIST]
 
     def chunks() -> Iterator[pd.DataFrame]:
@@ -89,6 +105,7 @@ def build(
             prediction_kind=kind,
             label_column=label_column,
             options=BaselineOptions(window_size=window_size, fit_rows=fit_rows),
+            metrics=metrics,
             progress=lambda phase, rows: bar.advance(tasks[phase], rows),
         )
     baseline.save(out, feature_set)
@@ -96,3 +113,29 @@ def build(
         f"baseline for model [bold]{model}[/bold]: {baseline.rows:,} reference rows, "
         f"{baseline.holdout_rows:,} held out for calibration, state {baseline.state_hash[:12]} → {out}"
     )
+
+
+def _holdout_metrics(
+    given: list[str], kind: PredictionKind, prediction_column: str | None, label_column: str | None
+) -> dict[str, float]:
+    """``--metric NAME=VALUE`` options as the baseline's holdout metrics (ConfigError naming a bad one)."""
+    from skewguard.errors import ConfigError
+    from skewguard.labels.performance import METRICS
+
+    if given and (prediction_column is None or label_column is None):
+        msg = "--metric needs --prediction-column and --label-column (it is compared with labelled windows)"
+        raise ConfigError(msg)
+    known = list(METRICS[kind])
+    metrics: dict[str, float] = {}
+    for option in given:
+        name, sep, text = option.partition("=")
+        name = name.strip()
+        try:
+            value = float(text) if sep else math.nan
+        except ValueError:
+            value = math.nan
+        if name not in known or not math.isfinite(value):
+            msg = f"--metric {option!r}: expected NAME=NUMBER with NAME one of {known} (a {kind.value} model)"
+            raise ConfigError(msg)
+        metrics[name] = value
+    return metrics

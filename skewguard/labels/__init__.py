@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from skewguard.labels.join import LabelTally, label_to_float
-from skewguard.labels.performance import PerformanceOptions, evaluate_window
+from skewguard.labels.join import LabelTally, Outcome, label_outcome, label_to_float
+from skewguard.labels.performance import PerformanceOptions, evaluate_window, outcome_arrays
 
-__all__ = ["LabelTally", "PerformanceOptions", "evaluate_window", "label_to_float"]
+__all__ = [
+    "LabelTally",
+    "Outcome",
+    "PerformanceOptions",
+    "evaluate_window",
+    "label_outcome",
+    "label_to_float",
+    "outcome_arrays",
+]

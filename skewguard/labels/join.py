@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
+from skewguard.baseline import PredictionKind
+from skewguard.errors import DataError
 from skewguard.records import LabelValue
+from skewguard.stats import category_text
+
+#: A prediction or label as the join keeps it: a number (a score, a value) or a class name (CLASS).
+Outcome: TypeAlias = float | str
 
 _TRUE = frozenset({"1", "true", "yes", "click", "positive"})
 
@@ -26,22 +32,53 @@ def label_to_float(label: LabelValue) -> float | None:
     return None
 
 
+def label_outcome(label: LabelValue, kind: PredictionKind) -> Outcome:
+    """A label in the form its model's predictions are compared with.
+
+    A class model's label is a class name, spelled as the baseline's profile spells categories (``2``,
+    ``2.0`` and ``"2"`` are the class ``"2"``; ``True`` is ``"true"``), so it compares equal to the
+    prediction of the same class; a score or value model's label is a number (:func:`label_to_float`).
+    """
+    if kind is PredictionKind.CLASS:
+        return category_text(label)
+    value = label_to_float(label)
+    if value is None:  # the label codec admits no other type
+        msg = f"label {label!r}: expected a number, text or boolean"
+        raise DataError(msg)
+    return value
+
+
+def _missing(value: Outcome) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _outcome(value: Any) -> Outcome:
+    return value if isinstance(value, str) else float(value)
+
+
 @dataclass
 class LabelTally:
-    """Joined (request id, prediction, label) triples plus the counts of what did not join."""
+    """Joined (request id, prediction, label) triples plus the counts of what did not join.
+
+    Predictions and labels are numbers for score and value models, class names for class models.
+    """
 
     ids: list[str] = field(default_factory=list)
-    predictions: list[float] = field(default_factory=list)
-    labels: list[float] = field(default_factory=list)
+    predictions: list[Outcome] = field(default_factory=list)
+    labels: list[Outcome] = field(default_factory=list)
     #: Predictions of this window (non-late) — labelled or not; the labelled share is reported.
     predicted: int = 0
     #: Labels that arrived after the horizon of their prediction's window.
     beyond_horizon: int = 0
     #: Shadow candidates' predictions for the same requests, aligned with ``ids`` (NaN where missing).
-    candidates: dict[str, list[float]] = field(default_factory=dict)
+    candidates: dict[str, list[Outcome]] = field(default_factory=dict)
 
     def add(
-        self, request_id: str, prediction: float, label: float, candidates: dict[str, float] | None = None
+        self,
+        request_id: str,
+        prediction: Outcome,
+        label: Outcome,
+        candidates: dict[str, Outcome] | None = None,
     ) -> None:
         """Record one joined pair (and what each shadow candidate predicted for it)."""
         for version in candidates or {}:
@@ -57,7 +94,7 @@ class LabelTally:
         """Both tallies; pairs are kept sorted by request id, so the merge order never matters."""
         versions = sorted(set(self.candidates) | set(other.candidates))
 
-        def column(tally: LabelTally, version: str) -> list[float]:
+        def column(tally: LabelTally, version: str) -> list[Outcome]:
             return tally.candidates.get(version, [math.nan] * len(tally.ids))
 
         rows = sorted(
@@ -87,9 +124,7 @@ class LabelTally:
             "labels": self.labels,
             "predicted": self.predicted,
             "beyond_horizon": self.beyond_horizon,
-            "candidates": {
-                v: [None if math.isnan(x) else x for x in xs] for v, xs in self.candidates.items()
-            },
+            "candidates": {v: [None if _missing(x) else x for x in xs] for v, xs in self.candidates.items()},
         }
 
     @classmethod
@@ -97,12 +132,12 @@ class LabelTally:
         """Inverse of :meth:`to_dict`."""
         return cls(
             ids=[str(v) for v in data["ids"]],
-            predictions=[float(v) for v in data["predictions"]],
-            labels=[float(v) for v in data["labels"]],
+            predictions=[_outcome(v) for v in data["predictions"]],
+            labels=[_outcome(v) for v in data["labels"]],
             predicted=int(data["predicted"]),
             beyond_horizon=int(data["beyond_horizon"]),
             candidates={
-                str(v): [math.nan if x is None else float(x) for x in xs]
+                str(v): [math.nan if x is None else _outcome(x) for x in xs]
                 for v, xs in data.get("candidates", {}).items()
             },
         )

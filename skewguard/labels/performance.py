@@ -16,7 +16,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from skewguard.baseline import PredictionKind
-from skewguard.labels.join import LabelTally
+from skewguard.labels.join import LabelTally, Outcome
 from skewguard.results import Check, Finding, Severity
 from skewguard.stats import CategoricalSketch, chi_square
 
@@ -57,12 +57,38 @@ def mae(values: FloatArray, labels: FloatArray) -> float:
     return float(np.mean(np.abs(values - labels)))
 
 
-#: Metrics per prediction kind, with whether higher is better.
+def class_accuracy(classes: FloatArray, labels: FloatArray) -> float:
+    """Share of predicted classes equal to the label (both as codes: see :func:`outcome_arrays`)."""
+    return float(np.mean(classes == labels))
+
+
+#: Metrics per prediction kind, with whether higher is better. The first is the kind's main metric
+#: (what a shadow candidate is compared on).
 METRICS: dict[PredictionKind, dict[str, tuple[Metric, bool]]] = {
     PredictionKind.SCORE: {"auc": (auc, True), "log_loss": (log_loss, False), "accuracy": (accuracy, True)},
     PredictionKind.VALUE: {"rmse": (rmse, False), "mae": (mae, False)},
-    PredictionKind.CLASS: {"accuracy": (lambda p, y: float(np.mean(p == y)), True)},
+    PredictionKind.CLASS: {"accuracy": (class_accuracy, True)},
 }
+
+
+def outcome_arrays(tally: LabelTally) -> tuple[FloatArray, FloatArray, dict[str, FloatArray]]:
+    """Predictions, labels and each shadow candidate's predictions as float arrays (NaN = missing).
+
+    Numbers stay numbers. Class names become codes of one vocabulary shared by all three, so every
+    metric and bootstrap works on floats alike and equal classes have equal codes.
+    """
+    codes: dict[str, int] = {}
+
+    def floats(values: list[Outcome]) -> FloatArray:
+        return np.asarray(
+            [codes.setdefault(v, len(codes)) if isinstance(v, str) else v for v in values], dtype=np.float64
+        )
+
+    return (
+        floats(tally.predictions),
+        floats(tally.labels),
+        {version: floats(values) for version, values in tally.candidates.items()},
+    )
 
 
 @dataclass(frozen=True)
@@ -106,9 +132,12 @@ def evaluate_window(
     options: PerformanceOptions,
     baseline_labels: CategoricalSketch | None = None,
 ) -> list[Finding]:
-    """Performance findings (one per metric) and, for binary scores, a label-drift finding."""
-    scores = np.asarray(tally.predictions, dtype=np.float64)
-    labels = np.asarray(tally.labels, dtype=np.float64)
+    """Performance findings (one per metric) and, for classifiers, a label-drift finding.
+
+    ``baseline_labels`` is the training label profile: binary scores are tested on the positive rate,
+    class models on the share of every class.
+    """
+    scores, labels, _candidates = outcome_arrays(tally)
     n = len(scores)
     labelled_share = n / tally.predicted if tally.predicted else 0.0
     findings: list[Finding] = []
@@ -162,12 +191,42 @@ def evaluate_window(
                 detail=detail,
             )
         )
-    if kind is PredictionKind.SCORE and baseline_labels is not None and n >= options.min_pairs:
-        findings.append(_label_drift(labels, baseline_labels, options))
+    if baseline_labels is not None and n >= options.min_pairs:
+        if kind is PredictionKind.SCORE:
+            findings.append(_label_drift(labels, baseline_labels, options))
+        elif kind is PredictionKind.CLASS:
+            findings.append(_class_drift([str(label) for label in tally.labels], baseline_labels, options))
     return findings
 
 
+def _class_drift(classes: list[str], baseline: CategoricalSketch, options: PerformanceOptions) -> Finding:
+    """Label drift of a class model: the window's class shares against training's (chi-square).
+
+    Classes are binned as the baseline's label profile bins them (top classes, OTHER, UNSEEN), so a
+    class training never had is a shift too. The effect is the largest move of one class's share.
+    """
+    layout = baseline.layout
+    codes = layout.encode(np.asarray(classes, dtype=object)).codes
+    window = np.bincount(codes[codes < layout.n_bins], minlength=layout.n_bins).astype(np.float64)
+    reference = np.asarray(baseline.counts, dtype=np.float64)[: layout.n_bins]
+    p_value = chi_square(reference, window).p_value
+    before = reference / max(reference.sum(), 1.0)
+    after = window / max(window.sum(), 1.0)
+    shifts = np.abs(after - before)
+    moved = int(np.argmax(shifts))
+    name = layout.bin_labels()[moved]
+    return _drift_finding(
+        float(shifts[moved]),
+        p_value,
+        options,
+        f"label class shares moved by up to {shifts[moved]:.3f} (class {name!r}: {before[moved]:.3f} in "
+        f"training → {after[moved]:.3f} in this window, p={p_value:.2g})",
+        {"classes": layout.bin_labels(), "training_shares": before.tolist(), "window_shares": after.tolist()},
+    )
+
+
 def _label_drift(labels: FloatArray, baseline: CategoricalSketch, options: PerformanceOptions) -> Finding:
+    """Label drift of a binary model: the window's positive rate against training's (chi-square)."""
     names = baseline.layout.bin_labels()
     counts = np.asarray(baseline.counts, dtype=np.float64)
     positive_bins = [i for i, label in enumerate(names) if str(label) in {"1", "1.0", "True", "true"}]
@@ -175,26 +234,35 @@ def _label_drift(labels: FloatArray, baseline: CategoricalSketch, options: Perfo
     reference_total = float(counts.sum())
     window_positive = float((labels > 0.5).sum())
     window_total = float(len(labels))
-    test = chi_square(
+    p_value = chi_square(
         [reference_total - reference_positive, reference_positive],
         [window_total - window_positive, window_positive],
-    )
+    ).p_value
     before = reference_positive / reference_total if reference_total else math.nan
     after = window_positive / window_total if window_total else math.nan
-    shift = abs(after - before)
-    flagged = test.p_value < options.alpha and shift >= options.label_shift_tolerance
+    return _drift_finding(
+        abs(after - before),
+        p_value,
+        options,
+        f"positive label rate {before:.3f} in training → {after:.3f} in this window (p={p_value:.2g})",
+        {"reference_rate": before, "window_rate": after},
+    )
+
+
+def _drift_finding(
+    shift: float, p_value: float, options: PerformanceOptions, reason: str, detail: dict[str, object]
+) -> Finding:
+    """Flagged when significant and the shift reaches ``label_shift_tolerance``."""
+    flagged = p_value < options.alpha and shift >= options.label_shift_tolerance
     return Finding(
         Check.LABEL_DRIFT,
         "label",
         flagged,
         effect=shift,
         threshold=options.label_shift_tolerance,
-        p_value=test.p_value,
+        p_value=p_value,
         method="chi_square",
-        reason=(
-            f"positive label rate {before:.3f} in training → {after:.3f} in this window "
-            f"(p={test.p_value:.2g}){': label drift' if flagged else ''}"
-        ),
+        reason=reason + (": label drift" if flagged else ""),
         severity=Severity.WARNING if flagged else Severity.INFO,
-        detail={"reference_rate": before, "window_rate": after},
+        detail=detail,
     )

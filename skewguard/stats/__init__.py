@@ -20,6 +20,7 @@ from skewguard.stats.profile import (
     ProfileLayout,
     Sketch,
     categorical_values,
+    category_text,
 )
 from skewguard.stats.reservoir import Reservoir, row_priorities
 from skewguard.stats.twosample import (
@@ -60,6 +61,7 @@ __all__ = [
     "Reservoir",
     "Sketch",
     "categorical_values",
+    "category_text",
     "chi_square",
     "js_distance",
     "ks_binned",

@@ -167,7 +167,7 @@ def categorical_values(series: pd.Series[Any]) -> ObjectArray:
         return out
     # Mixed objects (numbers, booleans, strings together): format each *distinct* value once.
     inverse, uniques = pd.factorize(raw[~null])
-    texts = np.asarray([_object_text(v) for v in uniques], dtype=object)
+    texts = np.asarray([category_text(v) for v in uniques], dtype=object)
     raw[~null] = texts[inverse]
     return raw
 
@@ -200,7 +200,12 @@ def factorize_categories(series: ColumnValues) -> tuple[npt.NDArray[np.intp], Ob
 _STRINGS = frozenset({str})
 
 
-def _object_text(value: Any) -> str:
+def category_text(value: Any) -> str:
+    """One value as the category text a profile gives it (what :func:`categorical_values` does per value).
+
+    For code that meets categories one at a time (a class label joined with its prediction) and must
+    name them exactly as the baseline's profile does: ``True`` is ``"true"``, ``3.0`` is ``"3"``.
+    """
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
     if isinstance(value, float | np.floating):

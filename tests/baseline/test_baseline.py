@@ -130,3 +130,24 @@ def test_cli_names_a_missing_prediction_column(raw: pd.DataFrame, tmp_path: Path
     )  # fmt: skip
     assert result.exit_code == EXIT_USAGE
     assert "no column 'nope'" in result.output
+
+
+def test_cli_stores_the_holdout_metrics_the_daemon_compares_with(raw: pd.DataFrame, tmp_path: Path) -> None:
+    data = tmp_path / "train.parquet"
+    raw.to_parquet(data)
+    common = [
+        "baseline", "build", "--features", "features.ctr:CTR_FEATURES", "--data", str(data),
+        "--model", "ctr", "--prediction-column", "score", "--label-column", "click",
+        "--window-size", "1000", "--fit-rows", "5000",
+    ]  # fmt: skip
+    out = tmp_path / "baseline"
+    result = CliRunner().invoke(
+        app, [*common, "--out", str(out), "--metric", "auc=0.81", "--metric", "log_loss=0.45"]
+    )
+    assert result.exit_code == EXIT_OK, result.output
+    assert Baseline.load(out).metrics == {"auc": 0.81, "log_loss": 0.45}
+    # A metric the model's kind does not have, or a value that is not a number, is named.
+    for bad in ("rmse=0.2", "auc=high", "auc"):
+        result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--metric", bad])
+        assert result.exit_code == EXIT_USAGE
+        assert f"--metric {bad!r}" in result.output and "'auc', 'log_loss', 'accuracy'" in result.output

@@ -142,3 +142,131 @@ def test_labels_join_late_and_give_a_per_window_metric(
     assert daemon.counters.labels_joined == 2_400
     assert daemon.counters.late_labels == 0
     store.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# a class model: accuracy per window, class label drift, a shadow candidate judged on the same labels
+
+CLASSES = (0, 1, 2)
+
+
+def _classes(n: int, shares: tuple[float, ...], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).choice(CLASSES, size=n, p=shares)
+
+
+def _predict(truth: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
+    """Right with probability ``accuracy``, else one of the other classes."""
+    rng = np.random.default_rng(seed)
+    wrong = (truth + rng.integers(1, len(CLASSES), len(truth))) % len(CLASSES)
+    return np.where(rng.random(len(truth)) < accuracy, truth, wrong)
+
+
+def _probabilities(classes: np.ndarray) -> list[list[float]]:
+    """Class-probability lists whose argmax is each class (how many classifiers log a prediction)."""
+    return [[0.7 if c == k else 0.15 for k in CLASSES] for c in classes.tolist()]
+
+
+@pytest.fixture(scope="module")
+def class_baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    from skewguard.baseline import BaselineOptions, PredictionKind, build_baseline
+
+    train = generate_requests(20_000, seed=11, start=T0 - dt.timedelta(days=7), span=dt.timedelta(days=7))
+    train["truth"] = _classes(len(train), (0.5, 0.3, 0.2), seed=12)
+    train["predicted"] = _predict(train["truth"].to_numpy(), 0.8, seed=13)
+    holdout = float(np.mean(train["truth"] == train["predicted"]))
+    baseline = build_baseline(
+        CTR_FEATURES,
+        lambda: iter([train]),
+        model="ctr",
+        prediction_column="predicted",
+        prediction_kind=PredictionKind.CLASS,
+        label_column="truth",
+        options=BaselineOptions(window_size=1_500, calibration_draws=40),
+        metrics={"accuracy": holdout},
+    )
+    directory = tmp_path_factory.mktemp("classes")
+    baseline.save(directory)
+    return directory, holdout
+
+
+def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
+    kafka_broker: EmbeddedBroker, class_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from skewguard.baseline import Baseline
+
+    directory, holdout = class_baseline
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = settings_for(
+        bootstrap,
+        directory,
+        f"sqlite:///{tmp_path / 'classes.db'}",
+        partitions=1,
+        labels={"horizon_s": 120.0, "min_pairs": 200},
+    )
+    baseline = Baseline.load(directory)
+    n = 1_000
+    # Window 0: the training mix, production as good as in training, a candidate that guesses.
+    # Window 1: owls (class 2) went from 20 % to 50 %, production guesses, the candidate is always right.
+    plans = [
+        ((0.5, 0.3, 0.2), 0.8, 1 / 3),
+        ((0.2, 0.3, 0.5), 1 / 3, 1.0),
+    ]
+    records: list[ServingRecord] = []
+    labels: list[LabelRecord] = []
+    expected: list[tuple[float, float]] = []
+    for index, (shares, production_accuracy, candidate_accuracy) in enumerate(plans):
+        frame = generate_requests(
+            n, seed=20 + index, start=T0 + index * WINDOW, span=WINDOW - dt.timedelta(seconds=1)
+        )
+        frame["request_id"] = [f"c{index}-{i}" for i in range(n)]
+        truth = _classes(n, shares, seed=30 + index)
+        production = _predict(truth, production_accuracy, seed=40 + index)
+        candidate = _predict(truth, candidate_accuracy, seed=50 + index)
+        logged = serving_records(frame, CTR_FEATURES, baseline.state, model="ctr", with_raw=False)
+        for row, record in enumerate(logged):
+            # Half the predictions are logged as class numbers, half as probability lists.
+            prediction = int(production[row]) if row % 2 else _probabilities(production[row : row + 1])[0]
+            records.append(
+                replace(record, prediction=prediction, shadow_predictions={"v2": str(candidate[row])})
+            )
+        labels += [
+            LabelRecord(r.request_id, r.event_time + dt.timedelta(seconds=30), int(c))
+            for r, c in zip(logged, truth, strict=True)
+        ]
+        expected.append((float(np.mean(production == truth)), float(np.mean(candidate == truth))))
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store)
+    daemon.open()
+    try:
+        produce_labels(bootstrap, settings.topics.labels, labels[: n // 2])  # some labels come first
+        produce(bootstrap, settings.topics.serving, records, batch=50)
+        produce_labels(bootstrap, settings.topics.labels, labels[n // 2 :])
+        closers = [replace(r, prediction=0) for r in closing_record(baseline, 9)]
+        produce(bootstrap, settings.topics.serving, closers, batch=1)
+        far = [LabelRecord(f"closer-{i}", T0 + dt.timedelta(minutes=20), 0) for i in range(5)]
+        produce_labels(bootstrap, settings.topics.labels, far)
+        step_until(daemon, lambda: daemon.counters.label_windows >= 2, timeout_s=90)
+    finally:
+        daemon.close()
+    results = {w.result.key.start: w.result for w in store.windows(stage=Stage.LABELS, limit=50)}
+    store.close()
+    assert daemon.counters.labels_joined == 2 * n
+    for index, start in enumerate(sorted(results)[:2]):
+        result = results[start]
+        assert result.context["pairs"] == n
+        findings = {(f.check, f.subject): f for f in result.findings}
+        accuracy = findings[Check.PERFORMANCE, "accuracy"]
+        shadow = findings[Check.SHADOW, "v2"]
+        drift = findings[Check.LABEL_DRIFT, "label"]
+        production_accuracy, candidate_accuracy = expected[index]
+        assert accuracy.effect == pytest.approx(production_accuracy, abs=1e-12)
+        assert accuracy.threshold == pytest.approx(holdout)
+        assert shadow.effect == pytest.approx(candidate_accuracy - production_accuracy, abs=1e-12)
+        if index == 0:
+            assert not accuracy.flagged and not drift.flagged
+            assert shadow.flagged  # the guessing candidate is worse with confidence
+        else:
+            assert accuracy.flagged and drift.flagged and "'2'" in drift.reason
+            assert not shadow.flagged and shadow.effect > 0.5  # type: ignore[operator]

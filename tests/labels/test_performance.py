@@ -1,0 +1,174 @@
+"""Label join and per-window performance: numbers against scipy on the same data, classes end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from skewguard.baseline import LABEL_COLUMN, PredictionKind
+from skewguard.labels import LabelTally, PerformanceOptions, evaluate_window, label_outcome, outcome_arrays
+from skewguard.monitor import prediction_values
+from skewguard.results import Check
+from skewguard.stats import CategoricalSketch, ColumnKind, ColumnRole, ColumnSpec, chi_square
+from skewguard.stats.profile import CategoricalColumnLayout
+
+CLASSES = ("cat", "dog", "owl")
+
+
+def label_sketch(labels: list[str]) -> CategoricalSketch:
+    """A training label profile of these labels, as the baseline builds it."""
+    spec = ColumnSpec(LABEL_COLUMN, ColumnKind.CATEGORICAL, ColumnRole.LABEL)
+    series = pd.Series(labels, dtype=object)
+    layout = CategoricalColumnLayout.fit(spec, series, top_k=20, max_known=100)
+    codes = layout.encode(series).codes
+    return CategoricalSketch(layout, np.bincount(codes, minlength=layout.n_bins).astype(np.int64))
+
+
+def class_tally(truth: list[str], predicted: list[str]) -> LabelTally:
+    tally = LabelTally()
+    for i, (label, prediction) in enumerate(zip(truth, predicted, strict=True)):
+        tally.add(f"r{i:05d}", prediction, label)
+    tally.predicted = len(truth)
+    return tally
+
+
+def noisy(truth: list[str], accuracy: float, seed: int) -> list[str]:
+    """Predictions right with probability ``accuracy``, else another class."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for label in truth:
+        if rng.random() < accuracy:
+            out.append(label)
+        else:
+            out.append(str(rng.choice([c for c in CLASSES if c != label])))
+    return out
+
+
+def draw(n: int, shares: tuple[float, ...], seed: int) -> list[str]:
+    return [str(c) for c in np.random.default_rng(seed).choice(CLASSES, size=n, p=shares)]
+
+
+def test_class_labels_are_spelled_as_the_profile_spells_categories() -> None:
+    assert [label_outcome(v, PredictionKind.CLASS) for v in (2, 2.0, "2", True, "owl")] == [
+        "2",
+        "2",
+        "2",
+        "true",
+        "owl",
+    ]
+    # ... and so are class predictions, so a logged prediction equals its label's class.
+    assert prediction_values([2, True, "owl", [0.1, 0.7, 0.2]], PredictionKind.CLASS).tolist() == [
+        "2",
+        "true",
+        "owl",
+        "1",
+    ]
+    assert label_outcome("yes", PredictionKind.SCORE) == 1.0
+    assert label_outcome(3, PredictionKind.VALUE) == 3.0
+
+
+def test_class_accuracy_and_its_interval_match_scipy_on_the_same_pairs() -> None:
+    truth = draw(600, (0.5, 0.3, 0.2), seed=1)
+    predicted = noisy(truth, 0.8, seed=2)
+    options = PerformanceOptions(min_pairs=100, resamples=300)
+    holdout = 0.8
+    tally, sketch = class_tally(truth, predicted), label_sketch(truth)
+    [finding, drift] = evaluate_window(tally, PredictionKind.CLASS, {"accuracy": holdout}, options, sketch)
+    expected = float(np.mean(np.asarray(truth) == np.asarray(predicted)))
+    assert finding.check is Check.PERFORMANCE and finding.subject == "accuracy"
+    assert finding.effect == pytest.approx(expected, abs=1e-12)
+    correct = (np.asarray(truth) == np.asarray(predicted)).astype(float)
+    # The same bootstrap over the same pairs (by index), computed directly by scipy.
+    reference = stats.bootstrap(
+        (correct,),
+        np.mean,
+        vectorized=False,
+        n_resamples=options.resamples,
+        confidence_level=options.confidence,
+        method="percentile",
+        rng=np.random.default_rng(options.seed),
+    ).confidence_interval
+    assert finding.detail["ci_low"] == pytest.approx(reference.low, abs=1e-12)
+    assert finding.detail["ci_high"] == pytest.approx(reference.high, abs=1e-12)
+    assert not finding.flagged
+    # Labels drawn from the training shares themselves: no label drift.
+    assert drift.check is Check.LABEL_DRIFT and not drift.flagged
+
+
+def test_a_degraded_class_model_and_shifted_classes_are_flagged() -> None:
+    training = draw(5_000, (0.5, 0.3, 0.2), seed=3)
+    truth = draw(800, (0.2, 0.3, 0.5), seed=4)  # owls went from 20 % to 50 %
+    predicted = noisy(truth, 0.45, seed=5)
+    options = PerformanceOptions(min_pairs=100, resamples=300)
+    tally, sketch = class_tally(truth, predicted), label_sketch(training)
+    [finding, drift] = evaluate_window(tally, PredictionKind.CLASS, {"accuracy": 0.8}, options, sketch)
+    assert finding.flagged and finding.effect is not None and finding.effect < 0.55
+    assert finding.detail["ci_high"] < 0.8
+    assert drift.flagged
+    codes = sketch.layout.encode(pd.Series(truth, dtype=object)).codes
+    window = np.bincount(codes, minlength=sketch.layout.n_bins)
+    assert drift.p_value == pytest.approx(chi_square(sketch.counts, window).p_value, rel=1e-12)
+    shares = {c: truth.count(c) / len(truth) for c in CLASSES}
+    before = {c: training.count(c) / len(training) for c in CLASSES}
+    assert drift.effect == pytest.approx(max(abs(shares[c] - before[c]) for c in CLASSES), abs=1e-12)
+    assert "'owl'" in drift.reason
+
+
+def test_a_class_unknown_to_training_is_a_label_shift() -> None:
+    training = draw(5_000, (0.5, 0.3, 0.2), seed=6)
+    truth = draw(400, (0.5, 0.3, 0.2), seed=7)
+    truth[:100] = ["bat"] * 100  # a quarter of the window is a class training never had
+    [_, drift] = evaluate_window(
+        class_tally(truth, truth),
+        PredictionKind.CLASS,
+        {},
+        PerformanceOptions(min_pairs=100, resamples=100),
+        label_sketch(training),
+    )
+    assert drift.flagged and drift.effect == pytest.approx(0.25)
+    assert "<unseen>" in drift.reason
+
+
+def test_score_metrics_match_scipy_on_the_same_data() -> None:
+    rng = np.random.default_rng(8)
+    labels = (rng.random(500) < 0.3).astype(float)
+    scores = np.clip(0.3 + 0.3 * labels + rng.normal(0, 0.2, 500), 0.01, 0.99)
+    tally = LabelTally()
+    for i, (s, y) in enumerate(zip(scores.tolist(), labels.tolist(), strict=True)):
+        tally.add(f"r{i}", s, y)
+    tally.predicted = 500
+    findings = {
+        f.subject: f
+        for f in evaluate_window(tally, PredictionKind.SCORE, {}, PerformanceOptions(resamples=100))
+    }
+    u = stats.mannwhitneyu(scores[labels == 1], scores[labels == 0]).statistic
+    assert findings["auc"].effect == pytest.approx(u / (labels.sum() * (500 - labels.sum())), rel=1e-12)
+    expected_loss = -np.mean(labels * np.log(scores) + (1 - labels) * np.log(1 - scores))
+    assert findings["log_loss"].effect == pytest.approx(expected_loss, rel=1e-12)
+    assert findings["accuracy"].effect == pytest.approx(np.mean((scores >= 0.5) == (labels == 1)))
+
+
+def test_tally_keeps_classes_and_missing_candidates_through_merge_and_checkpoint() -> None:
+    a, b = LabelTally(), LabelTally()
+    a.add("r2", "dog", "dog", {"v2": "cat"})
+    a.add("r0", "cat", "owl")
+    b.add("r1", "owl", "owl", {"v2": "owl"})
+    b.beyond_horizon = 1
+    merged = a.merge(b)
+    assert merged.to_dict() == b.merge(a).to_dict()  # the merge order does not matter
+    assert merged.ids == ["r0", "r1", "r2"]
+    assert merged.predictions == ["cat", "owl", "dog"]
+    restored = LabelTally.from_dict(merged.to_dict())
+    assert restored.predictions == merged.predictions and restored.labels == merged.labels
+    missing = restored.candidates["v2"][0]
+    assert isinstance(missing, float) and math.isnan(missing)
+    assert restored.candidates["v2"][1:] == ["owl", "cat"]
+    production, truth, candidates = outcome_arrays(restored)
+    # One vocabulary for all three: equal classes, equal codes; a missing candidate stays NaN.
+    assert production[1] == truth[1] == candidates["v2"][1]
+    assert production[0] != truth[0] and math.isnan(candidates["v2"][0])
+    assert candidates["v2"][2] == production[0]  # both "cat"
