@@ -341,9 +341,16 @@ class ModelMonitor:
         if shadows is None:
             return
         versions = sorted({v for s in shadows for v in s})
-        if not versions or self.baseline.prediction_kind not in (PredictionKind.SCORE, PredictionKind.VALUE):
-            return
         kind = self.baseline.prediction_kind
+        if not versions or kind is None:
+            return
+        if kind is PredictionKind.CLASS:
+            classes = prediction_values(batch.predictions, kind)
+            layout = self.baseline.profile.categorical(PREDICTION_COLUMN).layout
+            for version in versions:
+                candidate = prediction_values([s.get(version) for s in shadows], kind)
+                accumulator.shadow.setdefault(version, ShadowTally()).add_classes(classes, candidate, layout)
+            return
         production = np.asarray(prediction_values(batch.predictions, kind), dtype=float)
         edges = self._prediction_edges()
         for version in versions:

@@ -1,9 +1,10 @@
 """Shadow candidates compared with production on the same requests, window by window.
 
-Serving stage (every window): how often the candidate agrees with production (top-1 for scores), how
-well the scores correlate, their mean absolute difference, how far apart the two prediction distributions
-are (Jensen–Shannon distance over the baseline's prediction bins), and how often the candidate's
-prediction is missing (dropped by a full shadow queue, or the candidate crashed).
+Serving stage (every window): how often the candidate agrees with production (the same side of 0.5 for
+scores, the same class for class models), how well the scores correlate and their mean absolute
+difference (scores and values), how far apart the two prediction distributions are (Jensen–Shannon
+distance over the baseline's prediction bins), and how often the candidate's prediction is missing
+(dropped by a full shadow queue, or the candidate crashed).
 
 Labels stage (once the window's labels are in): both models' metric on the *same* labelled requests, and
 a paired bootstrap confidence interval of the difference. The promotion verdict over recent windows
@@ -57,11 +58,16 @@ def serving_findings(version: str, tally: ShadowTally, options: ShadowOptions) -
         else math.nan
     )
     correlation = tally.correlation
+    if tally.classes:  # no scores to correlate or subtract
+        mean_abs = correlation = math.nan
     flagged = missing_rate > options.max_missing_rate
+    scores = (
+        "" if tally.classes else f", score correlation {correlation:.3f}, mean |difference| {mean_abs:.4f}"
+    )
     reason = (
-        f"candidate {version}: agrees with production on {agreement:.1%} of {tally.compared:,} requests, "
-        f"score correlation {correlation:.3f}, mean |difference| {mean_abs:.4f}, prediction-distribution "
-        f"JS distance {divergence:.4f}; {missing_rate:.1%} of its predictions missing"
+        f"candidate {version}: agrees with production on {agreement:.1%} of {tally.compared:,} requests"
+        f"{scores}, prediction-distribution JS distance {divergence:.4f}; {missing_rate:.1%} of its "
+        "predictions missing"
         + (f" (above the {options.max_missing_rate:.0%} limit: it drops or crashes)" if flagged else "")
     )
     return [

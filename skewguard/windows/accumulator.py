@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from skewguard.stats import Profile, ProfileLayout
+from skewguard.stats import CategoricalColumnLayout, Profile, ProfileLayout
 
 FloatArray = npt.NDArray[np.float64]
+ObjectArray = npt.NDArray[np.object_]
 
 #: Request ids kept as examples per finding: enough to start debugging, bounded for the checkpoint.
 MAX_EXAMPLES = 5
@@ -83,6 +84,8 @@ class ShadowTally:
     """One shadow candidate's agreement with production in one window (or one partition's share).
 
     Plain sums and histograms, so it merges exactly; ``skewguard.shadow.compare`` turns it into findings.
+    Scores and values fill every field (:meth:`add`); classes (:meth:`add_classes`) only the counts and
+    the histograms over the baseline's class bins, and set ``classes``.
     """
 
     compared: int = 0
@@ -96,6 +99,8 @@ class ShadowTally:
     sabs: float = 0.0
     production_hist: list[int] = field(default_factory=list)
     candidate_hist: list[int] = field(default_factory=list)
+    #: The predictions are classes: agreement is equality; sums and correlation do not apply.
+    classes: bool = False
 
     def add(self, production: FloatArray, candidate: FloatArray, edges: FloatArray) -> None:
         """Fold paired predictions (NaN where a model gave none) into the tally."""
@@ -111,8 +116,29 @@ class ShadowTally:
         self.sxy += float((x * y).sum())
         self.sabs += float(np.abs(x - y).sum())
         bins = len(edges) + 1
-        prod = np.bincount(np.searchsorted(edges, x, side="right"), minlength=bins)
-        cand = np.bincount(np.searchsorted(edges, y, side="right"), minlength=bins)
+        self._histograms(
+            np.searchsorted(edges, x, side="right"), np.searchsorted(edges, y, side="right"), bins
+        )
+
+    def add_classes(
+        self, production: ObjectArray, candidate: ObjectArray, layout: CategoricalColumnLayout
+    ) -> None:
+        """Fold paired predicted classes (None where a model gave none), binned as the baseline bins them."""
+        self.classes = True
+        have_production = production != None  # noqa: E711 (elementwise on an object array)
+        have_candidate = candidate != None  # noqa: E711
+        self.missing += int((have_production & ~have_candidate).sum())
+        usable = have_production & have_candidate
+        x, y = production[usable], candidate[usable]
+        self.compared += len(x)
+        self.agree += int((x == y).sum())
+        self._histograms(layout.encode(x).codes, layout.encode(y).codes, layout.n_bins)
+
+    def _histograms(
+        self, production_bins: npt.NDArray[np.intp], candidate_bins: npt.NDArray[np.intp], bins: int
+    ) -> None:
+        prod = np.bincount(production_bins, minlength=bins)
+        cand = np.bincount(candidate_bins, minlength=bins)
         self.production_hist = (np.asarray(self.production_hist or np.zeros(bins, int)) + prod).tolist()
         self.candidate_hist = (np.asarray(self.candidate_hist or np.zeros(bins, int)) + cand).tolist()
 
@@ -136,6 +162,7 @@ class ShadowTally:
             self.sabs + other.sabs,
             hist(self.production_hist, other.production_hist),
             hist(self.candidate_hist, other.candidate_hist),
+            self.classes or other.classes,
         )
 
     @property
@@ -155,8 +182,9 @@ class ShadowTally:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShadowTally:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        """Inverse of :meth:`to_dict` (checkpoints from before ``classes`` existed hold scores)."""
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k != "classes"}
+        return cls(**fields, classes=bool(data.get("classes", False)))
 
 
 @dataclass

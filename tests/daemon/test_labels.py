@@ -16,7 +16,16 @@ from skewguard.io.kafka import KafkaSettings, RawProducer
 from skewguard.records import LabelRecord, ServingRecord, encode_labels
 from skewguard.results import Check, Stage
 from skewguard.store import Store
-from tests.daemon.helpers import T0, WINDOW, click_scores, closing_record, produce, settings_for, step_until
+from tests.daemon.helpers import (
+    T0,
+    WINDOW,
+    click_scores,
+    closing_record,
+    produce,
+    results_by_start,
+    settings_for,
+    step_until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -216,6 +225,7 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
     records: list[ServingRecord] = []
     labels: list[LabelRecord] = []
     expected: list[tuple[float, float]] = []
+    agreements: list[float] = []
     for index, (shares, production_accuracy, candidate_accuracy) in enumerate(plans):
         frame = generate_requests(
             n, seed=20 + index, start=T0 + index * WINDOW, span=WINDOW - dt.timedelta(seconds=1)
@@ -236,6 +246,7 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
             for r, c in zip(logged, truth, strict=True)
         ]
         expected.append((float(np.mean(production == truth)), float(np.mean(candidate == truth))))
+        agreements.append(float(np.mean(production == candidate)))
     store = Store(settings.store.url)
     daemon = MonitorDaemon(settings, load_monitors(settings), store)
     daemon.open()
@@ -251,8 +262,15 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
     finally:
         daemon.close()
     results = {w.result.key.start: w.result for w in store.windows(stage=Stage.LABELS, limit=50)}
+    served = results_by_start(store, settings.group_id)
     store.close()
     assert daemon.counters.labels_joined == 2 * n
+    # Serving stage, every window: how often the candidate names production's class.
+    for index, start in enumerate(sorted(served)[:2]):
+        [agreement] = [f for f in served[start].findings if f.check is Check.SHADOW]
+        assert agreement.detail["agreement"] == pytest.approx(agreements[index], abs=1e-12)
+        assert agreement.detail["compared"] == n and agreement.detail["missing"] == 0
+        assert agreement.detail["correlation"] is None and "score correlation" not in agreement.reason
     for index, start in enumerate(sorted(results)[:2]):
         result = results[start]
         assert result.context["pairs"] == n
