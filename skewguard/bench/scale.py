@@ -9,12 +9,17 @@ topic when the processes start; once the group has checkpointed progress, one of
 only then is the second half (with the records that close the windows) produced, so the kill always
 lands mid-stream. ``rebalance_seconds`` is the time from the kill until every partition's checkpoint
 has moved again, i.e. until the survivors own and process the dead one's share.
+
+With ``count``, windows are count windows of that many records (each partition's share of window k is its
+records k*share..(k+1)*share-1, share = ceil(count / partitions)) rather than 60 s event-time windows:
+then the windows every partition fills are expected, and their numbers are part of what must be equal.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import signal
 import subprocess
@@ -32,7 +37,7 @@ from features.ctr import CTR_FEATURES
 from skewguard.baseline import Baseline
 from skewguard.demo.traffic import ctr_baseline, generate_requests, produce_records, serving_records
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.io.kafka import KafkaSettings, ensure_topics
+from skewguard.io.kafka import KafkaSettings, ensure_topics, group_by_partition
 from skewguard.records import ServingRecord
 from skewguard.results import WindowResult
 from skewguard.store import Store, to_micros
@@ -70,7 +75,13 @@ def _stream(baseline: Baseline, records: int, windows: int) -> list[ServingRecor
 
 
 def _config(
-    path: Path, bootstrap: str, baseline_dir: Path, store_url: str, group: str, topics: dict[str, str]
+    path: Path,
+    bootstrap: str,
+    baseline_dir: Path,
+    store_url: str,
+    group: str,
+    topics: dict[str, str],
+    window: dict[str, float],
 ) -> Path:
     path.write_text(
         json.dumps(
@@ -79,7 +90,7 @@ def _config(
                 "group_id": group,
                 "topics": topics,
                 "store": {"url": store_url},
-                "window": {"size_s": WINDOW.total_seconds(), "lateness_s": 5.0, "idle_timeout_s": 3600.0},
+                "window": window,
                 "models": [
                     {
                         "name": "ctr",
@@ -104,6 +115,7 @@ def _summary(store: Store, group: str) -> list[tuple[Any, ...]]:
         rows.append(
             (
                 result.key.start.isoformat(),
+                result.key.index,
                 result.records,
                 result.late_records,
                 sorted((f.check.value, f.subject, f.flagged) for f in result.findings),
@@ -205,6 +217,7 @@ def bench_scale(
     records: int = 40_000,
     windows: int = 4,
     partitions: int = 8,
+    count: int | None = None,
     store_url: str = DEFAULT_STORE,
     timeout_s: float = 300.0,
 ) -> dict[str, Any]:
@@ -212,12 +225,18 @@ def bench_scale(
     if partitions < 8:
         msg = f"the scale benchmark needs at least 8 partitions, got {partitions}"
         raise ValueError(msg)
+    if count is not None and count < 1:
+        msg = f"count must be >= 1 record per window, got {count}"
+        raise ValueError(msg)
+    window: dict[str, float] = {"lateness_s": 5.0, "idle_timeout_s": 3600.0}
+    window |= {"size_s": WINDOW.total_seconds()} if count is None else {"count": count}
     suffix = uuid.uuid4().hex[:8]
     schema = f"sg_bench_{suffix}" if store_url.startswith("postgresql") else None
     with tempfile.TemporaryDirectory(prefix="skewguard-scale-") as tmp, EmbeddedBroker() as broker:
         work = Path(tmp)
         baseline = _baseline(work / "baseline")
         stream = _stream(baseline, records, windows)
+        expected = windows if count is None else _full_count_windows(stream, count, partitions)
         half = len(stream) // 2
         closers = 64  # the last records of the stream seal every window (see _stream)
         first, rest = stream[:half], stream[half:]
@@ -247,6 +266,7 @@ def bench_scale(
                         url,
                         group,
                         topics,
+                        window,
                     )
                     if schema is not None:
                         data = json.loads(config.read_text())
@@ -260,7 +280,7 @@ def bench_scale(
                         store,
                         config,
                         group,
-                        windows,
+                        expected,
                         processes,
                         log,
                         kill=kill,
@@ -276,6 +296,7 @@ def bench_scale(
                 "records": len(stream),
                 "windows": len(one["summary"]),
                 "partitions": partitions,
+                "window": "event time, 60 s" if count is None else f"count, {count} records",
                 "identical_results": one["summary"] == three["summary"],
                 "rps_1": round(len(stream) / one["seconds"], 1),
                 "rps_3": round(len(stream) / three["seconds"], 1),
@@ -292,3 +313,14 @@ def bench_scale(
             if schema is not None:
                 store.drop_all()
             store.close()
+
+
+def _full_count_windows(stream: Sequence[ServingRecord], count: int, partitions: int) -> int:
+    """Count windows every partition fills (a window closes once each partition has its share)."""
+    share = math.ceil(count / partitions)
+    groups = group_by_partition(stream, lambda record: record.request_id, partitions)
+    full = min(len(groups.get(p, [])) // share for p in range(partitions))
+    if full < 1:
+        msg = f"no count window of {count} records fills: some partition has fewer than {share} records"
+        raise ValueError(msg)
+    return full

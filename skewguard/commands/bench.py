@@ -128,6 +128,9 @@ def scale(
     as_json: bool = JSON_OPTION,
     records: int = typer.Option(40_000, "--records", help="Records in the stream."),
     partitions: int = typer.Option(8, "--partitions", min=8, help="Partitions of the serving log (>= 8)."),
+    count: int | None = typer.Option(
+        None, "--count", min=1, help="Count windows of this many records instead of 60 s event-time windows."
+    ),
     store: str | None = typer.Option(
         None,
         "--store",
@@ -137,7 +140,9 @@ def scale(
     """One daemon vs three in one consumer group (one SIGKILLed mid-run): identical results and throughput."""
     from skewguard.bench.scale import DEFAULT_STORE, bench_scale
 
-    result = bench_scale(records=records, partitions=partitions, store_url=store or DEFAULT_STORE)
+    result = bench_scale(
+        records=records, partitions=partitions, count=count, store_url=store or DEFAULT_STORE
+    )
     _emit(result, as_json, "skewguard bench scale")
     if not result["identical_results"]:
         raise typer.Exit(EXIT_FINDING)
