@@ -110,9 +110,11 @@ class OwnedPartition:
     #: predictions by version, the latest label event time µs that still counts). A prediction is a
     #: number, or a class name for a class model.
     awaiting: dict[str, tuple[str, int, Outcome, dict[str, Outcome], int]] = field(default_factory=dict)
-    #: Labels that arrived before their prediction: request id → (label as logged, label event µs). The
-    #: label is read as its model's kind wants it (number or class) when the prediction comes.
-    pending: dict[str, tuple[LabelValue, int]] = field(default_factory=dict)
+    #: Labels that arrived before their prediction: request id → (label, label event µs, as logged). The
+    #: label is read as its model's kind wants it (number or class) when the prediction comes; "as
+    #: logged" is False for a label restored from a checkpoint written before labels were kept so
+    #: (it holds the label as a number, which cannot name a class).
+    pending: dict[str, tuple[LabelValue, int, bool]] = field(default_factory=dict)
     #: Joined pairs per prediction window.
     tallies: dict[WindowId, LabelTally] = field(default_factory=dict)
     #: Records and late records of each window in this partition's stored state (the last checkpoint
@@ -153,7 +155,10 @@ class OwnedPartition:
                 )
                 for rid, v in state.get("awaiting", {}).items()
             },
-            pending={rid: (_stored_label(v[0]), int(v[1])) for rid, v in state.get("pending", {}).items()},
+            pending={
+                rid: (_stored_label(v[0]), int(v[1]), len(v) > 2 and bool(v[2]))
+                for rid, v in state.get("pending", {}).items()
+            },
             tallies={
                 (str(t["model"]), int(t["start"])): LabelTally.from_dict(t["tally"])
                 for t in state.get("tallies", [])
@@ -191,7 +196,10 @@ class DaemonCounters:
     labels: int = 0
     labels_joined: int = 0
     late_labels: int = 0
+    #: Labels whose prediction never came (evicted past the watermark), or that cannot name a class.
     unmatched_labels: int = 0
+    #: Labels with no serving partition to join (topics not co-partitioned) or whose prediction's model
+    #: is no longer monitored.
     unjoinable_labels: int = 0
     label_windows: int = 0
     #: Wall seconds spent per phase (poll, fold, checkpoint, finalise): where the daemon's time goes.
@@ -576,6 +584,8 @@ class MonitorDaemon:
             prediction = _stored_outcome(value)
             if early is None:
                 part.awaiting[request_id] = (key[0], key[1], prediction, shadow, deadline)
+            elif kind is PredictionKind.CLASS and not early[2]:
+                self.counters.unmatched_labels += 1  # restored as a number: its class is lost
             elif early[1] < deadline:
                 tally.add(request_id, prediction, label_outcome(early[0], kind), shadow)
                 self.counters.labels_joined += 1
@@ -608,12 +618,16 @@ class MonitorDaemon:
                     continue
                 waiting = partner.awaiting.pop(label.request_id, None)
                 if waiting is None:
-                    partner.pending[label.request_id] = (label.label, event_us)
+                    partner.pending[label.request_id] = (label.label, event_us, True)
                     continue
                 model, window, prediction, shadows, deadline = waiting
+                monitor = self.monitors.get(model)
+                if monitor is None:  # a restored prediction of a model no longer in the configuration
+                    self.counters.unjoinable_labels += 1
+                    continue
                 tally = partner.tallies.setdefault((model, window), LabelTally())
                 if event_us < deadline:
-                    kind = self.monitors[model].baseline.prediction_kind or PredictionKind.SCORE
+                    kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
                     tally.add(label.request_id, prediction, label_outcome(label.label, kind), shadows)
                     self.counters.labels_joined += 1
                     self.metrics.labels_joined.labels(model).inc()
@@ -827,7 +841,7 @@ class MonitorDaemon:
             watermark = part.windows.watermark_us
             if watermark is None or not part.pending:
                 continue
-            orphans = [rid for rid, (_label, event_us) in part.pending.items() if event_us < watermark]
+            orphans = [rid for rid, (_label, event_us, _) in part.pending.items() if event_us < watermark]
             for rid in orphans:
                 del part.pending[rid]
             self.counters.unmatched_labels += len(orphans)

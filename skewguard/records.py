@@ -1132,7 +1132,17 @@ def _parse_label(obj: Any, where: str, top_level: bool) -> LabelRecord:
         _check_version(v, where, required=True, record_id=request_id)
     if type(label) not in _VALUE_TYPES:
         _wrong(where, "label", "a number, string or bool", label, request_id)
+    if type(label) is str and _non_finite_text(label):  # would be a NaN metric, not a label
+        _wrong(where, "label", "a finite number, a class name or a bool", label, request_id)
     return LabelRecord(request_id, _parse_time(event_time, where, request_id), label)
+
+
+def _non_finite_text(text: str) -> bool:
+    """Whether a text label reads as a number that is not finite ("nan", "inf", "-Infinity")."""
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _diagnose_strings(where: str, request_id: Any, model: Any, model_version: Any, state_hash: Any) -> None:

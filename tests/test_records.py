@@ -608,6 +608,18 @@ def test_label_with_a_non_scalar_label_is_refused() -> None:
     assert "'label'" in str(info.value)
 
 
+@pytest.mark.parametrize("text", ["nan", " NaN", "inf", "-Infinity"])
+def test_a_label_text_that_reads_as_a_non_finite_number_is_refused(text: str) -> None:
+    raw = orjson.dumps({"v": 1, "request_id": "r", "event_time": T0.isoformat(), "label": text})
+    with pytest.raises(RecordError) as info:
+        decode_label_message(raw)
+    assert info.value.reason == "wrong_type" and "a finite number, a class name or a bool" in str(info.value)
+    # Text that is not a number at all is a class name (or a yes/no label): accepted.
+    for fine in ("owl", "yes", "2"):
+        ok = orjson.dumps({"v": 1, "request_id": "r", "event_time": T0.isoformat(), "label": fine})
+        assert decode_label_message(ok).records[0].label == fine
+
+
 @pytest.mark.parametrize("name", LABEL_REQUIRED_FIELDS)
 def test_label_missing_field_is_named(name: str) -> None:
     obj = orjson.loads(encode_label(LabelRecord("r-1", T0, 1)))

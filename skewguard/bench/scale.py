@@ -167,8 +167,9 @@ def _run_group(
     """Run one group of processes over the stream, killing one of them mid-stream when ``kill``.
 
     The processes start on the first half; once they have checkpointed progress, one is SIGKILLed and
-    only then is the rest produced. No window can close before the kill, and the survivors must restore
-    the dead process's partitions from their checkpoints.
+    only then is the rest produced. No event-time window can close before the kill (a count window may,
+    once every partition has its share in the first half), and the survivors must restore the dead
+    process's partitions from their checkpoints.
     """
     started = time.monotonic()
     procs = [_spawn(config, log) for _ in range(processes)]

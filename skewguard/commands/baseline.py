@@ -115,6 +115,10 @@ def build(
     )
 
 
+#: Metrics that are shares (the others are non-negative losses and errors).
+_SHARES = frozenset({"auc", "accuracy"})
+
+
 def _holdout_metrics(
     given: list[str], kind: PredictionKind, prediction_column: str | None, label_column: str | None
 ) -> dict[str, float]:
@@ -136,6 +140,11 @@ def _holdout_metrics(
             value = math.nan
         if name not in known or not math.isfinite(value):
             msg = f"--metric {option!r}: expected NAME=NUMBER with NAME one of {known} (a {kind.value} model)"
+            raise ConfigError(msg)
+        share = name in _SHARES
+        if value < 0.0 or (share and value > 1.0):
+            expected = "a share in [0, 1], not a percentage" if share else "a loss or error >= 0"
+            msg = f"--metric {option!r}: {name} is {expected}"
             raise ConfigError(msg)
         metrics[name] = value
     return metrics

@@ -53,7 +53,8 @@ def _missing(value: Outcome) -> bool:
 
 
 def _outcome(value: Any) -> Outcome:
-    return value if isinstance(value, str) else float(value)
+    """A checkpointed prediction or label (JSON writes NaN as null)."""
+    return value if isinstance(value, str) else math.nan if value is None else float(value)
 
 
 @dataclass
@@ -105,7 +106,8 @@ class LabelTally:
                 *[column(self, v) + column(other, v) for v in versions],
                 strict=True,
             ),
-            key=lambda row: row[0],
+            # A request id twice (a retried request joined twice) ties: the rest of the row breaks it.
+            key=lambda row: (row[0], repr(row[1:])),
         )
         return LabelTally(
             ids=[r[0] for r in rows],
@@ -136,8 +138,5 @@ class LabelTally:
             labels=[_outcome(v) for v in data["labels"]],
             predicted=int(data["predicted"]),
             beyond_horizon=int(data["beyond_horizon"]),
-            candidates={
-                str(v): [math.nan if x is None else _outcome(x) for x in xs]
-                for v, xs in data.get("candidates", {}).items()
-            },
+            candidates={str(v): [_outcome(x) for x in xs] for v, xs in data.get("candidates", {}).items()},
         )

@@ -104,7 +104,8 @@ class PerformanceOptions:
     """Per metric; about 95 % for the window's three metrics together (Bonferroni), so a clean window is
     rarely flagged just because one of several tested metrics landed in its tail."""
     label_shift_tolerance: float = 0.02
-    """Label drift: the positive rate must move by at least this much (and be significant)."""
+    """Label drift: the positive rate (binary) or some class's share (class model) must move by at least
+    this much (and be significant)."""
     alpha: float = 0.01
     seed: int = 0
 

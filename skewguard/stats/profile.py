@@ -208,7 +208,7 @@ def category_text(value: Any) -> str:
     """
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
-    if isinstance(value, float | np.floating):
+    if isinstance(value, float | np.floating | int | np.integer):  # ints as an int column's are: via float64
         return str(_format_floats(np.asarray([value], dtype=np.float64))[0])
     return str(value)
 

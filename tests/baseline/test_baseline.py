@@ -151,3 +151,6 @@ def test_cli_stores_the_holdout_metrics_the_daemon_compares_with(raw: pd.DataFra
         result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--metric", bad])
         assert result.exit_code == EXIT_USAGE
         assert f"--metric {bad!r}" in result.output and "'auc', 'log_loss', 'accuracy'" in result.output
+    for bad, why in (("auc=81", "a share in [0, 1]"), ("log_loss=-0.1", "a loss or error >= 0")):
+        result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--metric", bad])
+        assert result.exit_code == EXIT_USAGE and why in result.output, result.output

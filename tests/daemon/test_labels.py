@@ -288,3 +288,45 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
         else:
             assert accuracy.flagged and drift.flagged and "'2'" in drift.reason
             assert not shadow.flagged and shadow.effect > 0.5  # type: ignore[operator]
+
+
+def test_checkpointed_join_state_of_before_class_joins_is_not_misread(
+    class_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    """Old checkpoints held early labels as numbers, and may name a model no longer configured."""
+    from dataclasses import replace
+
+    from skewguard.baseline import Baseline
+    from skewguard.daemon import LabelPartition, OwnedPartition
+    from skewguard.io.kafka import RawMessage, TopicPartition
+    from skewguard.records import ServingBatch
+    from skewguard.windows import PartitionWindows
+
+    directory, _holdout = class_baseline
+    settings = settings_for("127.0.0.1:1", directory, f"sqlite:///{tmp_path / 'old.db'}", partitions=1)
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store)  # never opened: no broker needed
+    start_us = int(T0.timestamp() * 1e6)
+    state = OwnedPartition(PartitionWindows(daemon.spec), 0, start_us).state()
+    # As the previous release wrote them: early labels [number, event µs]; a prediction of model "gone".
+    state["pending"] = {"w0-0": [1.0, start_us], "w0-1": [1.0, start_us, True]}
+    state["awaiting"] = {"old-1": ["gone", start_us, 0.3, {}, start_us + 10**9]}
+    part = OwnedPartition.restore(daemon.spec, 0, state, start_us, daemon.horizon_us)
+    assert part.pending["w0-0"] == (1.0, start_us, False) and part.pending["w0-1"][2] is True
+    records = [
+        replace(r, prediction=1) for r in window(Baseline.load(directory).state, 0, 2, seed=5, good=True)[0]
+    ]
+    monitor = daemon.monitors["ctr"]
+    key = ("ctr", start_us)
+    daemon._await_labels(part, key, ServingBatch.from_records(records), monitor)
+    # The label kept as a number cannot name a class: counted, not joined as class "1".
+    assert daemon.counters.unmatched_labels == 1
+    assert part.tallies[key].labels == ["1"] and part.tallies[key].ids == ["w0-1"]
+    # A label for the prediction of a model that left the configuration is counted, not a crash.
+    daemon.owned[TopicPartition(settings.topics.serving, 0)] = part
+    labels_tp = TopicPartition(settings.topics.labels, 0)
+    daemon.label_parts[labels_tp] = LabelPartition(None, None, start_us)
+    value = encode_labels([LabelRecord("old-1", T0, 1)])
+    daemon._fold_labels(labels_tp, [RawMessage(labels_tp.topic, 0, 0, None, value, 0, [])])
+    assert daemon.counters.unjoinable_labels == 1 and "old-1" not in part.awaiting
+    store.close()
