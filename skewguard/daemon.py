@@ -56,6 +56,7 @@ from skewguard.labels import (
     evaluate_window,
     label_outcome,
     outcome_arrays,
+    outcome_from_json,
 )
 from skewguard.monitor import ModelMonitor, MonitorOptions, prediction_values
 from skewguard.ops import Metrics, OpsServer
@@ -149,8 +150,8 @@ class OwnedPartition:
                 rid: (
                     str(v[0]),
                     int(v[1]),
-                    _stored_outcome(v[2]),
-                    {str(k): _stored_outcome(x) for k, x in v[3].items()},
+                    outcome_from_json(v[2]),
+                    {str(k): outcome_from_json(x) for k, x in v[3].items()},
                     int(v[4]) if len(v) > 4 else int(v[1]) + spec.size_us + horizon_us,
                 )
                 for rid, v in state.get("awaiting", {}).items()
@@ -206,11 +207,6 @@ class DaemonCounters:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
-def _stored_outcome(value: Any) -> Outcome:
-    """A checkpointed prediction: a class name stays text, anything else is a number."""
-    return value if isinstance(value, str) else float(value)
-
-
 def _stored_label(value: Any) -> LabelValue:
     """A checkpointed early label, as logged (older checkpoints stored it as a number already)."""
     if isinstance(value, bool | int | float | str):
@@ -225,8 +221,9 @@ def _shadow_values(shadows: dict[str, Prediction], kind: PredictionKind) -> dict
         return {}
     versions = sorted(shadows)
     values = prediction_values([shadows[v] for v in versions], kind)
+    # prediction_values gives floats, or class names for a class model: already what the join keeps.
     pairs = zip(versions, values.tolist(), strict=True)
-    return {v: _stored_outcome(x) for v, x in pairs if x is not None and x == x}
+    return {v: x for v, x in pairs if x is not None and x == x}
 
 
 def _group_by_window(
@@ -581,13 +578,12 @@ class MonitorDaemon:
             shadow = {} if shadows is None else _shadow_values(shadows[row], kind)
             deadline = event_us + self.horizon_us if self.spec.counted else window_deadline
             early = part.pending.pop(request_id, None)
-            prediction = _stored_outcome(value)
             if early is None:
-                part.awaiting[request_id] = (key[0], key[1], prediction, shadow, deadline)
+                part.awaiting[request_id] = (key[0], key[1], value, shadow, deadline)
             elif kind is PredictionKind.CLASS and not early[2]:
                 self.counters.unmatched_labels += 1  # restored as a number: its class is lost
             elif early[1] < deadline:
-                tally.add(request_id, prediction, label_outcome(early[0], kind), shadow)
+                tally.add(request_id, value, label_outcome(early[0], kind), shadow)
                 self.counters.labels_joined += 1
                 self.metrics.labels_joined.labels(key[0]).inc()
             else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skewguard.labels.join import LabelTally, Outcome, label_outcome, label_to_float
+from skewguard.labels.join import LabelTally, Outcome, label_outcome, label_to_float, outcome_from_json
 from skewguard.labels.performance import PerformanceOptions, evaluate_window, outcome_arrays
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "label_outcome",
     "label_to_float",
     "outcome_arrays",
+    "outcome_from_json",
 ]

@@ -52,8 +52,8 @@ def _missing(value: Outcome) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _outcome(value: Any) -> Outcome:
-    """A checkpointed prediction or label (JSON writes NaN as null)."""
+def outcome_from_json(value: Any) -> Outcome:
+    """A checkpointed prediction or label: a class name stays text, else a number (JSON writes NaN null)."""
     return value if isinstance(value, str) else math.nan if value is None else float(value)
 
 
@@ -134,9 +134,11 @@ class LabelTally:
         """Inverse of :meth:`to_dict`."""
         return cls(
             ids=[str(v) for v in data["ids"]],
-            predictions=[_outcome(v) for v in data["predictions"]],
-            labels=[_outcome(v) for v in data["labels"]],
+            predictions=[outcome_from_json(v) for v in data["predictions"]],
+            labels=[outcome_from_json(v) for v in data["labels"]],
             predicted=int(data["predicted"]),
             beyond_horizon=int(data["beyond_horizon"]),
-            candidates={str(v): [_outcome(x) for x in xs] for v, xs in data.get("candidates", {}).items()},
+            candidates={
+                str(v): [outcome_from_json(x) for x in xs] for v, xs in data.get("candidates", {}).items()
+            },
         )
