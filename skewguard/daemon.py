@@ -50,9 +50,11 @@ from skewguard.io.kafka import (
     publish_dead_letter,
 )
 from skewguard.labels import (
+    EarlyLabel,
     LabelTally,
     Outcome,
     PerformanceOptions,
+    WaitingPrediction,
     evaluate_window,
     label_outcome,
     outcome_arrays,
@@ -61,6 +63,7 @@ from skewguard.labels import (
 from skewguard.monitor import ModelMonitor, MonitorOptions, prediction_values
 from skewguard.ops import Metrics, OpsServer
 from skewguard.records import (
+    DecodeResult,
     LabelRecord,
     LabelValue,
     Prediction,
@@ -73,7 +76,7 @@ from skewguard.results import Severity, Stage, WindowKey, WindowResult
 from skewguard.settings import MonitorSettings
 from skewguard.shadow.compare import labelled_findings
 from skewguard.stats import Profile
-from skewguard.store import Checkpoint, NewAlert, Store, from_micros, to_micros
+from skewguard.store import Checkpoint, JoinRows, NewAlert, Store, from_micros, to_micros
 from skewguard.windows import (
     LatePolicy,
     PartitionWindows,
@@ -107,31 +110,38 @@ class OwnedPartition:
     next_offset: int | None
     last_record_wall_us: int
     caught_up: bool = False
-    #: Predictions waiting for their label: request id → (model, window, prediction, shadow candidates'
-    #: predictions by version, the latest label event time µs that still counts). A prediction is a
-    #: number, or a class name for a class model.
-    awaiting: dict[str, tuple[str, int, Outcome, dict[str, Outcome], int]] = field(default_factory=dict)
-    #: Labels that arrived before their prediction: request id → (label, label event µs, as logged). The
-    #: label is read as its model's kind wants it (number or class) when the prediction comes; "as
-    #: logged" is False for a label restored from a checkpoint written before labels were kept so
-    #: (it holds the label as a number, which cannot name a class).
-    pending: dict[str, tuple[LabelValue, int, bool]] = field(default_factory=dict)
-    #: Joined pairs per prediction window.
+    #: The label join's changes since the last checkpoint (the rest is in the store, skewguard.store.joins):
+    #: predictions now waiting for their label, by request id (a prediction is a number, or a class
+    #: name for a class model) ...
+    awaiting: dict[str, WaitingPrediction] = field(default_factory=dict)
+    #: ... labels that came before their prediction ...
+    pending: dict[str, EarlyLabel] = field(default_factory=dict)
+    #: ... and stored rows that joined, or were counted unmatched, since (deleted at the checkpoint).
+    settled: set[str] = field(default_factory=set)
+    #: Early labels in the store at the last checkpoint: when none, a prediction needs no lookup.
+    stored_labels: int = 0
+    #: Per prediction window: the pairs joined since the last checkpoint, and the window's counts of
+    #: predictions and of labels beyond the horizon (these are checkpointed with the partition).
     tallies: dict[WindowId, LabelTally] = field(default_factory=dict)
     #: Records and late records of each window in this partition's stored state (the last checkpoint
     #: saved or restored): what another replica finalising the window merged for this partition.
     saved: dict[WindowId, tuple[int, int]] = field(default_factory=dict)
 
+    def join_changed(self) -> bool:
+        """Whether the label join changed since the last checkpoint (something to write)."""
+        return bool(
+            self.awaiting or self.pending or self.settled or any(t.ids for t in self.tallies.values())
+        )
+
     def state(self) -> dict[str, Any]:
-        """What the checkpoint stores for this partition."""
+        """What the checkpoint stores for this partition (the join's rows are stored beside it)."""
         return {
             "windows": self.windows.to_dict(),
             "last_record_wall_us": self.last_record_wall_us,
             "caught_up": self.caught_up,
-            "awaiting": {rid: list(v) for rid, v in self.awaiting.items()},
-            "pending": {rid: list(v) for rid, v in self.pending.items()},
             "tallies": [
-                {"model": m, "start": s, "tally": t.to_dict()} for (m, s), t in sorted(self.tallies.items())
+                {"model": m, "start": s, "predicted": t.predicted, "beyond_horizon": t.beyond_horizon}
+                for (m, s), t in sorted(self.tallies.items())
             ],
         }
 
@@ -139,7 +149,12 @@ class OwnedPartition:
     def restore(
         cls, spec: WindowSpec, next_offset: int, state: dict[str, Any], now_us: int, horizon_us: int
     ) -> OwnedPartition:
-        """Inverse of :meth:`state` (``horizon_us`` dates the labels of checkpoints that did not store it)."""
+        """Inverse of :meth:`state`.
+
+        A checkpoint of an earlier version holds the join itself (waiting predictions, early labels,
+        pairs): restored as changes not yet stored, they are written to the join's rows at the next
+        checkpoint. ``horizon_us`` dates the waiting predictions of checkpoints that did not store it.
+        """
         windows = PartitionWindows.from_dict(spec, state["windows"])
         return cls(
             windows,
@@ -147,7 +162,7 @@ class OwnedPartition:
             int(state.get("last_record_wall_us", now_us)),
             bool(state.get("caught_up", False)),
             awaiting={
-                rid: (
+                rid: WaitingPrediction(
                     str(v[0]),
                     int(v[1]),
                     outcome_from_json(v[2]),
@@ -157,15 +172,21 @@ class OwnedPartition:
                 for rid, v in state.get("awaiting", {}).items()
             },
             pending={
-                rid: (_stored_label(v[0]), int(v[1]), len(v) > 2 and bool(v[2]))
+                rid: EarlyLabel(_stored_label(v[0]), int(v[1]), len(v) > 2 and bool(v[2]))
                 for rid, v in state.get("pending", {}).items()
             },
             tallies={
-                (str(t["model"]), int(t["start"])): LabelTally.from_dict(t["tally"])
-                for t in state.get("tallies", [])
+                (str(t["model"]), int(t["start"])): _restored_tally(t) for t in state.get("tallies", [])
             },
             saved=windows.record_counts(),
         )
+
+
+def _restored_tally(entry: dict[str, Any]) -> LabelTally:
+    """A checkpointed tally: its counts, or (an earlier version's checkpoint) its pairs too."""
+    if "tally" in entry:
+        return LabelTally.from_dict(entry["tally"])
+    return LabelTally(predicted=int(entry["predicted"]), beyond_horizon=int(entry["beyond_horizon"]))
 
 
 @dataclass
@@ -418,11 +439,21 @@ class MonitorDaemon:
         by_partition: dict[TopicPartition, list[RawMessage]] = defaultdict(list)
         for message in messages:
             by_partition[TopicPartition(message.topic, message.partition)].append(message)
-        for tp, batch in by_partition.items():
-            if tp.topic == self.topics.labels:
-                self._fold_labels(tp, batch)
-            else:
-                self._fold_partition(tp, batch)
+        folded: set[TopicPartition] = set()
+        try:
+            for tp, batch in by_partition.items():
+                if tp.topic == self.topics.labels:
+                    self._fold_labels(tp, batch)
+                else:
+                    self._fold_partition(tp, batch)
+                folded.add(tp)
+        except StoreError:
+            # A label join lookup failed (before its partition changed): the consumer is already past
+            # this poll, so every partition not folded is read again once the store answers.
+            for tp, batch in by_partition.items():
+                if tp not in folded:
+                    consumer.seek(tp, batch[0].offset)
+            raise
         self._spent("fold", time.perf_counter() - polled)
         if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
             self.checkpoint()
@@ -444,6 +475,12 @@ class MonitorDaemon:
                 continue
             with self.store.transaction() as tx:
                 stored = tx.load_checkpoints(self.group, [self.topics.serving, self.topics.labels])
+                joins = tx.joins(self.group)
+                early = {
+                    tp.partition: joins.early_labels(tp.partition) if self.labelled else 0
+                    for tp in change.partitions
+                    if tp.topic == self.topics.serving
+                }
             now_us = int(self.clock() * 1e6)
             for tp in change.partitions:
                 checkpoint = stored.get((tp.topic, tp.partition))
@@ -467,6 +504,7 @@ class MonitorDaemon:
                     self.owned[tp] = OwnedPartition.restore(
                         self.spec, checkpoint.next_offset, state, now_us, self.horizon_us
                     )
+                    self.owned[tp].stored_labels = early[tp.partition]
                 consumer.seek(tp, checkpoint.next_offset)
 
     def _fold_partition(self, tp: TopicPartition, messages: list[RawMessage]) -> None:
@@ -477,8 +515,10 @@ class MonitorDaemon:
             messages = [m for m in messages if m.offset >= part.next_offset]
         if not messages:
             return
-        part.next_offset = messages[-1].offset + 1
         run = decode_serving([m.value for m in messages], max_bytes=self.settings.max_message_bytes)
+        # Looked up before anything changes: a store error leaves the partition to be read again.
+        early = self._stored_early_labels(tp.partition, part, run.batch)
+        part.next_offset = messages[-1].offset + 1
         for refusal in run.refused:
             message = messages[refusal.message]
             raw = message.value if refusal.raw is None else refusal.raw
@@ -545,7 +585,7 @@ class MonitorDaemon:
                 monitor.fold(accumulator, members)
             monitor.fold_shadow(accumulator, members)
             if key[0] in self.labelled:
-                self._await_labels(part, key, members, monitor)
+                self._await_labels(part, key, members, monitor, early)
             self.metrics.records.labels(key[0]).inc(len(members))
             self.counters.records += len(members)
         for key, count in late_counts.items():
@@ -556,13 +596,28 @@ class MonitorDaemon:
         part.windows.advance(int(events.max()))
         part.last_record_wall_us = int(self.clock() * 1e6)
 
+    def _stored_early_labels(
+        self, partition: int, part: OwnedPartition, batch: ServingBatch
+    ) -> dict[str, EarlyLabel]:
+        """The stored early labels of a batch's labelled predictions (no lookup while none is stored)."""
+        if not part.stored_labels or not self.labelled.intersection(batch.models):
+            return {}
+        found = self.store.waiting(self.group, partition, batch.request_ids)
+        return {rid: row for rid, row in found.items() if isinstance(row, EarlyLabel)}
+
     def _await_labels(
-        self, part: OwnedPartition, key: WindowId, members: ServingBatch, monitor: ModelMonitor
+        self,
+        part: OwnedPartition,
+        key: WindowId,
+        members: ServingBatch,
+        monitor: ModelMonitor,
+        stored: Mapping[str, EarlyLabel],
     ) -> None:
         """Join each prediction with a label that came first, or keep it waiting for its label.
 
         A label counts until ``horizon`` after its prediction's window ends (event-time windows) or after
-        the prediction itself (count windows, whose end is not known yet).
+        the prediction itself (count windows, whose end is not known yet). ``stored``: the early labels
+        of these requests in the store.
         """
         kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
         values = prediction_values(members.predictions, kind).tolist()
@@ -578,12 +633,15 @@ class MonitorDaemon:
             shadow = {} if shadows is None else _shadow_values(shadows[row], kind)
             deadline = event_us + self.horizon_us if self.spec.counted else window_deadline
             early = part.pending.pop(request_id, None)
+            if early is None and request_id in stored and request_id not in part.settled:
+                early = stored[request_id]
+                part.settled.add(request_id)
             if early is None:
-                part.awaiting[request_id] = (key[0], key[1], value, shadow, deadline)
-            elif kind is PredictionKind.CLASS and not early[2]:
+                part.awaiting[request_id] = WaitingPrediction(key[0], key[1], value, shadow, deadline)
+            elif kind is PredictionKind.CLASS and not early.as_logged:
                 self.counters.unmatched_labels += 1  # restored as a number: its class is lost
-            elif early[1] < deadline:
-                tally.add(request_id, value, label_outcome(early[0], kind), shadow)
+            elif early.event_us < deadline:
+                tally.add(request_id, value, label_outcome(early.label, kind), shadow)
                 self.counters.labels_joined += 1
                 self.metrics.labels_joined.labels(key[0]).inc()
             else:
@@ -594,12 +652,25 @@ class MonitorDaemon:
         lp = self.label_parts.get(tp)
         if lp is None:
             return
+        if lp.next_offset is not None:
+            batch = [m for m in batch if m.offset >= lp.next_offset]
+        if not batch:
+            return
         partner = self.owned.get(TopicPartition(self.topics.serving, tp.partition))
-        for message in batch:
-            if lp.next_offset is not None and message.offset < lp.next_offset:
-                continue
-            lp.next_offset = message.offset + 1
-            for label in self._decode_labels(message):
+        decoded = [(message, self._parse_labels(message)) for message in batch]
+        # Looked up before anything changes: a store error leaves the partition to be read again.
+        stored: dict[str, WaitingPrediction | EarlyLabel] = {}
+        if partner is not None:
+            ids = [
+                label.request_id
+                for _message, result in decoded
+                if not isinstance(result, RecordError)
+                for label in result.records
+            ]
+            stored = self.store.waiting(self.group, tp.partition, ids) if ids else {}
+        lp.next_offset = batch[-1].offset + 1
+        for message, result in decoded:
+            for label in self._labels_of(message, result):
                 self.counters.labels += 1
                 event_us = to_us(label.event_time)
                 late = lp.max_event_us is not None and event_us < lp.max_event_us - self.spec.lateness_us
@@ -612,31 +683,57 @@ class MonitorDaemon:
                         1  # labels topic not co-partitioned with the serving log
                     )
                     continue
-                waiting = partner.awaiting.pop(label.request_id, None)
-                if waiting is None:
-                    partner.pending[label.request_id] = (label.label, event_us, True)
-                    continue
-                model, window, prediction, shadows, deadline = waiting
-                monitor = self.monitors.get(model)
-                if monitor is None:  # a restored prediction of a model no longer in the configuration
-                    self.counters.unjoinable_labels += 1
-                    continue
-                tally = partner.tallies.setdefault((model, window), LabelTally())
-                if event_us < deadline:
-                    kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
-                    tally.add(label.request_id, prediction, label_outcome(label.label, kind), shadows)
-                    self.counters.labels_joined += 1
-                    self.metrics.labels_joined.labels(model).inc()
-                else:
-                    tally.beyond_horizon += 1
+                self._join_label(partner, label, event_us, stored)
         lp.last_record_wall_us = int(self.clock() * 1e6)
 
-    def _decode_labels(self, message: RawMessage) -> list[LabelRecord]:
-        """The labels of one message that decode; dead-letters the refused message or batch members."""
+    def _join_label(
+        self,
+        part: OwnedPartition,
+        label: LabelRecord,
+        event_us: int,
+        stored: Mapping[str, WaitingPrediction | EarlyLabel],
+    ) -> None:
+        """Join one label with its waiting prediction (in memory, else stored), or keep it waiting."""
+        request_id = label.request_id
+        waiting = part.awaiting.pop(request_id, None)
+        if waiting is None and request_id not in part.settled and request_id in stored:
+            found = stored[request_id]
+            part.settled.add(request_id)
+            if isinstance(found, EarlyLabel):
+                self.counters.unmatched_labels += 1  # a repeated label: the one before never joined
+            else:
+                waiting = found
+        if waiting is None:
+            if request_id in part.pending:
+                self.counters.unmatched_labels += 1  # a repeated label: the one before never joined
+            part.pending[request_id] = EarlyLabel(label.label, event_us, True)
+            return
+        monitor = self.monitors.get(waiting.model)
+        if monitor is None:  # a restored prediction of a model no longer in the configuration
+            self.counters.unjoinable_labels += 1
+            return
+        tally = part.tallies.setdefault((waiting.model, waiting.window), LabelTally())
+        if event_us < waiting.deadline_us:
+            kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
+            tally.add(request_id, waiting.prediction, label_outcome(label.label, kind), waiting.candidates)
+            self.counters.labels_joined += 1
+            self.metrics.labels_joined.labels(waiting.model).inc()
+        else:
+            tally.beyond_horizon += 1
+
+    def _parse_labels(self, message: RawMessage) -> DecodeResult[LabelRecord] | RecordError:
+        """A labels message decoded, or why it is refused as a whole (no side effect yet)."""
         try:
-            result = decode_label_message(message.value, max_bytes=self.settings.max_message_bytes)
+            return decode_label_message(message.value, max_bytes=self.settings.max_message_bytes)
         except RecordError as exc:
-            self._dead_letter(message, message.value, exc.reason, str(exc))
+            return exc
+
+    def _labels_of(
+        self, message: RawMessage, result: DecodeResult[LabelRecord] | RecordError
+    ) -> list[LabelRecord]:
+        """The labels of one decoded message; dead-letters the refused message or batch members."""
+        if isinstance(result, RecordError):
+            self._dead_letter(message, message.value, result.reason, str(result))
             return []
         for rejected in result.rejected:
             self._dead_letter(message, rejected.raw, rejected.error.reason, str(rejected.error))
@@ -702,16 +799,26 @@ class MonitorDaemon:
                 for key in done:
                     part.windows.mark_stored(key)
                 self._forget_labelled(part, labelled)
-            for tp, owned in parts:
-                if owned.next_offset is None:
+            joins = tx.joins(self.group)
+            for tp, part in self.owned.items():
+                if part.next_offset is None:
                     continue
-                tx.save_checkpoint(
-                    self.group,
-                    Checkpoint(tp.topic, tp.partition, owned.next_offset, owned.state()),
-                    now=now_dt,
-                )
-                if isinstance(owned, OwnedPartition):
-                    saved[tp] = owned.windows.record_counts()
+                checkpoint = Checkpoint(tp.topic, tp.partition, part.next_offset, part.state())
+                if tx.save_checkpoint(self.group, checkpoint, now=now_dt):
+                    saved[tp] = part.windows.record_counts()
+                    if self.labelled:
+                        self._save_join(joins, tp.partition, part)
+            for tp, lp in self.label_parts.items():
+                partner = self.owned.get(TopicPartition(self.topics.serving, tp.partition))
+                if lp.next_offset is None or (
+                    partner is not None
+                    and TopicPartition(self.topics.serving, tp.partition) not in saved
+                    and partner.join_changed()
+                ):
+                    # Labels held in an unsaved partner's join: this offset is saved together with them.
+                    continue
+                checkpoint = Checkpoint(tp.topic, tp.partition, lp.next_offset, lp.state())
+                tx.save_checkpoint(self.group, checkpoint, now=now_dt)
             finalise_started = time.perf_counter()
             stored = self._stored_partitions(tx, now)
             if stored is not None:
@@ -827,6 +934,26 @@ class MonitorDaemon:
             target = (model, windows.late_window(model, key[1], arrived, done))
         return windows.writable(target, self.monitors[model].new_accumulator)
 
+    def _save_join(self, joins: JoinRows, partition: int, part: OwnedPartition) -> None:
+        """Write a partition's label join changes, evict its stored orphan labels, then forget the changes.
+
+        Only with the partition's checkpoint (saved in this transaction): the rows must match its offsets.
+        """
+        joins.save(
+            partition,
+            settled=part.settled,
+            predictions=part.awaiting,
+            labels=part.pending,
+            tallies=part.tallies,
+        )
+        watermark = part.windows.watermark_us
+        if watermark is not None and part.stored_labels:
+            self.counters.unmatched_labels += joins.evict_labels(partition, watermark)
+        part.stored_labels = joins.early_labels(partition)
+        part.awaiting, part.pending, part.settled = {}, {}, set()
+        for tally in part.tallies.values():
+            tally.clear_pairs()
+
     def _evict_orphan_labels(self) -> None:
         """Drop early labels whose prediction can no longer come (it would be older than the watermark).
 
@@ -844,11 +971,12 @@ class MonitorDaemon:
 
     @staticmethod
     def _forget_labelled(part: OwnedPartition, keys: set[WindowId]) -> None:
+        """Forget windows whose label stage is finalised (their stored rows went with the finalisation)."""
         if not keys:
             return
         for key in keys:
             part.tallies.pop(key, None)
-        stale = [rid for rid, (m, s, *_rest) in part.awaiting.items() if (m, s) in keys]
+        stale = [rid for rid, wait in part.awaiting.items() if (wait.model, wait.window) in keys]
         for rid in stale:
             del part.awaiting[rid]
 
@@ -895,7 +1023,10 @@ class MonitorDaemon:
             )
             if not ready:
                 continue
-            merged = LabelTally()
+            # The pairs are in the join's rows (this daemon's written earlier in this transaction); the
+            # partitions' tallies add their counts (and the pairs of an earlier version's checkpoint).
+            joins = tx.joins(self.group)
+            merged = joins.pairs((model, start))
             for part, *_ in partitions:
                 tally = part.tallies.get((model, start))
                 if tally is not None:
@@ -923,6 +1054,7 @@ class MonitorDaemon:
             window_id = tx.finalise_window(self.group, result, now=dt.datetime.fromtimestamp(now, dt.UTC))
             if window_id is None:
                 continue
+            joins.forget_window((model, start))
             deliveries += self._raise_alerts(tx, window_id, result, now)
             results.append(result)
         return results

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from skewguard.labels.join import LabelTally, Outcome, label_outcome, label_to_float, outcome_from_json
+from skewguard.labels.join import (
+    EarlyLabel,
+    LabelTally,
+    Outcome,
+    WaitingPrediction,
+    label_outcome,
+    label_to_float,
+    outcome_from_json,
+)
 from skewguard.labels.performance import PerformanceOptions, evaluate_window, outcome_arrays
 
 __all__ = [
+    "EarlyLabel",
     "LabelTally",
     "Outcome",
     "PerformanceOptions",
+    "WaitingPrediction",
     "evaluate_window",
     "label_outcome",
     "label_to_float",

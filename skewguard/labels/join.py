@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from skewguard.baseline import PredictionKind
 from skewguard.errors import DataError
@@ -46,6 +47,28 @@ def label_outcome(label: LabelValue, kind: PredictionKind) -> Outcome:
         msg = f"label {label!r}: expected a number, text or boolean"
         raise DataError(msg)
     return value
+
+
+class WaitingPrediction(NamedTuple):
+    """A prediction waiting for its label: its window, what it (and each shadow) predicted, its deadline."""
+
+    model: str
+    #: The prediction's window: its start (event-time windows, µs) or its number (count windows).
+    window: int
+    prediction: Outcome
+    candidates: dict[str, Outcome]
+    #: Label event times from here on are beyond the horizon (the pair is counted, not scored).
+    deadline_us: int
+
+
+class EarlyLabel(NamedTuple):
+    """A label that came before its prediction, kept as logged until its model says how to read it."""
+
+    label: LabelValue
+    event_us: int
+    #: False for a label restored from a checkpoint written before labels were kept as logged (it holds
+    #: the label as a number already, which cannot name a class).
+    as_logged: bool
 
 
 def _missing(value: Outcome) -> bool:
@@ -90,6 +113,19 @@ class LabelTally:
         self.ids.append(request_id)
         self.predictions.append(prediction)
         self.labels.append(label)
+
+    def rows(self) -> Iterator[tuple[str, Outcome, Outcome, dict[str, Outcome]]]:
+        """Each joined pair: request id, prediction, label and the candidates that predicted it."""
+        versions = list(self.candidates.items())
+        for position, (request_id, prediction, label) in enumerate(
+            zip(self.ids, self.predictions, self.labels, strict=True)
+        ):
+            present = {v: xs[position] for v, xs in versions if not _missing(xs[position])}
+            yield request_id, prediction, label, present
+
+    def clear_pairs(self) -> None:
+        """Forget the pairs (they are stored elsewhere now); the counts stay."""
+        self.ids, self.predictions, self.labels, self.candidates = [], [], [], {}
 
     def merge(self, other: LabelTally) -> LabelTally:
         """Both tallies; pairs are kept sorted by request id, so the merge order never matters."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skewguard.store.joins import JoinRows
 from skewguard.store.sql import (
     Checkpoint,
     NewAlert,
@@ -15,6 +16,7 @@ from skewguard.store.sql import (
 
 __all__ = [
     "Checkpoint",
+    "JoinRows",
     "NewAlert",
     "Store",
     "StoreTransaction",

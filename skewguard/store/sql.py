@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +32,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from skewguard.errors import StoreError
+from skewguard.labels import EarlyLabel, WaitingPrediction
 from skewguard.records import from_us, to_us
 from skewguard.results import Check, Finding, Severity, Stage, WindowKey, WindowResult
+from skewguard.store.joins import JoinRows, join_tables
 
 #: ``window_index`` of an event-time window.
 NO_INDEX = -1
@@ -139,7 +141,13 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("created_us", sa.BigInteger, nullable=False),
         sa.Column("resolved", sa.Boolean, nullable=False, default=False),
     )
-    return {"checkpoints": checkpoints, "windows": windows, "findings": findings, "alerts": alerts}
+    return {
+        "checkpoints": checkpoints,
+        "windows": windows,
+        "findings": findings,
+        "alerts": alerts,
+        **join_tables(metadata),
+    }
 
 
 def _before(w: sa.Table, key: WindowKey) -> tuple[Any, Any]:
@@ -207,8 +215,8 @@ class StoreTransaction:
         self._conn = connection
         self._t = store.tables
 
-    def save_checkpoint(self, group: str, checkpoint: Checkpoint, *, now: dt.datetime) -> None:
-        """Upsert one partition's next offset and partial state."""
+    def save_checkpoint(self, group: str, checkpoint: Checkpoint, *, now: dt.datetime) -> bool:
+        """Upsert one partition's next offset and partial state; False when a newer one is stored."""
         table = self._t["checkpoints"]
         values = {
             "consumer_group": group,
@@ -222,13 +230,18 @@ class StoreTransaction:
         update = {k: insert.excluded[k] for k in ("next_offset", "state", "updated_us")}
         # Never move a checkpoint backwards: a consumer that lost its partition in a rebalance it has not
         # noticed yet must not overwrite the newer checkpoint of the partition's new owner.
-        self._conn.execute(
+        written = self._conn.execute(
             insert.on_conflict_do_update(
                 index_elements=["consumer_group", "topic", "partition"],
                 set_=update,
                 where=table.c.next_offset <= insert.excluded.next_offset,
-            )
-        )
+            ).returning(table.c.next_offset)
+        ).first()
+        return written is not None  # (rowcount says 1 on PostgreSQL even when the guard refused)
+
+    def joins(self, group: str) -> JoinRows:
+        """The label join's rows of ``group``, in this transaction."""
+        return JoinRows(self._conn, self._t, group, self._store.insert)
 
     def load_checkpoints(
         self,
@@ -645,6 +658,13 @@ class Store:
                 )
                 for row in conn.execute(query)
             ]
+
+    def waiting(
+        self, group: str, partition: int, request_ids: Iterable[str]
+    ) -> dict[str, WaitingPrediction | EarlyLabel]:
+        """The stored waiting predictions and early labels of these request ids (outside a checkpoint)."""
+        with self._reading() as conn:
+            return JoinRows(conn, self.tables, group, self.insert).waiting(partition, request_ids)
 
     def window_profile(self, window_id: int) -> Any:
         """The stored merged-profile state of a finalised window (``Profile.from_dict`` input), or None."""

@@ -318,7 +318,7 @@ def test_checkpointed_join_state_of_before_class_joins_is_not_misread(
     ]
     monitor = daemon.monitors["ctr"]
     key = ("ctr", start_us)
-    daemon._await_labels(part, key, ServingBatch.from_records(records), monitor)
+    daemon._await_labels(part, key, ServingBatch.from_records(records), monitor, {})
     # The label kept as a number cannot name a class: counted, not joined as class "1".
     assert daemon.counters.unmatched_labels == 1
     assert part.tallies[key].labels == ["1"] and part.tallies[key].ids == ["w0-1"]

@@ -6,7 +6,6 @@ import datetime as dt
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -16,22 +15,10 @@ from skewguard.errors import StoreError
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.store import Checkpoint, NewAlert, Store, to_micros
 from skewguard.store.sql import pack_state, unpack_state
+from tests.store.conftest import POSTGRES_URL
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 GROUP = "monitor"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        st = Store(f"sqlite:///{tmp_path / 'results.db'}")
-    else:
-        st = Store(POSTGRES_URL, schema=f"sg_test_{uuid.uuid4().hex[:10]}")
-    yield st
-    if st.dialect == "postgresql":
-        st.drop_all()
-    st.close()
 
 
 def window(model: str = "ctr", minute: int = 0) -> WindowResult:

@@ -1,0 +1,245 @@
+"""The label join's state in the store: predictions waiting for their label, early labels, joined pairs.
+
+Why rows and not the checkpoint blob: a prediction waits for its label up to the horizon (an hour by
+default), so at a thousand requests a second a partition holds millions of waiting predictions. Packed
+into the partition's checkpoint they were re-serialised every few seconds and held in memory whole. Here
+each waiting prediction, early label and joined pair is one row, written once (in the checkpoint's
+transaction, so it stays exactly-once with the offsets), looked up by request id when its partner comes,
+and deleted when it joins, is evicted, or its window's label stage is finalised. The daemon keeps only
+what changed since its last checkpoint in memory.
+
+Rows are keyed by the serving partition: the labels topic is co-partitioned with the serving log, so
+labels partition ``p`` joins against serving partition ``p``'s rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skewguard.labels import EarlyLabel, LabelTally, WaitingPrediction, outcome_from_json
+
+#: ``role`` of a row: a prediction waiting for its label, or a label that came before its prediction.
+PREDICTION: Final = "prediction"
+LABEL: Final = "label"
+#: Request ids per ``IN (…)`` lookup: well under SQLite's and PostgreSQL's parameter limits.
+_CHUNK: Final = 900
+
+WindowId = tuple[str, int]
+
+
+def join_tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
+    """The two tables of the label join (created with the store's others)."""
+    waiting = sa.Table(
+        "label_waiting",
+        metadata,
+        sa.Column("consumer_group", sa.String(200), primary_key=True),
+        sa.Column("partition", sa.Integer, primary_key=True),
+        sa.Column("request_id", sa.Text, primary_key=True),
+        sa.Column("role", sa.String(10), nullable=False),
+        # A prediction's model and window (its start µs or count number): a finalised window's
+        # predictions are deleted together. NULL for a label (its model is not known yet).
+        sa.Column("model", sa.String(200), nullable=True),
+        sa.Column("window", sa.BigInteger, nullable=True),
+        # A prediction's label deadline, or a label's event time (evicted once the watermark passes it).
+        sa.Column("time_us", sa.BigInteger, nullable=False),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+        sa.Index("ix_label_waiting_role", "consumer_group", "partition", "role", "time_us"),
+        sa.Index("ix_label_waiting_window", "consumer_group", "model", "window"),
+    )
+    pairs = sa.Table(
+        "label_pairs",
+        metadata,
+        # BIGINT on PostgreSQL (a pair per labelled request adds up); SQLite's rowid alias needs INTEGER.
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+        sa.Column("consumer_group", sa.String(200), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("window", sa.BigInteger, nullable=False),
+        sa.Column("partition", sa.Integer, nullable=False),
+        sa.Column("request_id", sa.Text, nullable=False),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+        sa.Index("ix_label_pairs_window", "consumer_group", "model", "window"),
+    )
+    return {"label_waiting": waiting, "label_pairs": pairs}
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)  # NaN is written as null; outcome_from_json reads it back as NaN
+
+
+def _waiting(row: Any) -> WaitingPrediction | EarlyLabel:
+    payload = orjson.loads(row.payload)
+    if row.role == PREDICTION:
+        prediction, candidates = payload
+        return WaitingPrediction(
+            str(row.model),
+            int(row.window),
+            outcome_from_json(prediction),
+            {str(v): outcome_from_json(x) for v, x in candidates.items()},
+            int(row.time_us),
+        )
+    label, as_logged = payload
+    return EarlyLabel(label, int(row.time_us), bool(as_logged))
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+class JoinRows:
+    """The label join's rows of one consumer group, read and written on one connection."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        tables: Mapping[str, sa.Table],
+        group: str,
+        insert: Callable[[sa.Table], Any],
+    ) -> None:
+        self._conn = connection
+        self._insert = insert
+        self._waiting = tables["label_waiting"]
+        self._pairs = tables["label_pairs"]
+        self._group = group
+
+    def waiting(
+        self, partition: int, request_ids: Iterable[str]
+    ) -> dict[str, WaitingPrediction | EarlyLabel]:
+        """The stored waiting prediction or early label of each of ``request_ids`` that has one."""
+        t = self._waiting
+        wanted = sorted(set(request_ids))
+        found: dict[str, WaitingPrediction | EarlyLabel] = {}
+        for chunk in _chunks(wanted):
+            query = sa.select(t).where(
+                t.c.consumer_group == self._group, t.c.partition == partition, t.c.request_id.in_(chunk)
+            )
+            for row in self._conn.execute(query):
+                found[row.request_id] = _waiting(row)
+        return found
+
+    def early_labels(self, partition: int) -> int:
+        """How many early labels of ``partition`` are stored."""
+        t = self._waiting
+        query = sa.select(sa.func.count()).where(
+            t.c.consumer_group == self._group, t.c.partition == partition, t.c.role == LABEL
+        )
+        return int(self._conn.execute(query).scalar_one())
+
+    def save(
+        self,
+        partition: int,
+        *,
+        settled: Collection[str],
+        predictions: Mapping[str, WaitingPrediction],
+        labels: Mapping[str, EarlyLabel],
+        tallies: Mapping[WindowId, LabelTally],
+    ) -> None:
+        """Write what changed since the partition's last save.
+
+        ``settled``: stored rows that joined (or were counted unmatched) since, deleted first; then the
+        new waiting predictions and early labels (a row of the same request id is replaced, as a
+        repeated prediction replaces the one before) and every tally's new pairs.
+        """
+        t = self._waiting
+        mine = (t.c.consumer_group == self._group) & (t.c.partition == partition)
+        for chunk in _chunks(sorted(settled)):
+            self._conn.execute(sa.delete(t).where(mine, t.c.request_id.in_(chunk)))
+        rows = [
+            {
+                "consumer_group": self._group,
+                "partition": partition,
+                "request_id": request_id,
+                "role": PREDICTION,
+                "model": wait.model,
+                "window": wait.window,
+                "time_us": wait.deadline_us,
+                "payload": _dumps([wait.prediction, wait.candidates]),
+            }
+            for request_id, wait in predictions.items()
+        ]
+        rows += [
+            {
+                "consumer_group": self._group,
+                "partition": partition,
+                "request_id": request_id,
+                "role": LABEL,
+                "model": None,
+                "window": None,
+                "time_us": early.event_us,
+                "payload": _dumps([early.label, early.as_logged]),
+            }
+            for request_id, early in labels.items()
+        ]
+        if rows:
+            # A stored row of the same request id that is not settled (a repeated prediction or label)
+            # is replaced, as the in-memory join replaces it.
+            insert = self._insert(t)
+            update = {c: insert.excluded[c] for c in ("role", "model", "window", "time_us", "payload")}
+            upsert = insert.on_conflict_do_update(
+                index_elements=["consumer_group", "partition", "request_id"], set_=update
+            )
+            self._conn.execute(upsert, rows)
+        pairs = [
+            {
+                "consumer_group": self._group,
+                "model": model,
+                "window": window,
+                "partition": partition,
+                "request_id": request_id,
+                "payload": _dumps([prediction, label, candidates]),
+            }
+            for (model, window), tally in sorted(tallies.items())
+            for request_id, prediction, label, candidates in tally.rows()
+        ]
+        if pairs:
+            self._conn.execute(self._pairs.insert(), pairs)
+
+    def evict_labels(self, partition: int, before_us: int) -> int:
+        """Delete the stored early labels of ``partition`` older than ``before_us``; how many there were."""
+        t = self._waiting
+        result = self._conn.execute(
+            sa.delete(t).where(
+                t.c.consumer_group == self._group,
+                t.c.partition == partition,
+                t.c.role == LABEL,
+                t.c.time_us < before_us,
+            )
+        )
+        return int(result.rowcount)
+
+    def pairs(self, window: WindowId) -> LabelTally:
+        """Every partition's stored pairs of ``window`` (counts are the partitions' own, not here)."""
+        p = self._pairs
+        query = (
+            sa.select(p.c.request_id, p.c.payload)
+            .where(p.c.consumer_group == self._group, p.c.model == window[0], p.c.window == window[1])
+            .order_by(p.c.id)
+        )
+        tally = LabelTally()
+        for row in self._conn.execute(query):
+            prediction, label, candidates = orjson.loads(row.payload)
+            tally.add(
+                row.request_id,
+                outcome_from_json(prediction),
+                outcome_from_json(label),
+                {str(v): outcome_from_json(x) for v, x in candidates.items()},
+            )
+        return tally
+
+    def forget_window(self, window: WindowId) -> None:
+        """Delete a finalised window's pairs and the predictions of it still waiting, in every partition."""
+        p, t = self._pairs, self._waiting
+        model, number = window
+        self._conn.execute(
+            sa.delete(p).where(p.c.consumer_group == self._group, p.c.model == model, p.c.window == number)
+        )
+        self._conn.execute(
+            sa.delete(t).where(t.c.consumer_group == self._group, t.c.model == model, t.c.window == number)
+        )
