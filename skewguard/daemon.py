@@ -782,6 +782,7 @@ class MonitorDaemon:
         deliveries: list[dict[str, Any]] = []
         finalised: list[WindowResult] = []
         saved: dict[TopicPartition, dict[WindowId, tuple[int, int]]] = {}
+        offsets: dict[TopicPartition, int] = {}
         with self.store.transaction() as tx:
             # First, so that a replica finalising from our stored states has committed before we look
             # at what is finalised (see _retire_finalised_elsewhere).
@@ -806,6 +807,7 @@ class MonitorDaemon:
                 checkpoint = Checkpoint(tp.topic, tp.partition, part.next_offset, part.state())
                 if tx.save_checkpoint(self.group, checkpoint, now=now_dt):
                     saved[tp] = part.windows.record_counts()
+                    offsets[tp] = part.next_offset
                     if self.labelled:
                         self._save_join(joins, tp.partition, part)
             for tp, lp in self.label_parts.items():
@@ -818,7 +820,8 @@ class MonitorDaemon:
                     # Labels held in an unsaved partner's join: this offset is saved together with them.
                     continue
                 checkpoint = Checkpoint(tp.topic, tp.partition, lp.next_offset, lp.state())
-                tx.save_checkpoint(self.group, checkpoint, now=now_dt)
+                if tx.save_checkpoint(self.group, checkpoint, now=now_dt):
+                    offsets[tp] = lp.next_offset
             finalise_started = time.perf_counter()
             stored = self._stored_partitions(tx, now)
             if stored is not None:
@@ -845,7 +848,8 @@ class MonitorDaemon:
                 part.windows.drop([key])
                 part.windows.open.pop(key, None)
                 part.windows.mark_stored(key)
-        offsets = {tp: owned.next_offset for tp, owned in parts if owned.next_offset is not None}
+        # Only offsets the store now holds: a partition's position after a restart without a stored
+        # checkpoint is Kafka's committed offset, which must never be ahead of what the store saved.
         if offsets:
             try:
                 consumer.commit(offsets)

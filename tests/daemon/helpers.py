@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -148,3 +154,42 @@ def read_dead_letters(bootstrap: str, topic: str, settings: MonitorSettings) -> 
         return out
     finally:
         consumer.close(2)
+
+
+def config_file(settings: MonitorSettings, path: Path) -> Path:
+    """The settings as a config file for ``skewguard monitor --config`` (JSON is YAML)."""
+    data = settings.model_dump(mode="json", exclude_none=True)
+    data["kafka"] = {"bootstrap_servers": settings.kafka.bootstrap_servers, "profile": "local"}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def run_killed(
+    config: Path, log_path: Path, done: Callable[[], bool], *, kills: int = 3, timeout_s: float = 120.0
+) -> None:
+    """Run ``skewguard monitor`` in a process SIGKILLed ``kills`` times at random points, then until ``done``.
+
+    The last run is stopped with SIGTERM once ``done()`` holds; a run that exits early fails with its log.
+    """
+    entry = "from skewguard.cli import main; main()"
+    command = [sys.executable, "-c", entry, "monitor", "--config", str(config), "--log-level", "WARNING"]
+    chaos = random.Random(7)
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    with log_path.open("ab") as log:
+        for _kill in range(kills):
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+            time.sleep(chaos.uniform(2.5, 5.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not done():
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

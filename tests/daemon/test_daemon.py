@@ -5,12 +5,6 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,14 +20,15 @@ from skewguard.demo.traffic import TrafficShape, hour_in_utc_bug
 from skewguard.io.broker import EmbeddedBroker
 from skewguard.records import encode_record, encode_record_fragment, encode_records, envelope_from_fragments
 from skewguard.results import Check, Severity
-from skewguard.settings import MonitorSettings
 from skewguard.store import Store
 from tests.daemon.helpers import (
     closing_record,
+    config_file,
     produce,
     produce_raw,
     read_dead_letters,
     results_by_start,
+    run_killed,
     settings_for,
     step_until,
     window_records,
@@ -164,15 +159,6 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
 # -- crash recovery -------------------------------------------------------------------------------------
 
 
-def _config_file(settings: MonitorSettings, path: Path) -> Path:
-    import json
-
-    data = settings.model_dump(mode="json", exclude_none=True)
-    data["kafka"] = {"bootstrap_servers": settings.kafka.bootstrap_servers, "profile": "local"}
-    path.write_text(json.dumps(data))  # JSON is YAML
-    return path
-
-
 def _summary(store: Store, group: str) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     for start, result in sorted(results_by_start(store, group).items()):
@@ -256,30 +242,10 @@ def test_sigkilled_daemon_stores_the_same_results_as_an_uninterrupted_one(
         assert [row[1] for row in expected] == [1_500, 1_500, 1_500, 1_500]
         assert sum(row[2] for row in expected) == 60  # the late records are counted, not folded
 
-    config = _config_file(victim, tmp_path / "monitor.yaml")
-    entry = "from skewguard.cli import main; main()"
-    command = [sys.executable, "-c", entry, "monitor", "--config", str(config), "--log-level", "WARNING"]
-    chaos = random.Random(7)
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    log_path = tmp_path / "daemon.log"
-    with log_path.open("ab") as log:
-        for _kill in range(3):
-            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
-            time.sleep(chaos.uniform(2.5, 5.0))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(results_by_start(ref_store, victim.group_id)) < windows:
-            assert proc.poll() is None, log_path.read_text()
-            time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    config = config_file(victim, tmp_path / "monitor.yaml")
+    run_killed(
+        config, tmp_path / "daemon.log", lambda: len(results_by_start(ref_store, victim.group_id)) >= windows
+    )
     assert _summary(ref_store, victim.group_id) == expected
     if backend == "postgresql":
         ref_store.drop_all()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,8 +14,8 @@ from features.ctr import CTR_FEATURES
 from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.io.kafka import KafkaSettings, RawProducer
-from skewguard.records import LabelRecord, ServingRecord, encode_labels
+from skewguard.io.kafka import KafkaSettings, RawProducer, group_by_partition
+from skewguard.records import LabelRecord, ServingRecord, encode_labels, to_us
 from skewguard.results import Check, Stage
 from skewguard.store import Store
 from tests.daemon.helpers import (
@@ -21,13 +23,16 @@ from tests.daemon.helpers import (
     WINDOW,
     click_scores,
     closing_record,
+    config_file,
     produce,
     results_by_start,
+    run_killed,
     settings_for,
     step_until,
 )
 
 pytestmark = pytest.mark.kafka
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +67,22 @@ def window(
     return records, labels
 
 
-def produce_labels(bootstrap: str, topic: str, labels: list[LabelRecord]) -> None:
+def produce_labels(bootstrap: str, topic: str, labels: list[LabelRecord], *, batch: int = 1) -> None:
+    """Labels on the partition their request id hashes to (co-partitioned with the serving log).
+
+    One label per message, or envelopes of ``batch`` labels of one partition.
+    """
     producer = RawProducer(KafkaSettings.local(bootstrap))
     try:
-        for label in labels:  # keyed by request id, like the serving log: co-partitioned
-            producer.send(topic, encode_labels([label]), key=label.request_id.encode())
+        if batch == 1:
+            for label in labels:  # keyed by request id, like the serving log
+                producer.send(topic, encode_labels([label]), key=label.request_id.encode())
+        else:
+            partitions = len(producer.partitions_for(topic))
+            groups = group_by_partition(labels, lambda label: label.request_id, partitions)
+            for partition, members in sorted(groups.items()):
+                for start in range(0, len(members), batch):
+                    producer.send(topic, encode_labels(members[start : start + batch]), partition=partition)
         producer.flush(30)
     finally:
         producer.close(5)
@@ -330,3 +346,178 @@ def test_checkpointed_join_state_of_before_class_joins_is_not_misread(
     daemon._fold_labels(labels_tp, [RawMessage(labels_tp.topic, 0, 0, None, value, 0, [])])
     assert daemon.counters.unjoinable_labels == 1 and "old-1" not in part.awaiting
     store.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# the join's state lives in store rows: across checkpoints, restarts and SIGKILLs
+
+
+def _label_summary(store: Store, group: str) -> list[tuple[Any, ...]]:
+    """What a group stored at the label stage, comparable across runs."""
+    rows = []
+    for stored in sorted(
+        store.windows(group=group, stage=Stage.LABELS, limit=100), key=lambda w: w.result.key.start
+    ):
+        result = stored.result
+        rows.append(
+            (
+                result.key.start,
+                result.records,
+                result.context["pairs"],
+                result.context["beyond_horizon"],
+                sorted((f.check.value, f.subject, f.flagged, None if f.effect is None else round(f.effect, 9))
+                       for f in result.findings),
+            )
+        )  # fmt: skip
+    return rows
+
+
+def test_the_join_waits_in_the_store_across_checkpoints_and_a_restart(
+    kafka_broker: EmbeddedBroker, labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    from skewguard.baseline import Baseline
+    from skewguard.io.kafka import TopicPartition
+    from skewguard.labels import EarlyLabel, WaitingPrediction
+
+    directory, _auc = labelled_baseline
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = settings_for(
+        bootstrap,
+        directory,
+        f"sqlite:///{tmp_path / 'join.db'}",
+        partitions=1,
+        labels={"horizon_s": 120.0, "min_pairs": 200},
+        checkpoint_interval_s=3600.0,  # checkpoints only where the test takes them
+    )
+    state = Baseline.load(directory).state
+    (r0, l0), (r1, l1), (r2, l2) = (window(state, i, 600, 70 + 10 * i, good=True) for i in range(3))
+    store = Store(settings.store.url)
+    serving = TopicPartition(settings.topics.serving, 0)
+
+    def daemon_for() -> MonitorDaemon:
+        daemon = MonitorDaemon(settings, load_monitors(settings), store)
+        daemon.open()
+        return daemon
+
+    first = daemon_for()
+    try:
+        produce(bootstrap, settings.topics.serving, r0 + r1, batch=20)
+        step_until(first, lambda: first.counters.records == 1_200)  # ends with a checkpoint
+        part = first.owned[serving]
+        assert part.awaiting == {} and part.tallies[("ctr", to_us(T0))].ids == []
+        waiting = store.waiting(first.group, 0, [r.request_id for r in r0 + r1])
+        assert len(waiting) == 1_200 and all(isinstance(w, WaitingPrediction) for w in waiting.values())
+        score = r0[0].prediction
+        assert isinstance(score, float)
+        deadline = to_us(T0 + WINDOW) + 120_000_000  # the window's end plus the horizon
+        assert waiting[r0[0].request_id] == WaitingPrediction("ctr", to_us(T0), score, {}, deadline)
+        with store.transaction() as tx:  # the checkpoint holds counts, not the waiting predictions
+            saved = tx.load_checkpoints(first.group, [settings.topics.serving])[(serving.topic, 0)].state
+        assert "awaiting" not in saved and [t["predicted"] for t in saved["tallies"]] == [600, 600]
+    finally:
+        first.close()
+
+    second = daemon_for()  # restores the partition: the waiting predictions are only in the store
+    try:
+        # Labels of all three windows, in event-time order; window 2's come before its predictions.
+        produce_labels(bootstrap, settings.topics.labels, l0 + l1 + l2)
+        step_until(second, lambda: second.counters.labels == 1_800)
+        assert second.counters.labels_joined == 1_200
+        assert second.owned[serving].stored_labels == 600
+        early = store.waiting(second.group, 0, [label.request_id for label in l2])
+        assert len(early) == 600 and all(isinstance(e, EarlyLabel) for e in early.values())
+        assert store.waiting(second.group, 0, [r.request_id for r in r0 + r1]) == {}  # joined: deleted
+
+        produce(bootstrap, settings.topics.serving, r2, batch=20)
+        step_until(second, lambda: second.counters.records == 600)  # this daemon's own count
+        assert second.counters.labels_joined == 1_800  # window 2 joined its stored early labels
+        assert second.counters.unmatched_labels == 0
+        assert store.waiting(second.group, 0, [label.request_id for label in l2]) == {}
+
+        produce(bootstrap, settings.topics.serving, closing_record(Baseline.load(directory), 9), batch=1)
+        far = [LabelRecord(f"closer-{i}", T0 + dt.timedelta(minutes=20), 0) for i in range(20)]
+        produce_labels(bootstrap, settings.topics.labels, far)
+
+        def finalised() -> bool:
+            second.checkpoint()  # (this test's checkpoints are its own)
+            return second.counters.label_windows >= 3
+
+        step_until(second, finalised, timeout_s=90)
+    finally:
+        second.close()
+    summary = _label_summary(store, settings.group_id)
+    assert [row[2] for row in summary] == [600, 600, 600] and [row[1] for row in summary] == [600, 600, 600]
+    with store.transaction() as tx:  # a finalised window's rows are gone
+        joins = tx.joins(settings.group_id)
+        assert all(joins.pairs(("ctr", to_us(T0 + i * WINDOW))).ids == [] for i in range(3))
+    assert set(store.waiting(settings.group_id, 0, [f"closer-{i}" for i in range(20)])) == {
+        f"closer-{i}" for i in range(20)
+    }  # still waiting for predictions that could come
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_sigkilled_daemon_joins_labels_as_an_uninterrupted_one(
+    backend: str, kafka_broker: EmbeddedBroker, labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    import uuid
+
+    from skewguard.baseline import Baseline
+
+    directory, _auc = labelled_baseline
+    bootstrap = kafka_broker.bootstrap_servers
+    schema = f"sg_labels_{uuid.uuid4().hex[:8]}"
+    url = f"sqlite:///{tmp_path / 'crash.db'}" if backend == "sqlite" else POSTGRES_URL
+    victim = settings_for(
+        bootstrap,
+        directory,
+        url,
+        partitions=3,
+        store={"url": url} | ({"db_schema": schema} if backend == "postgresql" else {}),
+        labels={"horizon_s": 120.0, "min_pairs": 200},
+        checkpoint_interval_s=0.3,
+        max_poll_records=200,
+    )
+    reference = victim.model_copy(update={"group_id": victim.group_id + "-ref"})
+    state = Baseline.load(directory).state
+    records, labels = [], []
+    for i in range(3):
+        served, labelled = window(state, i, 1_000, 90 + 10 * i, good=i != 1)
+        records += served
+        labels += labelled[50:]  # 50 predictions per window are never labelled
+    # Labels of requests never served, and labels beyond the horizon of window 0's predictions.
+    labels += [LabelRecord(f"stranger-{i}", T0 + dt.timedelta(seconds=40 + i), 1) for i in range(30)]
+    labels += [
+        dataclasses.replace(label, event_time=T0 + WINDOW + dt.timedelta(seconds=121 + i % 50))
+        for i, label in enumerate(window(state, 0, 1_000, 90, good=True)[1][:40])
+    ]  # window 0's unlabelled requests, labelled too late
+    labels.sort(key=lambda label: label.event_time)
+    produce(bootstrap, victim.topics.serving, records, batch=1)
+    # Envelopes of 100 labels against single-record serving messages: the labels topic runs ahead of the
+    # serving log, so many labels come before their prediction and wait in the store (through the
+    # kills) for it.
+    produce_labels(bootstrap, victim.topics.labels, labels, batch=100)
+    produce(bootstrap, victim.topics.serving, closing_record(Baseline.load(directory), 9), batch=1)
+    far = [LabelRecord(f"closer-{i}", T0 + dt.timedelta(minutes=20), 0) for i in range(30)]
+    produce_labels(bootstrap, victim.topics.labels, far)
+
+    ref_store = Store(url, schema=schema if backend == "postgresql" else None)
+    ref = MonitorDaemon(reference, load_monitors(reference), ref_store)
+    ref.open()
+    try:
+        step_until(ref, lambda: ref.counters.label_windows >= 3, timeout_s=120)
+    finally:
+        ref.close()
+    expected = _label_summary(ref_store, reference.group_id)
+    assert [row[2:4] for row in expected] == [(950, 40), (950, 0), (950, 0)]
+    assert ref.counters.labels_joined == 2_850
+
+    run_killed(
+        config_file(victim, tmp_path / "monitor.yaml"),
+        tmp_path / "daemon.log",
+        lambda: len(ref_store.windows(group=victim.group_id, stage=Stage.LABELS)) >= 3,
+    )
+    assert _label_summary(ref_store, victim.group_id) == expected
+    if backend == "postgresql":
+        ref_store.drop_all()
+    ref_store.close()
