@@ -54,7 +54,9 @@ def test_waiting_predictions_and_early_labels_come_back_as_saved(store: Store) -
     assert found["e2"] == labels["e2"] and found["e3"] == labels["e3"] and found["e3"].label == 1
     barn = found["c"]
     assert isinstance(barn, WaitingPrediction) and barn.prediction == "barn"
-    assert barn.candidates["v2"] == "snowy" and math.isnan(float(barn.candidates["v3"]))  # NaN survives as NaN
+    assert barn.candidates["v2"] == "snowy" and math.isnan(
+        float(barn.candidates["v3"])
+    )  # NaN survives as NaN
     assert store.waiting(GROUP, 1, ["r1", "r2"]) == {"r1": EarlyLabel(0, 1, True)}
     assert store.waiting("other-group", 0, ["r1"]) == {}
     with store.transaction() as tx:
