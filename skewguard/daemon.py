@@ -7,11 +7,16 @@ One poll loop, single-threaded, in this order (the order is the correctness argu
 2. Decode each message ourselves; refused input goes to the dead-letter topic with its reason. A message
    below the partition's restored offset was already folded before a crash: it is skipped, never counted
    twice.
-3. Fold records into their partition's event-time windows (lateness decided per record).
+3. Fold records into their partition's event-time windows (lateness decided per record), and join
+   labels with predictions by request id (the partner looked up in the store's join rows first, before
+   the partition changes; a store error sends the poll's unfolded partitions back to be read again).
 4. Every ``checkpoint_interval_s``: in ONE store transaction, save every owned partition's window state
-   with its next offset, and finalise each window that every partition has sealed (merging the stored
-   partial states of all partitions — so it does not matter which daemon, or which incarnation of one,
-   does it). Only after that commit are the Kafka offsets committed and the alerts delivered.
+   with its next offset and its label join changes since the last checkpoint (``skewguard.store.joins``;
+   a labels partition's offset only with its serving partner's), and finalise each window that every
+   partition has sealed (merging the stored partial states of all partitions — so it does not matter
+   which daemon, or which incarnation of one, does it). Only after that commit are the Kafka offsets
+   the store saved committed and the alerts delivered; a rolled-back transaction puts the join changes
+   back in memory.
 
 A daemon killed anywhere restarts from the last checkpoint and replays from its offsets: the stored
 results are those of a run that never died. Several daemons in one consumer group share the partitions
@@ -101,8 +106,9 @@ class OwnedPartition:
     """A serving-log partition this daemon currently owns, with the label join of its request ids.
 
     The labels topic is co-partitioned with the serving log (same key, same partition count), so labels
-    partition ``p`` joins against serving partition ``p``; the join state lives here, and is saved in the
-    same transaction as both partitions' offsets.
+    partition ``p`` joins against serving partition ``p``. The join's state is in the store's join rows;
+    its changes since the last checkpoint live here, and are written in the same transaction as both
+    partitions' offsets.
     """
 
     windows: PartitionWindows
@@ -127,11 +133,18 @@ class OwnedPartition:
     #: saved or restored): what another replica finalising the window merged for this partition.
     saved: dict[WindowId, tuple[int, int]] = field(default_factory=dict)
 
-    def join_changed(self) -> bool:
-        """Whether the label join changed since the last checkpoint (something to write)."""
-        return bool(
-            self.awaiting or self.pending or self.settled or any(t.ids for t in self.tallies.values())
-        )
+    def detach_join(self) -> JoinChanges:
+        """Take the join's changes since the last checkpoint out, to be written (the counts stay)."""
+        pairs = {key: tally.take_pairs() for key, tally in self.tallies.items() if tally.ids}
+        changes = JoinChanges(self.awaiting, self.pending, self.settled, pairs)
+        self.awaiting, self.pending, self.settled = {}, {}, set()
+        return changes
+
+    def reattach_join(self, changes: JoinChanges) -> None:
+        """Undo :meth:`detach_join`: the transaction that wrote the changes rolled back."""
+        self.awaiting, self.pending, self.settled = changes.awaiting, changes.pending, changes.settled
+        for key, pairs in changes.pairs.items():
+            self.tallies.setdefault(key, LabelTally()).put_back(pairs)
 
     def state(self) -> dict[str, Any]:
         """What the checkpoint stores for this partition (the join's rows are stored beside it)."""
@@ -190,6 +203,17 @@ def _restored_tally(entry: dict[str, Any]) -> LabelTally:
 
 
 @dataclass
+class JoinChanges:
+    """A partition's label join changes since its last checkpoint, detached while they are written."""
+
+    awaiting: dict[str, WaitingPrediction]
+    pending: dict[str, EarlyLabel]
+    settled: set[str]
+    #: The new pairs of each prediction window (counts zero: those stay with the partition).
+    pairs: dict[WindowId, LabelTally]
+
+
+@dataclass
 class LabelPartition:
     """A labels partition this daemon owns: its offset and its label watermark."""
 
@@ -218,7 +242,8 @@ class DaemonCounters:
     labels: int = 0
     labels_joined: int = 0
     late_labels: int = 0
-    #: Labels whose prediction never came (evicted past the watermark), or that cannot name a class.
+    #: Labels whose prediction never came (evicted past the watermark), repeated labels that never
+    #: joined, or labels that cannot name a class.
     unmatched_labels: int = 0
     #: Labels with no serving partition to join (topics not co-partitioned) or whose prediction's model
     #: is no longer monitored.
@@ -660,7 +685,7 @@ class MonitorDaemon:
         decoded = [(message, self._parse_labels(message)) for message in batch]
         # Looked up before anything changes: a store error leaves the partition to be read again.
         stored: dict[str, WaitingPrediction | EarlyLabel] = {}
-        if partner is not None:
+        if partner is not None and self.labelled:
             ids = [
                 label.request_id
                 for _message, result in decoded
@@ -696,6 +721,8 @@ class MonitorDaemon:
         """Join one label with its waiting prediction (in memory, else stored), or keep it waiting."""
         request_id = label.request_id
         waiting = part.awaiting.pop(request_id, None)
+        if waiting is not None and isinstance(stored.get(request_id), WaitingPrediction):
+            part.settled.add(request_id)  # the stored prediction this repeated one replaced goes too
         if waiting is None and request_id not in part.settled and request_id in stored:
             found = stored[request_id]
             part.settled.add(request_id)
@@ -783,52 +810,65 @@ class MonitorDaemon:
         finalised: list[WindowResult] = []
         saved: dict[TopicPartition, dict[WindowId, tuple[int, int]]] = {}
         offsets: dict[TopicPartition, int] = {}
-        with self.store.transaction() as tx:
-            # First, so that a replica finalising from our stored states has committed before we look
-            # at what is finalised (see _retire_finalised_elsewhere).
-            tx.lock_checkpoints(self.group)
-            done = self._done(
-                tx,
-                [key for part in self.owned.values() for key in (*part.windows.sealed, *part.windows.open)],
-            )
-            labelled = self._done(
-                tx, [key for part in self.owned.values() for key in part.tallies], Stage.LABELS
-            )
-            for part in self.owned.values():
-                self._retire_finalised_elsewhere(tx, part, done)
-                part.windows.drop(done)
-                for key in done:
-                    part.windows.mark_stored(key)
-                self._forget_labelled(part, labelled)
-            joins = tx.joins(self.group)
-            for tp, part in self.owned.items():
-                if part.next_offset is None:
-                    continue
-                checkpoint = Checkpoint(tp.topic, tp.partition, part.next_offset, part.state())
-                if tx.save_checkpoint(self.group, checkpoint, now=now_dt):
-                    saved[tp] = part.windows.record_counts()
-                    offsets[tp] = part.next_offset
+        # Join changes are detached while they are written; a rollback puts them back (else lost).
+        detached: list[tuple[OwnedPartition, JoinChanges]] = []
+        joined: dict[TopicPartition, tuple[int, int]] = {}
+        try:
+            with self.store.transaction() as tx:
+                # First, so that a replica finalising from our stored states has committed before we look
+                # at what is finalised (see _retire_finalised_elsewhere).
+                tx.lock_checkpoints(self.group)
+                done = self._done(
+                    tx,
+                    [
+                        key
+                        for part in self.owned.values()
+                        for key in (*part.windows.sealed, *part.windows.open)
+                    ],
+                )
+                labelled = self._done(
+                    tx, [key for part in self.owned.values() for key in part.tallies], Stage.LABELS
+                )
+                for part in self.owned.values():
+                    self._retire_finalised_elsewhere(tx, part, done)
+                    part.windows.drop(done)
+                    for key in done:
+                        part.windows.mark_stored(key)
+                    self._forget_labelled(part, labelled)
+                joins = tx.joins(self.group)
+                for tp, part in self.owned.items():
+                    if part.next_offset is None:
+                        continue
+                    checkpoint = Checkpoint(tp.topic, tp.partition, part.next_offset, part.state())
+                    if tx.save_checkpoint(self.group, checkpoint, now=now_dt):
+                        saved[tp] = part.windows.record_counts()
+                        offsets[tp] = part.next_offset
+                        if self.labelled:
+                            changes = part.detach_join()
+                            detached.append((part, changes))
+                            joined[tp] = self._save_join(joins, tp.partition, part, changes)
+                for tp, lp in self.label_parts.items():
+                    serving = TopicPartition(self.topics.serving, tp.partition)
+                    if lp.next_offset is None or (serving in self.owned and serving not in saved):
+                        # What these labels did lives in the partner's join and counts: saved with them.
+                        continue
+                    checkpoint = Checkpoint(tp.topic, tp.partition, lp.next_offset, lp.state())
+                    if tx.save_checkpoint(self.group, checkpoint, now=now_dt):
+                        offsets[tp] = lp.next_offset
+                finalise_started = time.perf_counter()
+                stored = self._stored_partitions(tx, now)
+                if stored is not None:
+                    finalised = self._finalise(tx, now, deliveries, stored)
                     if self.labelled:
-                        self._save_join(joins, tp.partition, part)
-            for tp, lp in self.label_parts.items():
-                partner = self.owned.get(TopicPartition(self.topics.serving, tp.partition))
-                if lp.next_offset is None or (
-                    partner is not None
-                    and TopicPartition(self.topics.serving, tp.partition) not in saved
-                    and partner.join_changed()
-                ):
-                    # Labels held in an unsaved partner's join: this offset is saved together with them.
-                    continue
-                checkpoint = Checkpoint(tp.topic, tp.partition, lp.next_offset, lp.state())
-                if tx.save_checkpoint(self.group, checkpoint, now=now_dt):
-                    offsets[tp] = lp.next_offset
-            finalise_started = time.perf_counter()
-            stored = self._stored_partitions(tx, now)
-            if stored is not None:
-                finalised = self._finalise(tx, now, deliveries, stored)
-                if self.labelled:
-                    finalised += self._finalise_labels(tx, now, deliveries, stored)
-            finalising = time.perf_counter() - finalise_started
+                        finalised += self._finalise_labels(tx, now, deliveries, stored)
+                finalising = time.perf_counter() - finalise_started
+        except BaseException:
+            for part, changes in detached:
+                part.reattach_join(changes)
+            raise
+        for tp, (evicted, stored_labels) in joined.items():
+            self.counters.unmatched_labels += evicted
+            self.owned[tp].stored_labels = stored_labels
         for tp, counts in saved.items():
             if tp in self.owned:
                 self.owned[tp].saved = counts
@@ -938,25 +978,28 @@ class MonitorDaemon:
             target = (model, windows.late_window(model, key[1], arrived, done))
         return windows.writable(target, self.monitors[model].new_accumulator)
 
-    def _save_join(self, joins: JoinRows, partition: int, part: OwnedPartition) -> None:
-        """Write a partition's label join changes, evict its stored orphan labels, then forget the changes.
+    def _save_join(
+        self, joins: JoinRows, partition: int, part: OwnedPartition, changes: JoinChanges
+    ) -> tuple[int, int]:
+        """Write a partition's detached join changes and evict its stored orphan labels.
 
         Only with the partition's checkpoint (saved in this transaction): the rows must match its offsets.
+        Returns (labels evicted, early labels now stored), for the caller to apply once it committed.
         """
         joins.save(
             partition,
-            settled=part.settled,
-            predictions=part.awaiting,
-            labels=part.pending,
-            tallies=part.tallies,
+            settled=changes.settled,
+            predictions=changes.awaiting,
+            labels=changes.pending,
+            tallies=changes.pairs,
         )
+        evicted = 0
         watermark = part.windows.watermark_us
         if watermark is not None and part.stored_labels:
-            self.counters.unmatched_labels += joins.evict_labels(partition, watermark)
-        part.stored_labels = joins.early_labels(partition)
-        part.awaiting, part.pending, part.settled = {}, {}, set()
-        for tally in part.tallies.values():
-            tally.clear_pairs()
+            evicted = joins.evict_labels(partition, watermark)
+        if not (changes.pending or changes.settled or evicted):
+            return evicted, part.stored_labels
+        return evicted, joins.early_labels(partition)
 
     def _evict_orphan_labels(self) -> None:
         """Drop early labels whose prediction can no longer come (it would be older than the watermark).

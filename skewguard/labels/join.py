@@ -123,9 +123,22 @@ class LabelTally:
             present = {v: xs[position] for v, xs in versions if not _missing(xs[position])}
             yield request_id, prediction, label, present
 
-    def clear_pairs(self) -> None:
-        """Forget the pairs (they are stored elsewhere now); the counts stay."""
+    def take_pairs(self) -> LabelTally:
+        """Move the pairs out (to be stored elsewhere) into a tally of their own; the counts stay here."""
+        pairs = LabelTally(
+            ids=self.ids, predictions=self.predictions, labels=self.labels, candidates=self.candidates
+        )
         self.ids, self.predictions, self.labels, self.candidates = [], [], [], {}
+        return pairs
+
+    def put_back(self, pairs: LabelTally) -> None:
+        """Undo :meth:`take_pairs` (nothing was added since): the pairs were not stored after all."""
+        self.ids, self.predictions, self.labels, self.candidates = (
+            pairs.ids,
+            pairs.predictions,
+            pairs.labels,
+            pairs.candidates,
+        )
 
     def merge(self, other: LabelTally) -> LabelTally:
         """Both tallies; pairs are kept sorted by request id, so the merge order never matters."""

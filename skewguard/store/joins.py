@@ -54,17 +54,14 @@ def join_tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
     pairs = sa.Table(
         "label_pairs",
         metadata,
-        # BIGINT on PostgreSQL (a pair per labelled request adds up); SQLite's rowid alias needs INTEGER.
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
-        ),
-        sa.Column("consumer_group", sa.String(200), nullable=False),
-        sa.Column("model", sa.String(200), nullable=False),
-        sa.Column("window", sa.BigInteger, nullable=False),
-        sa.Column("partition", sa.Integer, nullable=False),
-        sa.Column("request_id", sa.Text, nullable=False),
+        # Keyed, so that writing the same pair twice stores it once: a daemon that lost its partition
+        # without noticing yet may still save the deltas its successor saves again.
+        sa.Column("consumer_group", sa.String(200), primary_key=True),
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("window", sa.BigInteger, primary_key=True),
+        sa.Column("partition", sa.Integer, primary_key=True),
+        sa.Column("request_id", sa.Text, primary_key=True),
         sa.Column("payload", sa.LargeBinary, nullable=False),
-        sa.Index("ix_label_pairs_window", "consumer_group", "model", "window"),
     )
     return {"label_waiting": waiting, "label_pairs": pairs}
 
@@ -164,9 +161,10 @@ class JoinRows:
     ) -> None:
         """Write what changed since the partition's last save.
 
-        ``settled``: stored rows that joined (or were counted unmatched) since, deleted first; then the
-        new waiting predictions and early labels (a row of the same request id is replaced, as a
-        repeated prediction replaces the one before) and every tally's new pairs.
+        ``settled``: stored rows that joined (or were counted unmatched, or were superseded) since,
+        deleted first; then the new waiting predictions and early labels (a row of the same request id
+        is replaced, as a repeated prediction replaces the one before) and every tally's new pairs (a
+        pair already stored — the same request id in the same window and partition — is kept once).
         """
         t = self._waiting
         mine = (t.c.consumer_group == self._group) & (t.c.partition == partition)
@@ -220,7 +218,8 @@ class JoinRows:
             for request_id, prediction, label, candidates in tally.rows()
         ]
         if pairs:
-            _bulk(self._conn, self._pairs.insert().values(_bound(pairs[0])), pairs)
+            insert = self._insert(self._pairs).values(_bound(pairs[0])).on_conflict_do_nothing()
+            _bulk(self._conn, insert, pairs)
 
     def evict_labels(self, partition: int, before_us: int) -> int:
         """Delete the stored early labels of ``partition`` older than ``before_us``; how many there were."""
@@ -241,7 +240,7 @@ class JoinRows:
         query = (
             sa.select(p.c.request_id, p.c.payload)
             .where(p.c.consumer_group == self._group, p.c.model == window[0], p.c.window == window[1])
-            .order_by(p.c.id)
+            .order_by(p.c.partition, p.c.request_id)
         )
         tally = LabelTally()
         for row in self._conn.execute(query):

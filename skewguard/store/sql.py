@@ -1,4 +1,6 @@
-"""The results store: window results, findings, alerts and consumer checkpoints, in SQLite or PostgreSQL.
+"""The results store (SQLite or PostgreSQL): windows, findings, alerts, checkpoints, label join rows.
+
+The label join's rows are ``skewguard.store.joins``'s; they are written in the checkpoint's transaction.
 
 Why one transaction matters: the daemon's promise is *exactly-once effect on results*. Each poll loop
 writes, in ONE transaction, the new partial window state of every partition it touched together with the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -521,3 +522,96 @@ def test_sigkilled_daemon_joins_labels_as_an_uninterrupted_one(
     if backend == "postgresql":
         ref_store.drop_all()
     ref_store.close()
+
+
+def test_a_rolled_back_checkpoint_keeps_the_join_changes_for_the_next_one(
+    kafka_broker: EmbeddedBroker,
+    labelled_baseline: tuple[Path, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from skewguard.baseline import Baseline
+    from skewguard.errors import StoreError
+    from skewguard.io.kafka import TopicPartition
+
+    directory, _auc = labelled_baseline
+    settings = settings_for(
+        kafka_broker.bootstrap_servers,
+        directory,
+        f"sqlite:///{tmp_path / 'rollback.db'}",
+        partitions=1,
+        checkpoint_interval_s=3600.0,
+    )
+    records, _labels = window(Baseline.load(directory).state, 0, 300, 40, good=True)
+    produce(kafka_broker.bootstrap_servers, settings.topics.serving, records, batch=20)
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store)
+    daemon.open()
+    ids = [r.request_id for r in records]
+    try:
+        deadline = time.monotonic() + 60
+        while daemon.counters.records < 300 and time.monotonic() < deadline:
+            daemon.step()  # no checkpoint in between (the interval is an hour)
+        part = daemon.owned[TopicPartition(settings.topics.serving, 0)]
+        assert len(part.awaiting) == 300
+
+        def fail(*_args: object) -> None:  # after the join rows are written, before the commit
+            msg = "the database went away"
+            raise StoreError(msg)
+
+        monkeypatch.setattr(daemon, "_stored_partitions", fail)
+        with pytest.raises(StoreError):
+            daemon.checkpoint()
+        assert store.waiting(daemon.group, 0, ids) == {}  # rolled back ...
+        assert len(part.awaiting) == 300  # ... and still in memory, not lost
+        monkeypatch.undo()
+        daemon.checkpoint()
+        assert len(store.waiting(daemon.group, 0, ids)) == 300 and part.awaiting == {}
+    finally:
+        daemon.close()
+        store.close()
+
+
+def test_old_checkpoint_pairs_and_repeated_request_ids_are_stored_once(
+    labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    """An earlier version's checkpoint held its pairs; a repeated prediction replaces the stored one."""
+    from skewguard.daemon import LabelPartition, OwnedPartition
+    from skewguard.io.kafka import RawMessage, TopicPartition
+    from skewguard.labels import EarlyLabel, LabelTally, WaitingPrediction
+    from skewguard.windows import PartitionWindows
+
+    directory, _auc = labelled_baseline
+    settings = settings_for("127.0.0.1:1", directory, f"sqlite:///{tmp_path / 'old.db'}", partitions=1)
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store)  # never opened: no broker needed
+    start = to_us(T0)
+    old = LabelTally(predicted=3)
+    old.add("a", 0.9, 1.0)
+    old.add("b", 0.1, 0.0)
+    state = OwnedPartition(PartitionWindows(daemon.spec), 0, start).state()
+    state["tallies"] = [{"model": "ctr", "start": start, "tally": old.to_dict()}]
+    part = OwnedPartition.restore(daemon.spec, 0, state, start, daemon.horizon_us)
+    part.awaiting["r"] = WaitingPrediction("ctr", start, 0.2, {}, start + 10**9)  # the first prediction
+    for _save in range(2):  # saved, then a checkpoint with nothing new
+        with store.transaction() as tx:
+            daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
+    with store.transaction() as tx:
+        stored = tx.joins(daemon.group).pairs(("ctr", start))
+    assert stored.ids == ["a", "b"] and part.tallies[("ctr", start)].predicted == 3
+    assert isinstance(store.waiting(daemon.group, 0, ["r"])["r"], WaitingPrediction)
+
+    # The request is predicted again (in memory now); two labels come: one joins, one is unmatched.
+    part.awaiting["r"] = WaitingPrediction("ctr", start, 0.7, {}, start + 10**9)
+    daemon.owned[TopicPartition(settings.topics.serving, 0)] = part
+    labels_tp = TopicPartition(settings.topics.labels, 0)
+    daemon.label_parts[labels_tp] = LabelPartition(None, None, start)
+    for offset in range(2):
+        value = encode_labels([LabelRecord("r", T0 + dt.timedelta(seconds=5 + offset), 1)])
+        daemon._fold_labels(labels_tp, [RawMessage(labels_tp.topic, 0, offset, None, value, 0, [])])
+    assert part.tallies[("ctr", start)].predictions == [0.7]  # the repeated prediction's score
+    with store.transaction() as tx:
+        daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
+    # The replaced stored prediction is gone with the join; the second label waits as an early label.
+    assert store.waiting(daemon.group, 0, ["r"]) == {"r": EarlyLabel(1, to_us(T0) + 6_000_000, True)}
+    store.close()

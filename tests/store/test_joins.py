@@ -97,6 +97,7 @@ def test_pairs_of_every_partition_are_read_and_forgotten_with_their_window(store
     _save(store, 0, tallies={WINDOW: first, ("ctr", 5): other}, predictions=waiting)
     _save(store, 1, tallies={WINDOW: second}, labels={"e": EarlyLabel(1, 3, True)})
     _save(store, 1, tallies={WINDOW: first}, group="other-group")
+    _save(store, 0, tallies={WINDOW: first})  # saved again (a stale owner's deltas): stored once
 
     with store.transaction() as tx:
         stored = tx.joins(GROUP).pairs(WINDOW)
