@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from features.ctr import CTR_FEATURES
-from skewguard.daemon import MonitorDaemon, load_monitors
+from skewguard.daemon import LabelPartition, MonitorDaemon, OwnedPartition, load_monitors
+from skewguard.demo.labels import publish_labels
 from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.io.kafka import KafkaSettings, RawProducer, group_by_partition
+from skewguard.io.kafka import KafkaSettings, RawMessage, RawProducer, TopicPartition
 from skewguard.records import LabelRecord, ServingRecord, encode_labels, to_us
 from skewguard.results import Check, Stage
 from skewguard.store import Store
@@ -68,22 +69,11 @@ def window(
     return records, labels
 
 
-def produce_labels(bootstrap: str, topic: str, labels: list[LabelRecord], *, batch: int = 1) -> None:
-    """Labels on the partition their request id hashes to (co-partitioned with the serving log).
-
-    One label per message, or envelopes of ``batch`` labels of one partition.
-    """
+def produce_labels(bootstrap: str, topic: str, labels: list[LabelRecord]) -> None:
     producer = RawProducer(KafkaSettings.local(bootstrap))
     try:
-        if batch == 1:
-            for label in labels:  # keyed by request id, like the serving log
-                producer.send(topic, encode_labels([label]), key=label.request_id.encode())
-        else:
-            partitions = len(producer.partitions_for(topic))
-            groups = group_by_partition(labels, lambda label: label.request_id, partitions)
-            for partition, members in sorted(groups.items()):
-                for start in range(0, len(members), batch):
-                    producer.send(topic, encode_labels(members[start : start + batch]), partition=partition)
+        for label in labels:  # keyed by request id, like the serving log: co-partitioned
+            producer.send(topic, encode_labels([label]), key=label.request_id.encode())
         producer.flush(30)
     finally:
         producer.close(5)
@@ -307,6 +297,24 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
             assert not shadow.flagged and shadow.effect > 0.5  # type: ignore[operator]
 
 
+def _offline_daemon(directory: Path, tmp_path: Path) -> tuple[MonitorDaemon, Store]:
+    """A daemon over a real SQLite store, never opened: its join is driven directly, no broker needed."""
+    settings = settings_for("127.0.0.1:1", directory, f"sqlite:///{tmp_path / 'old.db'}", partitions=1)
+    store = Store(settings.store.url)
+    return MonitorDaemon(settings, load_monitors(settings), store), store
+
+
+def _fold_labels_into(daemon: MonitorDaemon, part: OwnedPartition, labels: list[LabelRecord]) -> None:
+    """Own ``part`` as serving partition 0; fold ``labels`` on labels partition 0, one per message."""
+    daemon.owned[TopicPartition(daemon.topics.serving, 0)] = part
+    labels_tp = TopicPartition(daemon.topics.labels, 0)
+    daemon.label_parts.setdefault(labels_tp, LabelPartition(None, None, part.last_record_wall_us))
+    for label in labels:
+        offset = daemon.label_parts[labels_tp].next_offset or 0
+        value = encode_labels([label])
+        daemon._fold_labels(labels_tp, [RawMessage(labels_tp.topic, 0, offset, None, value, 0, [])])
+
+
 def test_checkpointed_join_state_of_before_class_joins_is_not_misread(
     class_baseline: tuple[Path, float], tmp_path: Path
 ) -> None:
@@ -314,15 +322,11 @@ def test_checkpointed_join_state_of_before_class_joins_is_not_misread(
     from dataclasses import replace
 
     from skewguard.baseline import Baseline
-    from skewguard.daemon import LabelPartition, OwnedPartition
-    from skewguard.io.kafka import RawMessage, TopicPartition
     from skewguard.records import ServingBatch
     from skewguard.windows import PartitionWindows
 
     directory, _holdout = class_baseline
-    settings = settings_for("127.0.0.1:1", directory, f"sqlite:///{tmp_path / 'old.db'}", partitions=1)
-    store = Store(settings.store.url)
-    daemon = MonitorDaemon(settings, load_monitors(settings), store)  # never opened: no broker needed
+    daemon, store = _offline_daemon(directory, tmp_path)
     start_us = int(T0.timestamp() * 1e6)
     state = OwnedPartition(PartitionWindows(daemon.spec), 0, start_us).state()
     # As the previous release wrote them: early labels [number, event µs]; a prediction of model "gone".
@@ -340,11 +344,7 @@ def test_checkpointed_join_state_of_before_class_joins_is_not_misread(
     assert daemon.counters.unmatched_labels == 1
     assert part.tallies[key].labels == ["1"] and part.tallies[key].ids == ["w0-1"]
     # A label for the prediction of a model that left the configuration is counted, not a crash.
-    daemon.owned[TopicPartition(settings.topics.serving, 0)] = part
-    labels_tp = TopicPartition(settings.topics.labels, 0)
-    daemon.label_parts[labels_tp] = LabelPartition(None, None, start_us)
-    value = encode_labels([LabelRecord("old-1", T0, 1)])
-    daemon._fold_labels(labels_tp, [RawMessage(labels_tp.topic, 0, 0, None, value, 0, [])])
+    _fold_labels_into(daemon, part, [LabelRecord("old-1", T0, 1)])
     assert daemon.counters.unjoinable_labels == 1 and "old-1" not in part.awaiting
     store.close()
 
@@ -377,7 +377,6 @@ def test_the_join_waits_in_the_store_across_checkpoints_and_a_restart(
     kafka_broker: EmbeddedBroker, labelled_baseline: tuple[Path, float], tmp_path: Path
 ) -> None:
     from skewguard.baseline import Baseline
-    from skewguard.io.kafka import TopicPartition
     from skewguard.labels import EarlyLabel, WaitingPrediction
 
     directory, _auc = labelled_baseline
@@ -494,10 +493,16 @@ def test_sigkilled_daemon_joins_labels_as_an_uninterrupted_one(
     ]  # window 0's unlabelled requests, labelled too late
     labels.sort(key=lambda label: label.event_time)
     produce(bootstrap, victim.topics.serving, records, batch=1)
-    # Envelopes of 100 labels against single-record serving messages: the labels topic runs ahead of the
-    # serving log, so many labels come before their prediction and wait in the store (through the
-    # kills) for it.
-    produce_labels(bootstrap, victim.topics.labels, labels, batch=100)
+    # Label envelopes (the demo's, LABELS_PER_MESSAGE each) against single-record serving messages: the
+    # labels topic runs ahead of the serving log, so many labels come before their prediction and wait
+    # in the store (through the kills) for it.
+    producer = RawProducer(KafkaSettings.local(bootstrap))
+    try:
+        publish_labels(
+            producer, victim.topics.labels, labels, len(producer.partitions_for(victim.topics.labels))
+        )
+    finally:
+        producer.close(5)
     produce(bootstrap, victim.topics.serving, closing_record(Baseline.load(directory), 9), batch=1)
     far = [LabelRecord(f"closer-{i}", T0 + dt.timedelta(minutes=20), 0) for i in range(30)]
     produce_labels(bootstrap, victim.topics.labels, far)
@@ -532,7 +537,6 @@ def test_a_rolled_back_checkpoint_keeps_the_join_changes_for_the_next_one(
 ) -> None:
     from skewguard.baseline import Baseline
     from skewguard.errors import StoreError
-    from skewguard.io.kafka import TopicPartition
 
     directory, _auc = labelled_baseline
     settings = settings_for(
@@ -577,15 +581,11 @@ def test_old_checkpoint_pairs_and_repeated_request_ids_are_stored_once(
     labelled_baseline: tuple[Path, float], tmp_path: Path
 ) -> None:
     """An earlier version's checkpoint held its pairs; a repeated prediction replaces the stored one."""
-    from skewguard.daemon import LabelPartition, OwnedPartition
-    from skewguard.io.kafka import RawMessage, TopicPartition
     from skewguard.labels import EarlyLabel, LabelTally, WaitingPrediction
     from skewguard.windows import PartitionWindows
 
     directory, _auc = labelled_baseline
-    settings = settings_for("127.0.0.1:1", directory, f"sqlite:///{tmp_path / 'old.db'}", partitions=1)
-    store = Store(settings.store.url)
-    daemon = MonitorDaemon(settings, load_monitors(settings), store)  # never opened: no broker needed
+    daemon, store = _offline_daemon(directory, tmp_path)
     start = to_us(T0)
     old = LabelTally(predicted=3)
     old.add("a", 0.9, 1.0)
@@ -604,12 +604,7 @@ def test_old_checkpoint_pairs_and_repeated_request_ids_are_stored_once(
 
     # The request is predicted again (in memory now); two labels come: one joins, one is unmatched.
     part.awaiting["r"] = WaitingPrediction("ctr", start, 0.7, {}, start + 10**9)
-    daemon.owned[TopicPartition(settings.topics.serving, 0)] = part
-    labels_tp = TopicPartition(settings.topics.labels, 0)
-    daemon.label_parts[labels_tp] = LabelPartition(None, None, start)
-    for offset in range(2):
-        value = encode_labels([LabelRecord("r", T0 + dt.timedelta(seconds=5 + offset), 1)])
-        daemon._fold_labels(labels_tp, [RawMessage(labels_tp.topic, 0, offset, None, value, 0, [])])
+    _fold_labels_into(daemon, part, [LabelRecord("r", T0 + dt.timedelta(seconds=5 + i), 1) for i in range(2)])
     assert part.tallies[("ctr", start)].predictions == [0.7]  # the repeated prediction's score
     with store.transaction() as tx:
         daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
