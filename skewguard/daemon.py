@@ -501,10 +501,10 @@ class MonitorDaemon:
             with self.store.transaction() as tx:
                 stored = tx.load_checkpoints(self.group, [self.topics.serving, self.topics.labels])
                 joins = tx.joins(self.group)
-                early = {
+                early = {  # (a partition without a checkpoint has no join rows either)
                     tp.partition: joins.early_labels(tp.partition) if self.labelled else 0
                     for tp in change.partitions
-                    if tp.topic == self.topics.serving
+                    if tp.topic == self.topics.serving and (tp.topic, tp.partition) in stored
                 }
             now_us = int(self.clock() * 1e6)
             for tp in change.partitions:
