@@ -124,8 +124,10 @@ class OwnedPartition:
     pending: dict[str, EarlyLabel] = field(default_factory=dict)
     #: ... and stored rows that joined, or were counted unmatched, since (deleted at the checkpoint).
     settled: set[str] = field(default_factory=set)
-    #: Early labels in the store at the last checkpoint: when none, a prediction needs no lookup.
-    stored_labels: int = 0
+    #: Early labels in the store at the last checkpoint, request id → event time (µs): a prediction is
+    #: looked up in the store only when its request id is here (a store query per serving batch would
+    #: cost more than the fold).
+    stored_labels: dict[str, int] = field(default_factory=dict)
     #: Per prediction window: the pairs joined since the last checkpoint, and the window's counts of
     #: predictions and of labels beyond the horizon (these are checkpointed with the partition).
     tallies: dict[WindowId, LabelTally] = field(default_factory=dict)
@@ -502,7 +504,7 @@ class MonitorDaemon:
                 stored = tx.load_checkpoints(self.group, [self.topics.serving, self.topics.labels])
                 joins = tx.joins(self.group)
                 early = {  # (a partition without a checkpoint has no join rows either)
-                    tp.partition: joins.early_labels(tp.partition) if self.labelled else 0
+                    tp.partition: joins.early_labels(tp.partition) if self.labelled else {}
                     for tp in change.partitions
                     if tp.topic == self.topics.serving and (tp.topic, tp.partition) in stored
                 }
@@ -624,10 +626,13 @@ class MonitorDaemon:
     def _stored_early_labels(
         self, partition: int, part: OwnedPartition, batch: ServingBatch
     ) -> dict[str, EarlyLabel]:
-        """The stored early labels of a batch's labelled predictions (no lookup while none is stored)."""
+        """The stored early labels of a batch's labelled predictions (a lookup only when one is stored)."""
         if not part.stored_labels or not self.labelled.intersection(batch.models):
             return {}
-        found = self.store.waiting(self.group, partition, batch.request_ids)
+        wanted = part.stored_labels.keys() & batch.request_ids
+        if not wanted:
+            return {}
+        found = self.store.waiting(self.group, partition, wanted)
         return {rid: row for rid, row in found.items() if isinstance(row, EarlyLabel)}
 
     def _await_labels(
@@ -812,7 +817,7 @@ class MonitorDaemon:
         offsets: dict[TopicPartition, int] = {}
         # Join changes are detached while they are written; a rollback puts them back (else lost).
         detached: list[tuple[OwnedPartition, JoinChanges]] = []
-        joined: dict[TopicPartition, tuple[int, int]] = {}
+        joined: dict[TopicPartition, tuple[int, dict[str, int]]] = {}
         try:
             with self.store.transaction() as tx:
                 # First, so that a replica finalising from our stored states has committed before we look
@@ -980,7 +985,7 @@ class MonitorDaemon:
 
     def _save_join(
         self, joins: JoinRows, partition: int, part: OwnedPartition, changes: JoinChanges
-    ) -> tuple[int, int]:
+    ) -> tuple[int, dict[str, int]]:
         """Write a partition's detached join changes and evict its stored orphan labels.
 
         Only with the partition's checkpoint (saved in this transaction): the rows must match its offsets.
@@ -993,13 +998,17 @@ class MonitorDaemon:
             labels=changes.pending,
             tallies=changes.pairs,
         )
-        evicted = 0
         watermark = part.windows.watermark_us
-        if watermark is not None and part.stored_labels:
-            evicted = joins.evict_labels(partition, watermark)
-        if not (changes.pending or changes.settled or evicted):
-            return evicted, part.stored_labels
-        return evicted, joins.early_labels(partition)
+        # Always asked of the store, not only when the labels known here are due: a row written by a
+        # previous owner that had lost the partition without noticing yet is evicted (and counted) too.
+        evicted = 0 if watermark is None else joins.evict_labels(partition, watermark)
+        stored = {
+            rid: event_us
+            for rid, event_us in part.stored_labels.items()
+            if rid not in changes.settled and (watermark is None or event_us >= watermark)
+        }
+        stored.update((rid, early.event_us) for rid, early in changes.pending.items())
+        return evicted, stored
 
     def _evict_orphan_labels(self) -> None:
         """Drop early labels whose prediction can no longer come (it would be older than the watermark).

@@ -142,13 +142,17 @@ class JoinRows:
                 found[row.request_id] = _waiting(row)
         return found
 
-    def early_labels(self, partition: int) -> int:
-        """How many early labels of ``partition`` are stored."""
+    def early_labels(self, partition: int) -> dict[str, int]:
+        """The stored early labels of ``partition``: request id → the label's event time (µs).
+
+        Ids and times only, so the owner can keep them in memory: a prediction is then looked up only
+        when a label for its request id is stored, and the owner knows when eviction is due.
+        """
         t = self._waiting
-        query = sa.select(sa.func.count()).where(
+        query = sa.select(t.c.request_id, t.c.time_us).where(
             t.c.consumer_group == self._group, t.c.partition == partition, t.c.role == LABEL
         )
-        return int(self._conn.execute(query).scalar_one())
+        return {str(rid): int(time_us) for rid, time_us in self._conn.execute(query)}
 
     def save(
         self,

@@ -423,7 +423,9 @@ def test_the_join_waits_in_the_store_across_checkpoints_and_a_restart(
         produce_labels(bootstrap, settings.topics.labels, l0 + l1 + l2)
         step_until(second, lambda: second.counters.labels == 1_800)
         assert second.counters.labels_joined == 1_200
-        assert second.owned[serving].stored_labels == 600
+        assert second.owned[serving].stored_labels == {
+            label.request_id: to_us(label.event_time) for label in l2
+        }
         early = store.waiting(second.group, 0, [label.request_id for label in l2])
         assert len(early) == 600 and all(isinstance(e, EarlyLabel) for e in early.values())
         assert store.waiting(second.group, 0, [r.request_id for r in r0 + r1]) == {}  # joined: deleted
@@ -610,4 +612,50 @@ def test_old_checkpoint_pairs_and_repeated_request_ids_are_stored_once(
         daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
     # The replaced stored prediction is gone with the join; the second label waits as an early label.
     assert store.waiting(daemon.group, 0, ["r"]) == {"r": EarlyLabel(1, to_us(T0) + 6_000_000, True)}
+    store.close()
+
+
+def test_a_prediction_is_looked_up_only_when_its_early_label_is_stored(
+    labelled_baseline: tuple[Path, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner knows which early labels are stored: other predictions cost no store query."""
+    from skewguard.baseline import Baseline
+    from skewguard.labels import EarlyLabel
+    from skewguard.records import ServingBatch
+    from skewguard.windows import PartitionWindows
+
+    directory, _auc = labelled_baseline
+    daemon, store = _offline_daemon(directory, tmp_path)
+    start = to_us(T0)
+    part = OwnedPartition(PartitionWindows(daemon.spec), 0, start)
+    _fold_labels_into(daemon, part, [LabelRecord(f"early-{i}", T0, 1) for i in range(3)])
+    with store.transaction() as tx:
+        evicted, stored = daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
+    assert evicted == 0 and stored == dict.fromkeys(["early-0", "early-1", "early-2"], start)
+    part.stored_labels = stored
+
+    lookups: list[set[str]] = []
+    real = store.waiting
+
+    def waiting(group: str, partition: int, request_ids: Any) -> Any:
+        lookups.append(set(request_ids))
+        return real(group, partition, request_ids)
+
+    monkeypatch.setattr(store, "waiting", waiting)
+    records = window(Baseline.load(directory).state, 0, 4, seed=3, good=True)[0]
+    others = ServingBatch.from_records(records)
+    assert daemon._stored_early_labels(0, part, others) == {}
+    assert lookups == []  # no early label of these requests is stored: no query
+    mixed = ServingBatch.from_records([*records, dataclasses.replace(records[0], request_id="early-1")])
+    assert daemon._stored_early_labels(0, part, mixed) == {"early-1": EarlyLabel(1, start, True)}
+    assert lookups == [{"early-1"}]  # only the request whose label is stored
+
+    # A joined label leaves the index; once the watermark passes the others, they are evicted.
+    part.settled.add("early-1")
+    part.windows.advance(start + daemon.spec.size_us + 1)
+    assert part.windows.watermark_us is not None and part.windows.watermark_us > start
+    with store.transaction() as tx:
+        evicted, stored = daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
+    assert (evicted, stored) == (2, {})
+    assert real(daemon.group, 0, ["early-0", "early-1", "early-2"]) == {}
     store.close()

@@ -60,8 +60,8 @@ def test_waiting_predictions_and_early_labels_come_back_as_saved(store: Store) -
     assert store.waiting(GROUP, 1, ["r1", "r2"]) == {"r1": EarlyLabel(0, 1, True)}
     assert store.waiting("other-group", 0, ["r1"]) == {}
     with store.transaction() as tx:
-        assert tx.joins(GROUP).early_labels(0) == 3
-        assert tx.joins(GROUP).early_labels(1) == 1
+        assert tx.joins(GROUP).early_labels(0) == {"e1": 123, "e2": 124, "e3": 125}
+        assert tx.joins(GROUP).early_labels(1) == {"r1": 1}
 
 
 def test_settled_rows_are_deleted_and_a_repeated_request_id_replaces_the_stored_row(store: Store) -> None:
