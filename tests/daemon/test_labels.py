@@ -659,3 +659,58 @@ def test_a_prediction_is_looked_up_only_when_its_early_label_is_stored(
     assert (evicted, stored) == (2, {})
     assert real(daemon.group, 0, ["early-0", "early-1", "early-2"]) == {}
     store.close()
+
+
+def test_a_store_error_in_a_label_lookup_reads_the_poll_again(
+    kafka_broker: EmbeddedBroker,
+    labelled_baseline: tuple[Path, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The consumer is past the poll when a lookup fails: every partition not folded is read again."""
+    from skewguard.baseline import Baseline
+    from skewguard.errors import StoreError
+
+    directory, _auc = labelled_baseline
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = settings_for(
+        bootstrap,
+        directory,
+        f"sqlite:///{tmp_path / 'lookup.db'}",
+        partitions=1,
+        checkpoint_interval_s=3600.0,
+    )
+    state = Baseline.load(directory).state
+    (r0, l0), (r1, _l1) = (window(state, i, 300, 50 + i, good=True) for i in range(2))
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store)
+    daemon.open()  # (creates the topics with one partition, before anything is produced)
+    try:
+        produce(bootstrap, settings.topics.serving, r0, batch=20)
+        step_until(daemon, lambda: daemon.counters.records == 300)  # waiting in the store now
+        produce_labels(bootstrap, settings.topics.labels, l0)
+        produce(bootstrap, settings.topics.serving, r1, batch=20)
+        real, failures = store.waiting, []
+
+        def waiting(group: str, partition: int, request_ids: Any) -> Any:
+            if not failures:
+                failures.append(len(list(request_ids)))
+                msg = "the database went away"
+                raise StoreError(msg)
+            return real(group, partition, request_ids)
+
+        monkeypatch.setattr(store, "waiting", waiting)
+        deadline = time.monotonic() + 60
+        while daemon.counters.labels_joined < 300 or daemon.counters.records < 600:
+            assert time.monotonic() < deadline, f"not joined within 60 s: {daemon.counters}"
+            try:
+                daemon.step()
+            except StoreError:  # what run() retries after a pause
+                continue
+        assert len(failures) == 1 and failures[0] > 0
+        # Nothing skipped, nothing counted twice.
+        assert (daemon.counters.labels, daemon.counters.records) == (300, 600)
+        assert daemon.counters.unmatched_labels == 0
+    finally:
+        daemon.close()
+        store.close()
