@@ -690,7 +690,8 @@ def test_a_store_error_in_a_label_lookup_reads_the_poll_again(
         step_until(daemon, lambda: daemon.counters.records == 300)  # waiting in the store now
         produce_labels(bootstrap, settings.topics.labels, l0)
         produce(bootstrap, settings.topics.serving, r1, batch=20)
-        real, failures = store.waiting, []
+        real = store.waiting
+        failures: list[int] = []
 
         def waiting(group: str, partition: int, request_ids: Any) -> Any:
             if not failures:
@@ -711,6 +712,62 @@ def test_a_store_error_in_a_label_lookup_reads_the_poll_again(
         # Nothing skipped, nothing counted twice.
         assert (daemon.counters.labels, daemon.counters.records) == (300, 600)
         assert daemon.counters.unmatched_labels == 0
+    finally:
+        daemon.close()
+        store.close()
+
+
+def test_a_labels_offset_waits_for_its_serving_partners_checkpoint(
+    kafka_broker: EmbeddedBroker, labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    """What labels did lives in the serving partition's join rows: their offset is saved with them only.
+
+    The serving partition's checkpoint is refused here as a stale owner's would be (the store holds a
+    newer one); the labels partition must then keep its stored offset, in the store and in Kafka, or a
+    restart would resume past labels whose joins were never stored.
+    """
+    from skewguard.baseline import Baseline
+    from skewguard.store import Checkpoint
+
+    directory, _auc = labelled_baseline
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = settings_for(
+        bootstrap, directory, f"sqlite:///{tmp_path / 'hold.db'}", partitions=1, checkpoint_interval_s=3600.0
+    )
+    records, labels = window(Baseline.load(directory).state, 0, 200, 60, good=True)
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store)
+    daemon.open()  # (creates the topics with one partition, before anything is produced)
+    serving = TopicPartition(settings.topics.serving, 0)
+    labels_tp = TopicPartition(settings.topics.labels, 0)
+
+    def stored_offsets() -> dict[tuple[str, int], int]:
+        with store.transaction() as tx:
+            found = tx.load_checkpoints(daemon.group, [serving.topic, labels_tp.topic])
+        return {key: checkpoint.next_offset for key, checkpoint in found.items()}
+
+    try:
+        produce(bootstrap, settings.topics.serving, records, batch=20)
+        step_until(daemon, lambda: daemon.counters.records == 200)  # ends with a checkpoint
+        before = stored_offsets()
+        consumer = daemon.consumer
+        assert consumer is not None
+        committed = consumer.committed(labels_tp)
+        produce_labels(bootstrap, settings.topics.labels, labels)
+        deadline = time.monotonic() + 60
+        while daemon.counters.labels < 200:  # folded, not checkpointed (the interval is an hour)
+            assert time.monotonic() < deadline, f"labels not folded within 60 s: {daemon.counters}"
+            daemon.step()
+        assert daemon.counters.labels_joined == 200
+        with store.transaction() as tx:  # another owner has saved the serving partition further on
+            newer = Checkpoint(serving.topic, 0, before[(serving.topic, 0)] + 1_000, {"windows": {}})
+            assert tx.save_checkpoint(daemon.group, newer, now=dt.datetime.now(dt.UTC))
+        daemon.checkpoint()
+        after = stored_offsets()
+        assert after[(serving.topic, 0)] == newer.next_offset  # refused: the newer one stays
+        assert after.get((labels_tp.topic, 0)) == before.get((labels_tp.topic, 0))  # held back
+        assert consumer.committed(labels_tp) == committed  # and not committed to Kafka either
+        assert daemon.label_parts[labels_tp].next_offset == 200  # (folded: held in memory only)
     finally:
         daemon.close()
         store.close()
