@@ -1095,8 +1095,11 @@ class MonitorDaemon:
                 if LABEL_COLUMN in baseline.profile.layout.names and kind is not PredictionKind.VALUE
                 else None
             )
-            findings = evaluate_window(merged, kind, baseline.metrics, self.performance, label_sketch)
-            production, truth, shadows = outcome_arrays(merged)
+            outcomes = outcome_arrays(merged)
+            findings = evaluate_window(
+                merged, kind, baseline.metrics, self.performance, label_sketch, outcomes=outcomes
+            )
+            production, truth, shadows = outcomes
             for version, values in sorted(shadows.items()):
                 options = monitor.shadow_options
                 findings += labelled_findings(version, production, values, truth, kind, options)

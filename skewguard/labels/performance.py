@@ -18,7 +18,7 @@ from scipy import stats
 from skewguard.baseline import PredictionKind
 from skewguard.labels.join import LabelTally, Outcome
 from skewguard.results import Check, Finding, Severity
-from skewguard.stats import CategoricalSketch, chi_square
+from skewguard.stats import CategoricalSketch, chi_square, paired_bootstrap_interval
 
 FloatArray = npt.NDArray[np.float64]
 Metric = Callable[[FloatArray, FloatArray], float]
@@ -110,35 +110,22 @@ class PerformanceOptions:
     seed: int = 0
 
 
-def _interval(
-    metric: Metric, scores: FloatArray, labels: FloatArray, options: PerformanceOptions
-) -> tuple[float, float]:
-    result = stats.bootstrap(
-        (scores, labels),
-        metric,
-        paired=True,
-        vectorized=False,
-        n_resamples=options.resamples,
-        confidence_level=options.confidence,
-        method="percentile",
-        rng=np.random.default_rng(options.seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
 def evaluate_window(
     tally: LabelTally,
     kind: PredictionKind,
     holdout: Mapping[str, float],
     options: PerformanceOptions,
     baseline_labels: CategoricalSketch | None = None,
+    *,
+    outcomes: tuple[FloatArray, FloatArray, dict[str, FloatArray]] | None = None,
 ) -> list[Finding]:
     """Performance findings (one per metric) and, for classifiers, a label-drift finding.
 
     ``baseline_labels`` is the training label profile: binary scores are tested on the positive rate,
-    class models on the share of every class.
+    class models on the share of every class. ``outcomes``: :func:`outcome_arrays` of ``tally`` when the
+    caller has them already (it compares the shadow candidates on the same arrays).
     """
-    scores, labels, _candidates = outcome_arrays(tally)
+    scores, labels, _candidates = outcome_arrays(tally) if outcomes is None else outcomes
     n = len(scores)
     labelled_share = n / tally.predicted if tally.predicted else 0.0
     findings: list[Finding] = []
@@ -166,7 +153,13 @@ def evaluate_window(
                 )
             )
             continue
-        low, high = _interval(metric, scores, labels, options)
+        low, high = paired_bootstrap_interval(
+            metric,
+            (scores, labels),
+            resamples=options.resamples,
+            confidence=options.confidence,
+            seed=options.seed,
+        )
         detail |= {"ci_low": low, "ci_high": high, "confidence": options.confidence}
         degraded = False
         if reference is not None:

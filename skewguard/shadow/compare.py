@@ -23,12 +23,11 @@ from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from skewguard.baseline import PredictionKind
 from skewguard.labels.performance import METRICS
 from skewguard.results import Check, Finding, Severity, WindowResult
-from skewguard.stats import js_distance
+from skewguard.stats import js_distance, paired_bootstrap_interval
 from skewguard.windows import ShadowTally
 
 FloatArray = npt.NDArray[np.float64]
@@ -122,17 +121,9 @@ def labelled_findings(
     def improvement(xs: FloatArray, ys: FloatArray, zs: FloatArray) -> float:
         return sign * (metric(ys, zs) - metric(xs, zs))
 
-    result = stats.bootstrap(
-        (x, y, z),
-        improvement,
-        paired=True,
-        vectorized=False,
-        n_resamples=options.resamples,
-        confidence_level=options.confidence,
-        method="percentile",
-        rng=np.random.default_rng(options.seed),
+    low, high = paired_bootstrap_interval(
+        improvement, (x, y, z), resamples=options.resamples, confidence=options.confidence, seed=options.seed
     )
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     gain = sign * (cand_value - prod_value)
     better, worse = low > 0, high < 0
     verdict = (
@@ -149,7 +140,7 @@ def labelled_findings(
             reason=(
                 f"candidate {version}: {name} {cand_value:.4f} vs production {prod_value:.4f} on the same "
                 f"{n:,} labelled requests; improvement {gain:+.4f} "
-                f"(95% CI {low:+.4f} to {high:+.4f}): {verdict}"
+                f"({options.confidence:.0%} CI {low:+.4f} to {high:+.4f}): {verdict}"
             ),
             severity=Severity.WARNING if worse else Severity.INFO,
             detail={

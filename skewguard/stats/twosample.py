@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -338,3 +339,32 @@ def out_of_domain_share(
 
 def _isnull(values: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     return np.asarray(pd.isna(np.asarray(values, dtype=object)), dtype=bool)
+
+
+def paired_bootstrap_interval(
+    statistic: Callable[..., float],
+    samples: tuple[npt.NDArray[np.float64], ...],
+    *,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*samples)``, resampling the rows of all samples together.
+
+    Paired because each row is one request (its prediction, its label, a candidate's prediction): the
+    rows are what is sampled, so a metric's interval keeps predictions with their labels, and a
+    difference of two models' metrics keeps both on the same requests. Percentile, not BCa: BCa's
+    jackknife calls the statistic once per row, far too slow for a window of labelled traffic. Seeded,
+    so a window judged again gives the same interval.
+    """
+    result = stats.bootstrap(
+        samples,
+        statistic,
+        paired=True,
+        vectorized=False,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
