@@ -17,6 +17,11 @@ One process, one embedded broker (Tansu), the same messages for every side:
      length, decoding nothing: the ceiling for any Python consumer of these messages;
    * **orjson**: the same plus ``orjson.loads`` of each value: the ceiling for any consumer that
      parses the JSON, before it does anything with it;
+   * **histogram**: the same plus a histogram of every feature of every record, per poll — numeric
+     values binned into 20 fixed bins (``searchsorted`` + ``bincount`` over the column, a packed column
+     read as one array), categorical and boolean values counted (``collections.Counter``) — and
+     nothing else: no windows, no state, no store, no verdicts. The least any drift monitor computes
+     from these messages in Python, so the ceiling for the daemon's ratio (:func:`histograms`);
    * **daemon**: a :class:`~skewguard.daemon.MonitorDaemon` with a SQLite store, stepped until every
      record is folded and every window is finalised (judged and stored) — so the checkpoints, the
      finalisation and the store writes are inside the time.
@@ -38,12 +43,15 @@ so it grows with ``repeats``. The broker is a separate process, reported as ``br
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
+import operator
 import resource
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -66,7 +74,7 @@ from skewguard.records import ServingRecord, encode_record, encode_records
 from skewguard.settings import MonitorSettings, load_settings
 from skewguard.store import Store
 
-__all__ = ["BenchStreamError", "Side", "bench_stream", "stream_feature_set"]
+__all__ = ["BenchStreamError", "Side", "bench_stream", "histograms", "stream_feature_set"]
 
 MODEL: Final = "bench"
 #: Windows start at a window boundary, so ``windows`` windows hold the records exactly.
@@ -272,6 +280,8 @@ class Side(StrEnum):
     """kafka-python through RawConsumer; each value's length is read, nothing is decoded."""
     ORJSON = "orjson"
     """As RAW, plus ``orjson.loads`` of each value: what any consumer that parses the JSON must pay."""
+    HISTOGRAM = "histogram"
+    """As ORJSON, plus a histogram of every feature of every record: the least any drift monitor does."""
     DAEMON = "daemon"
     """The monitor daemon, until every record is folded and every window is finalised."""
 
@@ -288,15 +298,64 @@ class _Timing:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Reader:
-    """A group member that reads the raw messages (and, for ORJSON, parses them), nothing else."""
+_READERS: Final = (Side.RAW, Side.ORJSON, Side.HISTOGRAM)
+#: The histogram side's bins: fixed, since binning costs the same wherever the edges are.
+_EDGES: Final = np.linspace(-10.0, 40.0, 21)
 
-    def __init__(self, kafka: KafkaSettings, topic: str, max_poll_records: int, *, parse: bool) -> None:
+
+def histograms(objects: Sequence[Any], names: Sequence[str], numeric: Sequence[str]) -> dict[str, Any]:
+    """A histogram of every feature over parsed messages (single records or columnar envelopes).
+
+    The histogram side's work (see the module docstring), as fast as plain Python and numpy make it:
+    features gathered into one column per poll (a record's features by ``itemgetter``, an envelope's
+    column as it is), numeric columns binned as arrays (null is NaN, counted in the last bin), every
+    other column counted. Returns the bin counts (numeric) and the value counts (others) by feature.
+    """
+    numeric_names = set(numeric)
+    parts: dict[str, list[Any]] = {name: [] for name in names}
+    records = [obj["features"] for obj in objects if "columns" not in obj]
+    if records:
+        for name, column in zip(
+            names, zip(*map(operator.itemgetter(*names), records), strict=True), strict=True
+        ):
+            parts[name].append(list(column))
+    for obj in objects:
+        body = obj.get("columns")
+        if body is not None:
+            for name in names:
+                parts[name].append(body["features"][name])
+    out: dict[str, Any] = {}
+    for name, columns in parts.items():
+        if name not in numeric_names:
+            counts: Counter[Any] = Counter()
+            for column in columns:
+                counts.update(column)
+            out[name] = counts
+            continue
+        arrays = [
+            np.frombuffer(binascii.a2b_base64(column["f8"]), dtype="<f8")
+            if isinstance(column, dict)
+            else np.asarray(column, dtype=np.float64)  # (None becomes NaN)
+            for column in columns
+        ]
+        values = np.concatenate(arrays) if arrays else np.empty(0)
+        out[name] = np.bincount(np.searchsorted(_EDGES, values), minlength=len(_EDGES) + 1)
+    return out
+
+
+class _Reader:
+    """A group member that reads the raw messages (ORJSON: parses them; HISTOGRAM: bins their features)."""
+
+    def __init__(
+        self, kafka: KafkaSettings, topic: str, max_poll_records: int, *, side: Side, features: int
+    ) -> None:
         self.consumer = RawConsumer(
             kafka, [topic], group_id=f"bench-raw-{uuid.uuid4().hex[:8]}", max_poll_records=max_poll_records
         )
         self.max_poll_records = max_poll_records
-        self.parse = parse
+        self.side = side
+        self.numeric = _layout(features)[0]
+        self.names = list(stream_feature_set(features).features)
 
     def joined(self) -> bool:
         """One short poll towards the group join; True once partitions are assigned."""
@@ -315,17 +374,21 @@ class _Reader:
         """
         if rewind:
             self.consumer.seek_to_beginning()
-        poll, limit, parse, loads = self.consumer.poll, self.max_poll_records, self.parse, orjson.loads
+        poll, limit, loads = self.consumer.poll, self.max_poll_records, orjson.loads
+        parse, histogram = self.side is not Side.RAW, self.side is Side.HISTOGRAM
         seen = size = 0
         deadline = time.monotonic() + PHASE_TIMEOUT_S
         started = time.perf_counter()
         while seen < messages:
             batch = poll(_POLL_MS, limit)
+            parsed = []
             for message in batch:
                 value = message.value or b""
                 size += len(value)
                 if parse:
-                    loads(value)
+                    parsed.append(loads(value))
+            if histogram and parsed:
+                histograms(parsed, self.names, self.numeric)
             seen += len(batch)
             if time.monotonic() > deadline:
                 msg = f"a raw consumer read {seen} of {messages} messages within {PHASE_TIMEOUT_S:g} s"
@@ -508,10 +571,11 @@ def bench_stream(
 
     Keys: ``records, raw_single_rps, daemon_single_rps, single_ratio, raw_batch_rps, daemon_batch_rps,
     batch_ratio, peak_rss_mb``; ``orjson_single_rps, orjson_batch_rps`` (raw consumption plus
-    ``orjson.loads``); the seconds behind each rate; how it was measured (``features, batch_size,
-    partitions, windows, repeats, raw_inputs, warmup, timing``); ``daemon_phase_seconds`` (where each
-    daemon run's time went: poll, fold, checkpoint, finalise); the produced message counts; the
-    windows and records each daemon stored; ``broker_peak_rss_mb``.
+    ``orjson.loads``); ``histogram_single_rps, histogram_batch_rps`` (plus a histogram of every
+    feature: the ceiling of any drift monitor's rate); the seconds behind each rate; how it was
+    measured (``features, batch_size, partitions, windows, repeats, raw_inputs, warmup, timing``);
+    ``daemon_phase_seconds`` (where each daemon run's time went: poll, fold, checkpoint, finalise);
+    the produced message counts; the windows and records each daemon stored; ``broker_peak_rss_mb``.
     """
     _check(records, batch_size, partitions, windows, repeats, max_poll_records)
     say = progress or (lambda _text: None)
@@ -538,10 +602,12 @@ def bench_stream(
         clients: dict[tuple[str, Side, int], _Reader | _DaemonRun] = {}
         try:
             for kind, topic in topics.items():
-                for side in (Side.RAW, Side.ORJSON):
-                    readers[kind, side] = _Reader(kafka, topic, max_poll_records, parse=side is Side.ORJSON)
+                for side in _READERS:
+                    readers[kind, side] = _Reader(
+                        kafka, topic, max_poll_records, side=side, features=features
+                    )
                 for attempt in range(repeats):
-                    for side in (Side.RAW, Side.ORJSON):
+                    for side in _READERS:
                         clients[kind, side, attempt] = readers[kind, side]
                     url = f"sqlite:///{work / f'{kind}-{attempt}.db'}"
                     settings = _settings(
@@ -617,6 +683,8 @@ def bench_stream(
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "orjson_single_rps": rate("single", Side.ORJSON),
         "orjson_batch_rps": rate("batch", Side.ORJSON),
+        "histogram_single_rps": rate("single", Side.HISTOGRAM),
+        "histogram_batch_rps": rate("batch", Side.HISTOGRAM),
         "seconds": {
             f"{side.value}_{kind}": round(best[kind, side].seconds, 5) for kind in kinds for side in Side
         },
@@ -634,7 +702,8 @@ def bench_stream(
         ),
         "timing": (
             "records/s, wall clock, best of repeats; raw = RawConsumer.poll touching each value; "
-            "orjson = raw + orjson.loads per value; daemon = MonitorDaemon.step until every record is "
+            "orjson = raw + orjson.loads per value; histogram = orjson + a histogram of every feature "
+            "per poll (no state); daemon = MonitorDaemon.step until every record is "
             "folded, then checkpoints until every window is finalised in SQLite"
         ),
         "single_messages": produced.single_messages,
