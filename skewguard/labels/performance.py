@@ -177,7 +177,7 @@ def evaluate_window(
                 threshold=reference,
                 method="bootstrap",
                 reason=(
-                    f"{name} {value:.4f} ({options.confidence:.0%} CI {low:.4f}–{high:.4f}, "
+                    f"{name} {value:.4f} ({options.confidence * 100:g}% CI {low:.4f}–{high:.4f}, "
                     f"{n:,} labelled predictions){versus}: "
                     f"{verdict}"
                 ),

@@ -140,7 +140,7 @@ def labelled_findings(
             reason=(
                 f"candidate {version}: {name} {cand_value:.4f} vs production {prod_value:.4f} on the same "
                 f"{n:,} labelled requests; improvement {gain:+.4f} "
-                f"({options.confidence:.0%} CI {low:+.4f} to {high:+.4f}): {verdict}"
+                f"({options.confidence * 100:g}% CI {low:+.4f} to {high:+.4f}): {verdict}"
             ),
             severity=Severity.WARNING if worse else Severity.INFO,
             detail={

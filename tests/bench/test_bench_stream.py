@@ -28,8 +28,20 @@ FIGURES = (
 
 
 @pytest.mark.kafka
-def test_every_record_is_stored_and_every_rate_is_measured() -> None:
+def test_every_record_is_stored_and_every_rate_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skewguard.bench import stream
+
+    binned: list[int] = []  # messages the histogram side binned (the real function, counted)
+    real = stream.histograms
+
+    def histograms(objects: Any, names: Any, numeric: Any) -> Any:
+        binned.append(len(objects))
+        return real(objects, names, numeric)
+
+    monkeypatch.setattr(stream, "histograms", histograms)
     result = bench_stream(records=RECORDS, batch_size=100, partitions=PARTITIONS, windows=WINDOWS, seed=3)
+    # Every message of both topics was binned (the histogram side is timed once: repeats=1).
+    assert sum(binned) == result["single_messages"] + result["batch_messages"]
     assert result["records"] == RECORDS
     assert result["closing_records"] == PARTITIONS  # one per partition seals the last window
     assert result["single_messages"] == RECORDS + PARTITIONS
@@ -46,6 +58,9 @@ def test_every_record_is_stored_and_every_rate_is_measured() -> None:
         rounding = 5e-4 + 0.5 / raw + 0.5 * daemon / raw**2
         assert result[f"{kind}_ratio"] == pytest.approx(ratio, abs=rounding)
         assert result[f"{kind}_ratio"] > 0
+        histogram = result[f"histogram_{kind}_rps"]
+        rounding = 5e-4 + 0.5 / raw + 0.5 * histogram / raw**2
+        assert result[f"histogram_{kind}_ratio"] == pytest.approx(histogram / raw, abs=rounding)
         # A rate is records over the seconds reported next to it.
         assert result[f"raw_{kind}_rps"] == pytest.approx(
             RECORDS / result["seconds"][f"raw_{kind}"], rel=0.01
@@ -103,16 +118,20 @@ def test_the_histogram_side_counts_every_value_of_both_message_forms_alike() -> 
         for i in range(n)
     ]
     singles = histograms([orjson.loads(encode_record(r)) for r in records], names, numeric)
-    envelopes = [orjson.loads(encode_records(records[i : i + 100])) for i in range(0, n, 100)]
-    batched = histograms(envelopes, names, numeric)
-    assert set(singles) == set(batched) == set(names)
     edges = _EDGES.tolist()
-    for name in names:
-        values = columns[name]
-        if name in numeric:  # null (NaN) in the last bin, as searchsorted sorts NaN last
-            expected = np.zeros(len(edges) + 1, dtype=np.int64)
-            for value in values:
-                expected[len(edges) if value is None else bisect.bisect_left(edges, value)] += 1
-            assert singles[name].tolist() == batched[name].tolist() == expected.tolist(), name
-        else:
-            assert dict(singles[name]) == dict(batched[name]) == dict(Counter(values)), name
+    for packed in (True, False):  # numeric envelope columns as base64 floats, or as lists
+        envelopes = [
+            orjson.loads(encode_records(records[i : i + 100], packed=packed)) for i in range(0, n, 100)
+        ]
+        assert isinstance(envelopes[0]["columns"]["features"][numeric[0]], dict) is packed
+        batched = histograms(envelopes, names, numeric)
+        assert set(singles) == set(batched) == set(names)
+        for name in names:
+            values = columns[name]
+            if name in numeric:  # null (NaN) in the last count, as searchsorted sorts NaN last
+                expected = np.zeros(len(edges) + 1, dtype=np.int64)
+                for value in values:
+                    expected[len(edges) if value is None else bisect.bisect_left(edges, value)] += 1
+                assert singles[name].tolist() == batched[name].tolist() == expected.tolist(), name
+            else:
+                assert dict(singles[name]) == dict(batched[name]) == dict(Counter(values)), name

@@ -652,6 +652,10 @@ def test_a_prediction_is_looked_up_only_when_its_early_label_is_stored(
 
     # A joined label leaves the index; once the watermark passes the others, they are evicted.
     part.settled.add("early-1")
+    with store.transaction() as tx:
+        evicted, stored = daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
+    assert (evicted, stored) == (0, {"early-0": start, "early-2": start})
+    part.stored_labels = stored
     part.windows.advance(start + daemon.spec.size_us + 1)
     assert part.windows.watermark_us is not None and part.windows.watermark_us > start
     with store.transaction() as tx:
