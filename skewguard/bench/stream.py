@@ -349,15 +349,22 @@ class _Reader:
     """A group member that reads the raw messages (ORJSON: parses them; HISTOGRAM: bins their features)."""
 
     def __init__(
-        self, kafka: KafkaSettings, topic: str, max_poll_records: int, *, side: Side, features: int
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        max_poll_records: int,
+        *,
+        side: Side,
+        names: Sequence[str],
+        numeric: Sequence[str],
     ) -> None:
         self.consumer = RawConsumer(
             kafka, [topic], group_id=f"bench-raw-{uuid.uuid4().hex[:8]}", max_poll_records=max_poll_records
         )
         self.max_poll_records = max_poll_records
         self.side = side
-        self.numeric = _layout(features)[0]
-        self.names = list(stream_feature_set(features).features)
+        #: The features a histogram is made of (all of them), and which of them are numeric.
+        self.names, self.numeric = names, numeric
 
     def joined(self) -> bool:
         """One short poll towards the group join; True once partitions are assigned."""
@@ -585,6 +592,7 @@ def bench_stream(
     _check(records, batch_size, partitions, windows, repeats, max_poll_records)
     say = progress or (lambda _text: None)
     feature_set = stream_feature_set(features)
+    names, numeric = list(feature_set.features), _layout(features)[0]  # (for the histogram side)
     kinds = ("single", "batch")
     best: dict[tuple[str, Side], _Timing] = {}
     stored: dict[str, tuple[int, int]] = {}
@@ -609,7 +617,7 @@ def bench_stream(
             for kind, topic in topics.items():
                 for side in _READERS:
                     readers[kind, side] = _Reader(
-                        kafka, topic, max_poll_records, side=side, features=features
+                        kafka, topic, max_poll_records, side=side, names=names, numeric=numeric
                     )
                 for attempt in range(repeats):
                     for side in _READERS:

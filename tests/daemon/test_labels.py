@@ -19,6 +19,7 @@ from skewguard.io.broker import EmbeddedBroker
 from skewguard.io.kafka import KafkaSettings, RawMessage, RawProducer, TopicPartition
 from skewguard.records import LabelRecord, ServingRecord, encode_labels, to_us
 from skewguard.results import Check, Stage
+from skewguard.settings import MonitorSettings
 from skewguard.store import Store
 from tests.daemon.helpers import (
     T0,
@@ -79,6 +80,14 @@ def produce_labels(bootstrap: str, topic: str, labels: list[LabelRecord]) -> Non
         producer.close(5)
 
 
+def _opened(settings: MonitorSettings) -> tuple[MonitorDaemon, Store]:
+    """A daemon on its own store, opened (which creates its topics: open it before producing)."""
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store)
+    daemon.open()
+    return daemon, store
+
+
 @pytest.mark.parametrize(
     ("partitions", "windows"),
     [
@@ -105,9 +114,7 @@ def test_labels_join_late_and_give_a_per_window_metric(
         window=windows,
         labels={"horizon_s": 120.0, "min_pairs": 200},
     )
-    store = Store(settings.store.url)
-    daemon = MonitorDaemon(settings, load_monitors(settings), store)
-    daemon.open()
+    daemon, store = _opened(settings)
     try:
         from skewguard.baseline import Baseline
 
@@ -254,9 +261,7 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
         ]
         expected.append((float(np.mean(production == truth)), float(np.mean(candidate == truth))))
         agreements.append(float(np.mean(production == candidate)))
-    store = Store(settings.store.url)
-    daemon = MonitorDaemon(settings, load_monitors(settings), store)
-    daemon.open()
+    daemon, store = _opened(settings)
     try:
         produce_labels(bootstrap, settings.topics.labels, labels[: n // 2])  # some labels come first
         produce(bootstrap, settings.topics.serving, records, batch=50)
@@ -549,9 +554,7 @@ def test_a_rolled_back_checkpoint_keeps_the_join_changes_for_the_next_one(
         checkpoint_interval_s=3600.0,
     )
     records, _labels = window(Baseline.load(directory).state, 0, 300, 40, good=True)
-    store = Store(settings.store.url)
-    daemon = MonitorDaemon(settings, load_monitors(settings), store)
-    daemon.open()  # (creates the topics with one partition, before anything is produced)
+    daemon, store = _opened(settings)  # (creates the topics with one partition, before anything is produced)
     ids = [r.request_id for r in records]
     try:
         produce(kafka_broker.bootstrap_servers, settings.topics.serving, records, batch=20)
@@ -686,9 +689,7 @@ def test_a_store_error_in_a_label_lookup_reads_the_poll_again(
     )
     state = Baseline.load(directory).state
     (r0, l0), (r1, _l1) = (window(state, i, 300, 50 + i, good=True) for i in range(2))
-    store = Store(settings.store.url)
-    daemon = MonitorDaemon(settings, load_monitors(settings), store)
-    daemon.open()  # (creates the topics with one partition, before anything is produced)
+    daemon, store = _opened(settings)  # (creates the topics with one partition, before anything is produced)
     try:
         produce(bootstrap, settings.topics.serving, r0, batch=20)
         step_until(daemon, lambda: daemon.counters.records == 300)  # waiting in the store now
@@ -739,9 +740,7 @@ def test_a_labels_offset_waits_for_its_serving_partners_checkpoint(
         bootstrap, directory, f"sqlite:///{tmp_path / 'hold.db'}", partitions=1, checkpoint_interval_s=3600.0
     )
     records, labels = window(Baseline.load(directory).state, 0, 200, 60, good=True)
-    store = Store(settings.store.url)
-    daemon = MonitorDaemon(settings, load_monitors(settings), store)
-    daemon.open()  # (creates the topics with one partition, before anything is produced)
+    daemon, store = _opened(settings)  # (creates the topics with one partition, before anything is produced)
     serving = TopicPartition(settings.topics.serving, 0)
     labels_tp = TopicPartition(settings.topics.labels, 0)
 
