@@ -61,6 +61,7 @@ from skewguard.labels import (
     PerformanceOptions,
     WaitingPrediction,
     evaluate_window,
+    joined_predictions,
     label_outcome,
     outcome_arrays,
     outcome_from_json,
@@ -650,7 +651,8 @@ class MonitorDaemon:
         of these requests in the store.
         """
         kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
-        values = prediction_values(members.predictions, kind).tolist()
+        logged = members.predictions
+        values = joined_predictions(logged, prediction_values(logged, kind).tolist(), kind)
         tally = part.tallies.setdefault(key, LabelTally())
         tally.predicted += len(members)
         window_deadline = key[1] + self.spec.size_us + self.horizon_us
@@ -1099,10 +1101,11 @@ class MonitorDaemon:
             findings = evaluate_window(
                 merged, kind, baseline.metrics, self.performance, label_sketch, outcomes=outcomes
             )
-            production, truth, shadows = outcomes
-            for version, values in sorted(shadows.items()):
+            for version, values in sorted(outcomes.candidates.items()):
                 options = monitor.shadow_options
-                findings += labelled_findings(version, production, values, truth, kind, options)
+                findings += labelled_findings(
+                    version, outcomes.predictions, values, outcomes.labels, kind, options
+                )
             result = WindowResult(
                 key=key,
                 records=merged.predicted,

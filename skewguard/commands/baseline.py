@@ -56,8 +56,9 @@ def build(
         help=(
             "The model's metric on its training holdout, NAME=VALUE (repeat for several), e.g. auc=0.81: "
             "what the daemon compares each window's label-joined metric with. Names: auc, log_loss, "
-            "accuracy (score); rmse, mae (value); accuracy (class). Without it, windows report their "
-            "metrics but never flag a degradation."
+            "accuracy (score); rmse, mae (value); accuracy, log_loss (class; log_loss is judged on the "
+            "predictions logged as class probabilities). Without it, windows report their metrics but "
+            "never flag a degradation."
         ),
     ),
 ) -> None:

@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 from skewguard.labels.join import (
+    ClassProbabilities,
     EarlyLabel,
     LabelTally,
     Outcome,
     WaitingPrediction,
+    joined_predictions,
     label_outcome,
     label_to_float,
     outcome_from_json,
 )
-from skewguard.labels.performance import PerformanceOptions, evaluate_window, outcome_arrays
+from skewguard.labels.performance import (
+    METRICS,
+    MetricSpec,
+    Outcomes,
+    PerformanceOptions,
+    evaluate_window,
+    outcome_arrays,
+)
 
 __all__ = [
+    "METRICS",
+    "ClassProbabilities",
     "EarlyLabel",
     "LabelTally",
+    "MetricSpec",
     "Outcome",
+    "Outcomes",
     "PerformanceOptions",
     "WaitingPrediction",
     "evaluate_window",
+    "joined_predictions",
     "label_outcome",
     "label_to_float",
     "outcome_arrays",

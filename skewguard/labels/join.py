@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeAlias
 
 from skewguard.baseline import PredictionKind
 from skewguard.errors import DataError
-from skewguard.records import LabelValue
+from skewguard.records import LabelValue, Prediction
 from skewguard.stats import category_text
 
-#: A prediction or label as the join keeps it: a number (a score, a value) or a class name (CLASS).
-Outcome: TypeAlias = float | str
+#: A class model's prediction logged as class probabilities: the class named ``"k"`` has the ``k``-th.
+ClassProbabilities: TypeAlias = tuple[float, ...]
+
+#: A prediction or label as the join keeps it: a number (a score, a value), a class name (CLASS), or a
+#: class model's probabilities (kept whole, so the window's log-loss can read the true class's share).
+Outcome: TypeAlias = float | str | ClassProbabilities
 
 _TRUE = frozenset({"1", "true", "yes", "click", "positive"})
 
@@ -49,6 +53,23 @@ def label_outcome(label: LabelValue, kind: PredictionKind) -> Outcome:
     return value
 
 
+def joined_predictions(
+    logged: Sequence[Prediction], values: Sequence[Any], kind: PredictionKind
+) -> list[Outcome | None]:
+    """What the join keeps of each logged prediction, given its profile value (``values``).
+
+    The profile value (a score, a value, a class name; None or NaN when unusable) except for a class
+    model's probability list, which is kept whole: its class is the argmax, as the profile value says,
+    and the label's class reads its probability for the log-loss.
+    """
+    if kind is not PredictionKind.CLASS:
+        return list(values)
+    return [
+        tuple(float(p) for p in prediction) if isinstance(prediction, list) and prediction else value
+        for prediction, value in zip(logged, values, strict=True)
+    ]
+
+
 class WaitingPrediction(NamedTuple):
     """A prediction waiting for its label: its window, what it (and each shadow) predicted, its deadline."""
 
@@ -76,8 +97,15 @@ def _missing(value: Outcome) -> bool:
 
 
 def outcome_from_json(value: Any) -> Outcome:
-    """A checkpointed prediction or label: a class name stays text, else a number (JSON writes NaN null)."""
-    return value if isinstance(value, str) else math.nan if value is None else float(value)
+    """A checkpointed prediction or label as the join keeps it (JSON writes NaN as null).
+
+    A class name stays text, class probabilities (a JSON list) become a tuple, the rest a number.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return tuple(float(p) for p in value)
+    return math.nan if value is None else float(value)
 
 
 @dataclass

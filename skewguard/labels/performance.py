@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -62,32 +63,92 @@ def class_accuracy(classes: FloatArray, labels: FloatArray) -> float:
     return float(np.mean(classes == labels))
 
 
-#: Metrics per prediction kind, with whether higher is better. The first is the kind's main metric
-#: (what a shadow candidate is compared on).
-METRICS: dict[PredictionKind, dict[str, tuple[Metric, bool]]] = {
-    PredictionKind.SCORE: {"auc": (auc, True), "log_loss": (log_loss, False), "accuracy": (accuracy, True)},
-    PredictionKind.VALUE: {"rmse": (rmse, False), "mae": (mae, False)},
-    PredictionKind.CLASS: {"accuracy": (class_accuracy, True)},
+def class_log_loss(true_class_probability: FloatArray, _labels: FloatArray) -> float:
+    """Multi-class cross-entropy: the mean of -log(probability the prediction gave the true class).
+
+    Takes :attr:`Outcomes.true_class_probability` (the labels are already in it), clipped away from 0
+    as the binary log-loss is, so a true class given no probability costs -log(1e-15), not infinity.
+    """
+    return float(-np.mean(np.log(np.clip(true_class_probability, _EPS, 1.0))))
+
+
+class MetricSpec(NamedTuple):
+    """A window metric: how it is computed, which way is better, and what it reads."""
+
+    function: Metric
+    higher_is_better: bool
+    #: Reads each pair's probability of the true class (a class model's probability lists) instead of
+    #: the predictions: only pairs whose prediction was logged as probabilities count.
+    on_class_probabilities: bool = False
+
+
+#: Metrics per prediction kind. The first is the kind's main metric (what a shadow candidate is
+#: compared on).
+METRICS: dict[PredictionKind, dict[str, MetricSpec]] = {
+    PredictionKind.SCORE: {
+        "auc": MetricSpec(auc, True),
+        "log_loss": MetricSpec(log_loss, False),
+        "accuracy": MetricSpec(accuracy, True),
+    },
+    PredictionKind.VALUE: {"rmse": MetricSpec(rmse, False), "mae": MetricSpec(mae, False)},
+    PredictionKind.CLASS: {
+        "accuracy": MetricSpec(class_accuracy, True),
+        "log_loss": MetricSpec(class_log_loss, False, on_class_probabilities=True),
+    },
 }
 
 
-def outcome_arrays(tally: LabelTally) -> tuple[FloatArray, FloatArray, dict[str, FloatArray]]:
+class Outcomes(NamedTuple):
+    """A tally's pairs as float arrays, aligned by pair (NaN = missing)."""
+
+    predictions: FloatArray
+    labels: FloatArray
+    #: Each shadow candidate's predictions for the same requests.
+    candidates: dict[str, FloatArray]
+    #: The probability the prediction gave the label's class, for a class model's predictions logged as
+    #: probabilities (0 when the label names no class of the list); NaN for every other pair.
+    true_class_probability: FloatArray
+
+
+def _class_index(label: Outcome) -> int | None:
+    """The index a probability list gives the class ``label`` names: class ``"k"`` is the ``k``-th."""
+    if isinstance(label, str) and label.isascii() and label.isdigit() and label == str(int(label)):
+        return int(label)
+    return None
+
+
+def _true_class_probability(prediction: Outcome, label: Outcome) -> float:
+    if not isinstance(prediction, tuple):
+        return math.nan
+    index = _class_index(label)
+    return prediction[index] if index is not None and index < len(prediction) else 0.0
+
+
+def outcome_arrays(tally: LabelTally) -> Outcomes:
     """Predictions, labels and each shadow candidate's predictions as float arrays (NaN = missing).
 
     Numbers stay numbers. Class names become codes of one vocabulary shared by all three, so every
-    metric and bootstrap works on floats alike and equal classes have equal codes.
+    metric and bootstrap works on floats alike and equal classes have equal codes; class probabilities
+    count as the class of their largest (the first of equal largest ones, as ``np.argmax`` picks).
     """
     codes: dict[str, int] = {}
 
-    def floats(values: list[Outcome]) -> FloatArray:
-        return np.asarray(
-            [codes.setdefault(v, len(codes)) if isinstance(v, str) else v for v in values], dtype=np.float64
-        )
+    def code(value: Outcome) -> float:
+        if isinstance(value, tuple):
+            value = str(int(np.argmax(value)))
+        return codes.setdefault(value, len(codes)) if isinstance(value, str) else value
 
-    return (
+    def floats(values: list[Outcome]) -> FloatArray:
+        return np.asarray([code(v) for v in values], dtype=np.float64)
+
+    return Outcomes(
         floats(tally.predictions),
         floats(tally.labels),
         {version: floats(values) for version, values in tally.candidates.items()},
+        np.asarray(
+            [_true_class_probability(p, y) for p, y in zip(tally.predictions, tally.labels, strict=True)],
+            dtype=np.float64,
+        ),
     )
 
 
@@ -117,73 +178,30 @@ def evaluate_window(
     options: PerformanceOptions,
     baseline_labels: CategoricalSketch | None = None,
     *,
-    outcomes: tuple[FloatArray, FloatArray, dict[str, FloatArray]] | None = None,
+    outcomes: Outcomes | None = None,
 ) -> list[Finding]:
     """Performance findings (one per metric) and, for classifiers, a label-drift finding.
 
     ``baseline_labels`` is the training label profile: binary scores are tested on the positive rate,
     class models on the share of every class. ``outcomes``: :func:`outcome_arrays` of ``tally`` when the
-    caller has them already (it compares the shadow candidates on the same arrays).
+    caller has them already (it compares the shadow candidates on the same arrays). A class model's
+    log-loss is judged on the pairs whose prediction was logged as probabilities, and left out when
+    none was (a class name says nothing of its confidence).
     """
-    scores, labels, _candidates = outcome_arrays(tally) if outcomes is None else outcomes
-    n = len(scores)
+    arrays = outcome_arrays(tally) if outcomes is None else outcomes
+    labels = arrays.labels
+    n = len(labels)
     labelled_share = n / tally.predicted if tally.predicted else 0.0
     findings: list[Finding] = []
-    for name, (metric, higher_is_better) in METRICS[kind].items():
-        value = metric(scores, labels) if n else math.nan
-        reference = holdout.get(name)
-        detail: dict[str, object] = {
-            "pairs": n,
-            "predicted": tally.predicted,
-            "labelled_share": labelled_share,
-            "beyond_horizon": tally.beyond_horizon,
-            "holdout": reference,
-        }
-        if n < options.min_pairs or not math.isfinite(value):
-            findings.append(
-                Finding(
-                    Check.PERFORMANCE,
-                    name,
-                    False,
-                    effect=value if math.isfinite(value) else None,
-                    threshold=reference,
-                    method="bootstrap",
-                    reason=f"{name}: only {n} labelled predictions (need {options.min_pairs}); not judged",
-                    detail=detail,
-                )
-            )
-            continue
-        low, high = paired_bootstrap_interval(
-            metric,
-            (scores, labels),
-            resamples=options.resamples,
-            confidence=options.confidence,
-            seed=options.seed,
-        )
-        detail |= {"ci_low": low, "ci_high": high, "confidence": options.confidence}
-        degraded = False
-        if reference is not None:
-            gap = reference - value if higher_is_better else value - reference
-            outside = high < reference if higher_is_better else low > reference
-            degraded = outside and gap > options.tolerance
-        versus = "" if reference is None else f" vs holdout {reference:.4f}"
-        verdict = "degraded" if degraded else "within expectations"
+    for name, spec in METRICS[kind].items():
+        inputs = (arrays.predictions, labels)
+        if spec.on_class_probabilities:
+            usable = ~np.isnan(arrays.true_class_probability)
+            if not usable.any():
+                continue
+            inputs = (arrays.true_class_probability[usable], labels[usable])
         findings.append(
-            Finding(
-                Check.PERFORMANCE,
-                name,
-                degraded,
-                effect=value,
-                threshold=reference,
-                method="bootstrap",
-                reason=(
-                    f"{name} {value:.4f} ({options.confidence * 100:g}% CI {low:.4f}–{high:.4f}, "
-                    f"{n:,} labelled predictions){versus}: "
-                    f"{verdict}"
-                ),
-                severity=Severity.WARNING if degraded else Severity.INFO,
-                detail=detail,
-            )
+            _metric_finding(name, spec, inputs, tally, labelled_share, holdout.get(name), options)
         )
     if baseline_labels is not None and n >= options.min_pairs:
         if kind is PredictionKind.SCORE:
@@ -191,6 +209,63 @@ def evaluate_window(
         elif kind is PredictionKind.CLASS:
             findings.append(_class_drift([str(label) for label in tally.labels], baseline_labels, options))
     return findings
+
+
+def _metric_finding(
+    name: str,
+    spec: MetricSpec,
+    inputs: tuple[FloatArray, FloatArray],
+    tally: LabelTally,
+    labelled_share: float,
+    reference: float | None,
+    options: PerformanceOptions,
+) -> Finding:
+    """One metric of a window on its pairs (``inputs``), with its bootstrap CI, against the holdout's."""
+    n = len(inputs[0])
+    value = spec.function(*inputs) if n else math.nan
+    detail: dict[str, object] = {
+        "pairs": n,
+        "predicted": tally.predicted,
+        "labelled_share": labelled_share,
+        "beyond_horizon": tally.beyond_horizon,
+        "holdout": reference,
+    }
+    if n < options.min_pairs or not math.isfinite(value):
+        return Finding(
+            Check.PERFORMANCE,
+            name,
+            False,
+            effect=value if math.isfinite(value) else None,
+            threshold=reference,
+            method="bootstrap",
+            reason=f"{name}: only {n} labelled predictions (need {options.min_pairs}); not judged",
+            detail=detail,
+        )
+    low, high = paired_bootstrap_interval(
+        spec.function, inputs, resamples=options.resamples, confidence=options.confidence, seed=options.seed
+    )
+    detail |= {"ci_low": low, "ci_high": high, "confidence": options.confidence}
+    degraded = False
+    if reference is not None:
+        gap = reference - value if spec.higher_is_better else value - reference
+        outside = high < reference if spec.higher_is_better else low > reference
+        degraded = outside and gap > options.tolerance
+    versus = "" if reference is None else f" vs holdout {reference:.4f}"
+    verdict = "degraded" if degraded else "within expectations"
+    return Finding(
+        Check.PERFORMANCE,
+        name,
+        degraded,
+        effect=value,
+        threshold=reference,
+        method="bootstrap",
+        reason=(
+            f"{name} {value:.4f} ({options.confidence * 100:g}% CI {low:.4f}–{high:.4f}, "
+            f"{n:,} labelled predictions){versus}: {verdict}"
+        ),
+        severity=Severity.WARNING if degraded else Severity.INFO,
+        detail=detail,
+    )
 
 
 def _class_drift(classes: list[str], baseline: CategoricalSketch, options: PerformanceOptions) -> Finding:

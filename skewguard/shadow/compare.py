@@ -100,7 +100,8 @@ def labelled_findings(
     options: ShadowOptions,
 ) -> list[Finding]:
     """Both models' main metric on the same labelled requests, and a paired CI of the difference."""
-    name, (metric, higher_is_better) = next(iter(METRICS[kind].items()))
+    name, spec = next(iter(METRICS[kind].items()))
+    metric, higher_is_better = spec.function, spec.higher_is_better
     usable = ~np.isnan(candidate) & ~np.isnan(production)
     x, y, z = production[usable], candidate[usable], labels[usable]
     n = len(x)

@@ -217,6 +217,8 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
 ) -> None:
     from dataclasses import replace
 
+    from sklearn.metrics import log_loss as sk_log_loss
+
     from skewguard.baseline import Baseline
 
     directory, holdout = class_baseline
@@ -240,6 +242,7 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
     labels: list[LabelRecord] = []
     expected: list[tuple[float, float]] = []
     agreements: list[float] = []
+    losses: list[float] = []  # sklearn's log-loss of the predictions logged as probabilities
     for index, (shares, production_accuracy, candidate_accuracy) in enumerate(plans):
         frame = generate_requests(
             n, seed=20 + index, start=T0 + index * WINDOW, span=WINDOW - dt.timedelta(seconds=1)
@@ -259,6 +262,8 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
             LabelRecord(r.request_id, r.event_time + dt.timedelta(seconds=30), int(c))
             for r, c in zip(logged, truth, strict=True)
         ]
+        listed = np.arange(n) % 2 == 0
+        losses.append(sk_log_loss(truth[listed], _probabilities(production[listed]), labels=list(CLASSES)))
         expected.append((float(np.mean(production == truth)), float(np.mean(candidate == truth))))
         agreements.append(float(np.mean(production == candidate)))
     daemon, store = _opened(settings)
@@ -293,6 +298,9 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
         production_accuracy, candidate_accuracy = expected[index]
         assert accuracy.effect == pytest.approx(production_accuracy, abs=1e-12)
         assert accuracy.threshold == pytest.approx(holdout)
+        # Log-loss over the half logged as probability lists (kept whole through the join and the store).
+        loss = findings[Check.PERFORMANCE, "log_loss"]
+        assert loss.detail["pairs"] == n // 2 and loss.effect == pytest.approx(losses[index], rel=1e-12)
         assert shadow.effect == pytest.approx(candidate_accuracy - production_accuracy, abs=1e-12)
         if index == 0:
             assert not accuracy.flagged and not drift.flagged

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from scipy import stats
@@ -26,6 +28,19 @@ def label_sketch(labels: list[str]) -> CategoricalSketch:
     layout = CategoricalColumnLayout.fit(spec, series, top_k=20, max_known=100)
     codes = layout.encode(series).codes
     return CategoricalSketch(layout, np.bincount(codes, minlength=layout.n_bins).astype(np.int64))
+
+
+def scipy_mean_interval(values: np.ndarray, options: PerformanceOptions) -> Any:
+    """scipy's percentile bootstrap of the mean of per-pair ``values``, by index, with the options' seed."""
+    return stats.bootstrap(
+        (values,),
+        np.mean,
+        vectorized=False,
+        n_resamples=options.resamples,
+        confidence_level=options.confidence,
+        method="percentile",
+        rng=np.random.default_rng(options.seed),
+    ).confidence_interval
 
 
 def class_tally(truth: list[str], predicted: list[str]) -> LabelTally:
@@ -83,15 +98,7 @@ def test_class_accuracy_and_its_interval_match_scipy_on_the_same_pairs() -> None
     assert finding.effect == pytest.approx(expected, abs=1e-12)
     correct = (np.asarray(truth) == np.asarray(predicted)).astype(float)
     # The same bootstrap over the same pairs (by index), computed directly by scipy.
-    reference = stats.bootstrap(
-        (correct,),
-        np.mean,
-        vectorized=False,
-        n_resamples=options.resamples,
-        confidence_level=options.confidence,
-        method="percentile",
-        rng=np.random.default_rng(options.seed),
-    ).confidence_interval
+    reference = scipy_mean_interval(correct, options)
     assert finding.detail["ci_low"] == pytest.approx(reference.low, abs=1e-12)
     assert finding.detail["ci_high"] == pytest.approx(reference.high, abs=1e-12)
     assert not finding.flagged
@@ -171,11 +178,74 @@ def test_tally_keeps_classes_and_missing_candidates_through_merge_and_checkpoint
     missing = restored.candidates["v2"][0]
     assert isinstance(missing, float) and math.isnan(missing)
     assert restored.candidates["v2"][1:] == ["owl", "cat"]
-    production, truth, candidates = outcome_arrays(restored)
+    production, truth, candidates, _ = outcome_arrays(restored)
     # One vocabulary for all three: equal classes, equal codes; a missing candidate stays NaN.
     assert production[1] == truth[1] == candidates["v2"][1]
     assert production[0] != truth[0] and math.isnan(candidates["v2"][0])
     assert candidates["v2"][2] == production[0]  # both "cat"
+
+
+def test_class_probabilities_survive_merge_and_checkpoint_and_read_as_their_argmax_class() -> None:
+    a, b = LabelTally(), LabelTally()
+    a.add("r1", (0.2, 0.5, 0.3), "1", {"v2": "2"})
+    a.add("r3", (0.6, 0.3, 0.1), "7")  # the label names no class of the list
+    b.add("r2", "2", "2")  # a prediction logged as a class name
+    b.add("r0", (0.1, 0.1, 0.8), "0")
+    restored = LabelTally.from_dict(orjson.loads(orjson.dumps(a.merge(b).to_dict())))
+    assert restored.predictions == [(0.1, 0.1, 0.8), (0.2, 0.5, 0.3), "2", (0.6, 0.3, 0.1)]
+    outcomes = outcome_arrays(restored)
+    # As codes: r0 predicts class 2 (like r2, and like r1's candidate), r1 and r3 predict their argmax.
+    assert outcomes.predictions[0] == outcomes.predictions[2] == outcomes.candidates["v2"][1]
+    assert outcomes.predictions[1] == outcomes.labels[1] and outcomes.predictions[3] == outcomes.labels[0]
+    # The probability each list gave the true class: 0 when the label is outside it; NaN for a name.
+    assert outcomes.true_class_probability[[0, 1, 3]].tolist() == [0.1, 0.5, 0.0]
+    assert math.isnan(outcomes.true_class_probability[2])
+
+
+def test_class_log_loss_matches_sklearn_on_the_probability_predictions_only() -> None:
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    rng = np.random.default_rng(9)
+    n = 600
+    truth = rng.choice(3, size=n, p=(0.5, 0.3, 0.2))
+    # Probabilities leaning towards the true class; every third prediction logged as a class name.
+    probabilities = rng.dirichlet((1.0, 1.0, 1.0), size=n) + np.eye(3)[truth]
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    tally = LabelTally()
+    for i in range(n):
+        prediction = str(int(np.argmax(probabilities[i]))) if i % 3 == 2 else tuple(probabilities[i].tolist())
+        tally.add(f"r{i:04d}", prediction, label_outcome(int(truth[i]), PredictionKind.CLASS))
+    tally.predicted = n
+    listed = np.arange(n) % 3 != 2
+    options = PerformanceOptions(min_pairs=100, resamples=300)
+    findings = evaluate_window(tally, PredictionKind.CLASS, {"log_loss": 0.3}, options)
+    by_name = {f.subject: f for f in findings}
+    assert list(by_name) == ["accuracy", "log_loss"]
+    accuracy, loss = by_name["accuracy"], by_name["log_loss"]
+    # Accuracy over every pair (a list counts as its argmax); log-loss over the listed ones only.
+    assert accuracy.detail["pairs"] == n and loss.detail["pairs"] == int(listed.sum())
+    assert accuracy.effect == pytest.approx(float(np.mean(np.argmax(probabilities, axis=1) == truth)))
+    expected = sk_log_loss(truth[listed], probabilities[listed], labels=[0, 1, 2])
+    assert loss.effect == pytest.approx(expected, rel=1e-12)
+    # The interval: scipy's percentile bootstrap of the per-pair losses, by index with the same seed.
+    per_pair = -np.log(probabilities[listed][np.arange(int(listed.sum())), truth[listed]])
+    reference = scipy_mean_interval(per_pair, options)
+    assert loss.detail["ci_low"] == pytest.approx(reference.low, rel=1e-12)
+    assert loss.detail["ci_high"] == pytest.approx(reference.high, rel=1e-12)
+    # A holdout of 0.3 is far below this window's interval: worse (higher loss) with confidence.
+    assert loss.flagged and loss.detail["ci_low"] > 0.3 + options.tolerance
+    assert not evaluate_window(tally, PredictionKind.CLASS, {"log_loss": expected}, options)[1].flagged
+
+
+def test_a_true_class_given_no_probability_costs_the_clipped_log_loss() -> None:
+    tally = LabelTally()
+    tally.add("r0", (1.0, 0.0), "1")  # certain and wrong
+    tally.add("r1", (0.5, 0.5), "4")  # the label is no class of the list
+    tally.predicted = 2
+    [_, loss] = evaluate_window(
+        tally, PredictionKind.CLASS, {}, PerformanceOptions(min_pairs=1, resamples=20)
+    )
+    assert loss.subject == "log_loss" and loss.effect == pytest.approx(-math.log(1e-15))
 
 
 def test_tally_merge_order_does_not_matter_when_a_request_id_repeats() -> None:

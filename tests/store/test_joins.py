@@ -13,6 +13,10 @@ NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 WINDOW = ("ctr", 1_000_000)
 
 
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _save(
     store: Store,
     partition: int,
@@ -39,6 +43,7 @@ def test_waiting_predictions_and_early_labels_come_back_as_saved(store: Store) -
         for i in range(2_000)  # more ids than one IN (…) lookup takes
     }
     predictions["c"] = WaitingPrediction("owls", 7, "barn", {"v2": "snowy", "v3": math.nan}, 5)
+    predictions["p"] = WaitingPrediction("owls", 7, (0.25, 0.5, 0.25), {"v2": "0"}, 6)  # probabilities
     labels = {
         "e1": EarlyLabel(True, 123, True),
         "e2": EarlyLabel("owl", 124, True),
@@ -54,9 +59,8 @@ def test_waiting_predictions_and_early_labels_come_back_as_saved(store: Store) -
     assert found["e2"] == labels["e2"] and found["e3"] == labels["e3"] and found["e3"].label == 1
     barn = found["c"]
     assert isinstance(barn, WaitingPrediction) and barn.prediction == "barn"
-    assert barn.candidates["v2"] == "snowy" and math.isnan(
-        float(barn.candidates["v3"])
-    )  # NaN survives as NaN
+    assert barn.candidates["v2"] == "snowy" and _is_nan(barn.candidates["v3"])  # NaN survives as NaN
+    assert found["p"] == predictions["p"] and isinstance(found["p"].prediction, tuple)
     assert store.waiting(GROUP, 1, ["r1", "r2"]) == {"r1": EarlyLabel(0, 1, True)}
     assert store.waiting("other-group", 0, ["r1"]) == {}
     with store.transaction() as tx:
@@ -92,6 +96,7 @@ def test_pairs_of_every_partition_are_read_and_forgotten_with_their_window(store
     first.add("a", 0.8, 1.0, {"v2": 0.7})
     first.add("b", 0.2, 0.0)
     second.add("c", 0.6, 1.0, {"v3": 0.1})
+    second.add("d", (0.2, 0.8), "1")  # a class model's probabilities (pairs of any model share the rows)
     other.add("z", 0.5, 0.0)
     waiting = {"w": WaitingPrediction(*WINDOW, 0.4, {}, 99), "w2": WaitingPrediction("ctr", 5, 0.4, {}, 99)}
     _save(store, 0, tallies={WINDOW: first, ("ctr", 5): other}, predictions=waiting)
@@ -108,8 +113,8 @@ def test_pairs_of_every_partition_are_read_and_forgotten_with_their_window(store
         expected.predictions,
         expected.labels,
     )
-    assert merged.candidates["v2"][0] == 0.7 and math.isnan(float(merged.candidates["v2"][1]))
-    assert math.isnan(float(merged.candidates["v3"][0])) and merged.candidates["v3"][2] == 0.1
+    assert merged.candidates["v2"][0] == 0.7 and _is_nan(merged.candidates["v2"][1])
+    assert _is_nan(merged.candidates["v3"][0]) and merged.candidates["v3"][2] == 0.1
     assert stored.predicted == 0  # counts are the partitions' own (their checkpoints), not the rows'
 
     with store.transaction() as tx:
