@@ -13,6 +13,11 @@ has moved again, i.e. until the survivors own and process the dead one's share.
 With ``count``, windows are count windows of that many records (each partition's share of window k is its
 records k*share..(k+1)*share-1, share = ceil(count / partitions)) rather than 60 s event-time windows:
 then the windows every partition fills are expected, and their numbers are part of what must be equal.
+
+With ``labels``, every request also gets a delayed label (20 s after it, on the co-partitioned labels
+topic; half before the processes start, the rest with the second half of the stream), so the label join
+is rebalanced and restored too: each window's label stage (pairs joined, metrics, verdicts) must come out
+identical as well, with every request joined once.
 """
 
 from __future__ import annotations
@@ -35,20 +40,26 @@ import numpy as np
 
 from features.ctr import CTR_FEATURES
 from skewguard.baseline import Baseline
+from skewguard.demo.labels import publish_labels
 from skewguard.demo.traffic import ctr_baseline, generate_requests, produce_records, serving_records
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.io.kafka import KafkaSettings, ensure_topics, group_by_partition
-from skewguard.records import ServingRecord
-from skewguard.results import WindowResult
+from skewguard.io.kafka import KafkaSettings, RawProducer, ensure_topics, group_by_partition
+from skewguard.records import LabelRecord, ServingRecord
+from skewguard.results import Stage, WindowResult
 from skewguard.store import Store, to_micros
 
 DEFAULT_STORE = os.environ.get("SKEWGUARD_BENCH_STORE", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 WINDOW = dt.timedelta(seconds=60)
+#: A label's delay after its request, and how long after a window's end its labels count (``labels``).
+LABEL_DELAY = dt.timedelta(seconds=20)
+LABEL_HORIZON_S = 30.0
 
 
-def _baseline(directory: Path) -> Baseline:
-    baseline = ctr_baseline(rows=12_000, seed=1, end=T0, window_size=1_000, calibration_draws=50)
+def _baseline(directory: Path, *, with_label: bool) -> Baseline:
+    baseline = ctr_baseline(
+        rows=12_000, seed=1, end=T0, window_size=1_000, calibration_draws=50, with_label=with_label
+    )
     baseline.save(directory)
     return baseline
 
@@ -74,6 +85,31 @@ def _stream(baseline: Baseline, records: int, windows: int) -> list[ServingRecor
     return out
 
 
+def _labels(stream: Sequence[ServingRecord]) -> list[LabelRecord]:
+    """A click label per request, ``LABEL_DELAY`` after it, drawn with its score; in event-time order.
+
+    The closers get theirs too: they move every labels partition's watermark past every window's horizon.
+    """
+    draws = np.random.default_rng(300).random(len(stream)).tolist()
+    labels = [
+        LabelRecord(
+            r.request_id,
+            r.event_time + LABEL_DELAY,
+            int(isinstance(r.prediction, float) and draw < r.prediction),
+        )
+        for r, draw in zip(stream, draws, strict=True)
+    ]
+    return sorted(labels, key=lambda label: label.event_time)
+
+
+def _produce_labels(bootstrap: str, topic: str, labels: Sequence[LabelRecord], partitions: int) -> None:
+    producer = RawProducer(KafkaSettings.local(bootstrap))
+    try:
+        publish_labels(producer, topic, labels, partitions)
+    finally:
+        producer.close(5)
+
+
 def _config(
     path: Path,
     bootstrap: str,
@@ -91,6 +127,7 @@ def _config(
                 "topics": topics,
                 "store": {"url": store_url},
                 "window": window,
+                "labels": {"horizon_s": LABEL_HORIZON_S},
                 "models": [
                     {
                         "name": "ctr",
@@ -109,16 +146,27 @@ def _config(
 
 
 def _summary(store: Store, group: str) -> list[tuple[Any, ...]]:
+    """Every stored window of ``group`` (both stages): counts, pairs joined, and each finding's verdict.
+
+    A label-stage finding's effect is kept too: the same pairs give the same metric to the last bit (the
+    join sorts them by request id), so one lost or doubled label shows.
+    """
     rows: list[tuple[Any, ...]] = []
-    results: list[WindowResult] = [w.result for w in store.windows(group=group, limit=10_000)]
-    for result in sorted(results, key=lambda r: r.key.start):
+    results: list[WindowResult] = [w.result for w in store.windows(group=group, stage=None, limit=10_000)]
+    for result in sorted(results, key=lambda r: (r.key.start, r.stage.value)):
+        labelled = result.stage is Stage.LABELS
         rows.append(
             (
+                result.stage.value,
                 result.key.start.isoformat(),
                 result.key.index,
                 result.records,
                 result.late_records,
-                sorted((f.check.value, f.subject, f.flagged) for f in result.findings),
+                result.context.get("pairs"),
+                sorted(
+                    (f.check.value, f.subject, f.flagged, f.effect if labelled else None)
+                    for f in result.findings
+                ),
             )
         )
     return rows
@@ -166,6 +214,8 @@ def _run_group(
 ) -> tuple[float, float | None]:
     """Run one group of processes over the stream, killing one of them mid-stream when ``kill``.
 
+    Done once ``expected_windows`` are stored, of both stages.
+
     The processes start on the first half; once they have checkpointed progress, one is SIGKILLed and
     only then is the rest produced. No event-time window can close before the kill (a count window may,
     once every partition has its share in the first half), and the survivors must restore the dead
@@ -193,7 +243,7 @@ def _run_group(
                 and _updated_since(store, group, serving_topic, killed_wall, partitions)
             ):
                 rebalance = time.monotonic() - (killed_at or 0.0)
-            if fed and len(store.windows(group=group, limit=10_000)) >= expected_windows:
+            if fed and len(store.windows(group=group, stage=None, limit=10_000)) >= expected_windows:
                 elapsed = time.monotonic() - started
                 if killed_at is not None and rebalance is None:
                     rebalance = time.monotonic() - killed_at
@@ -219,6 +269,7 @@ def bench_scale(
     windows: int = 4,
     partitions: int = 8,
     count: int | None = None,
+    labels: bool = False,
     store_url: str = DEFAULT_STORE,
     timeout_s: float = 300.0,
 ) -> dict[str, Any]:
@@ -229,16 +280,21 @@ def bench_scale(
     if count is not None and count < 1:
         msg = f"count must be >= 1 record per window, got {count}"
         raise ValueError(msg)
+    if labels and count is not None:
+        msg = "labels are benchmarked with event-time windows only (count windows of labels: the crash test)"
+        raise ValueError(msg)
     window: dict[str, float] = {"lateness_s": 5.0, "idle_timeout_s": 3600.0}
     window |= {"size_s": WINDOW.total_seconds()} if count is None else {"count": count}
     suffix = uuid.uuid4().hex[:8]
     schema = f"sg_bench_{suffix}" if store_url.startswith("postgresql") else None
     with tempfile.TemporaryDirectory(prefix="skewguard-scale-") as tmp, EmbeddedBroker() as broker:
         work = Path(tmp)
-        baseline = _baseline(work / "baseline")
+        baseline = _baseline(work / "baseline", with_label=labels)
         stream = _stream(baseline, records, windows)
         expected = windows if count is None else _full_count_windows(stream, count, partitions)
+        truth = _labels(stream) if labels else []
         half = len(stream) // 2
+        first_labels, rest_labels = truth[: len(truth) // 2], truth[len(truth) // 2 :]
         closers = 64  # the last records of the stream seal every window (see _stream)
         first, rest = stream[:half], stream[half:]
         if len(rest) <= closers:  # the closers must be in the second half
@@ -260,6 +316,8 @@ def bench_scale(
                     }
                     ensure_topics(settings, dict.fromkeys(topics.values(), partitions))
                     produce_records(broker.bootstrap_servers, topics["serving"], first)
+                    if labels:
+                        _produce_labels(broker.bootstrap_servers, topics["labels"], first_labels, partitions)
                     config = _config(
                         work / f"{label}.yaml",
                         broker.bootstrap_servers,
@@ -274,14 +332,18 @@ def bench_scale(
                         data["store"]["db_schema"] = schema
                         config.write_text(json.dumps(data))
 
-                    def feed_rest(topic: str = topics["serving"]) -> None:
+                    def feed_rest(
+                        topic: str = topics["serving"], labels_topic: str = topics["labels"]
+                    ) -> None:
                         produce_records(broker.bootstrap_servers, topic, rest)
+                        if labels:
+                            _produce_labels(broker.bootstrap_servers, labels_topic, rest_labels, partitions)
 
                     seconds, rebalance = _run_group(
                         store,
                         config,
                         group,
-                        expected,
+                        2 * expected if labels else expected,
                         processes,
                         log,
                         kill=kill,
@@ -295,9 +357,11 @@ def bench_scale(
             one, three = runs["one"], runs["three"]
             return {
                 "records": len(stream),
-                "windows": len(one["summary"]),
+                "windows": sum(row[0] == Stage.SERVING.value for row in one["summary"]),
+                "label_pairs": [row[5] for row in one["summary"] if row[0] == Stage.LABELS.value],
                 "partitions": partitions,
                 "window": "event time, 60 s" if count is None else f"count, {count} records",
+                "labels": len(truth),
                 "identical_results": one["summary"] == three["summary"],
                 "rps_1": round(len(stream) / one["seconds"], 1),
                 "rps_3": round(len(stream) / three["seconds"], 1),

@@ -131,6 +131,11 @@ def scale(
     count: int | None = typer.Option(
         None, "--count", min=1, help="Count windows of this many records instead of 60 s event-time windows."
     ),
+    labels: bool = typer.Option(
+        False,
+        "--labels",
+        help="Also a delayed label per request (event-time windows): the label stage must match too.",
+    ),
     store: str | None = typer.Option(
         None,
         "--store",
@@ -141,7 +146,7 @@ def scale(
     from skewguard.bench.scale import DEFAULT_STORE, bench_scale
 
     result = bench_scale(
-        records=records, partitions=partitions, count=count, store_url=store or DEFAULT_STORE
+        records=records, partitions=partitions, count=count, labels=labels, store_url=store or DEFAULT_STORE
     )
     _emit(result, as_json, "skewguard bench scale")
     if not result["identical_results"]:
