@@ -532,17 +532,24 @@ class Store:
                     if self.schema:
                         conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
                 self.metadata.create_all(conn)
-                columns = {
-                    c["name"] for c in sa.inspect(conn).get_columns("window_results", schema=self.schema)
+                inspector = sa.inspect(conn)
+                missing = {
+                    table.name: sorted(
+                        {c.name for c in table.columns}
+                        - {c["name"] for c in inspector.get_columns(table.name, schema=self.schema)}
+                    )
+                    for table in self.metadata.sorted_tables
                 }
         except SQLAlchemyError as exc:
             msg = f"cannot create the store tables: {exc}"
             raise StoreError(msg) from exc
-        if "window_index" not in columns:
+        # create_all leaves an existing table as it is: one an earlier release created may lack columns
+        # this one writes, which would fail later, mid-checkpoint, with a database error.
+        lacking = [f"{name} has no {', '.join(columns)}" for name, columns in missing.items() if columns]
+        if lacking:
             msg = (
-                "the store's window_results table was created by an earlier skewguard (it has no "
-                "window_index column) and there is no migration yet: point store.url at a new database "
-                "(or schema), or drop the old tables"
+                f"the store's tables were created by an earlier skewguard ({'; '.join(lacking)}) and there "
+                "is no migration yet: point store.url at a new database (or schema), or drop the old tables"
             )
             raise StoreError(msg)
 
