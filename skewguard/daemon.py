@@ -265,7 +265,11 @@ def _stored_label(value: Any) -> LabelValue:
 
 
 def _shadow_values(shadows: dict[str, Prediction], kind: PredictionKind) -> dict[str, Outcome]:
-    """A record's shadow predictions as its model's kind compares them (scores, values or class names)."""
+    """A record's shadow predictions as its model's kind compares them (scores, values or class names).
+
+    A candidate's class probabilities become the class they name: candidates are compared on the main
+    metric (accuracy for a class model), so only production's lists are kept whole, for its log-loss.
+    """
     if not shadows:
         return {}
     versions = sorted(shadows)

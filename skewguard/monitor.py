@@ -19,6 +19,7 @@ from features import FeatureError, FeatureKind, FeatureSet, FeatureState
 from skewguard.baseline import PREDICTION_COLUMN, Baseline, PredictionKind
 from skewguard.detect import DriftPolicy, FeatureVerdict, judge
 from skewguard.errors import ConfigError, DataError, StatisticsError
+from skewguard.labels.join import class_of
 from skewguard.records import ServingBatch, ServingRecord, column_values
 from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.shadow.compare import ShadowOptions, serving_findings
@@ -57,7 +58,7 @@ def prediction_values(predictions: Sequence[Any], kind: PredictionKind) -> np.nd
             if not value:
                 out.append(None)
             elif kind is PredictionKind.CLASS:
-                out.append(str(int(np.argmax(value))))
+                out.append(class_of(value))
             else:
                 out.append(float(value[-1]) if len(value) == 2 else float(max(value)))
         elif kind is PredictionKind.CLASS:

@@ -53,6 +53,15 @@ def label_outcome(label: LabelValue, kind: PredictionKind) -> Outcome:
     return value
 
 
+def class_of(probabilities: Sequence[float]) -> str:
+    """The class a probability list names: the index of its largest entry (the first of equal ones).
+
+    The one rule for class probabilities: class ``"k"`` is the ``k``-th entry, so a label ``k`` (or
+    ``"k"``) is the class of a list whose maximum is at ``k``.
+    """
+    return str(max(range(len(probabilities)), key=probabilities.__getitem__))
+
+
 def joined_predictions(
     logged: Sequence[Prediction], values: Sequence[Any], kind: PredictionKind
 ) -> list[Outcome | None]:
@@ -112,7 +121,8 @@ def outcome_from_json(value: Any) -> Outcome:
 class LabelTally:
     """Joined (request id, prediction, label) triples plus the counts of what did not join.
 
-    Predictions and labels are numbers for score and value models, class names for class models.
+    Predictions and labels are numbers for score and value models; for class models labels are class
+    names, and predictions class names or (logged as probabilities) :data:`ClassProbabilities`.
     """
 
     ids: list[str] = field(default_factory=list)

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from skewguard.baseline import PredictionKind
-from skewguard.labels.join import LabelTally, Outcome
+from skewguard.labels.join import LabelTally, Outcome, class_of
 from skewguard.results import Check, Finding, Severity
 from skewguard.stats import CategoricalSketch, chi_square, paired_bootstrap_interval
 
@@ -106,22 +106,33 @@ class Outcomes(NamedTuple):
     #: Each shadow candidate's predictions for the same requests.
     candidates: dict[str, FloatArray]
     #: The probability the prediction gave the label's class, for a class model's predictions logged as
-    #: probabilities (0 when the label names no class of the list); NaN for every other pair.
+    #: probabilities (see :func:`true_class_probability`); NaN for every other pair.
     true_class_probability: FloatArray
 
 
 def _class_index(label: Outcome) -> int | None:
-    """The index a probability list gives the class ``label`` names: class ``"k"`` is the ``k``-th."""
+    """The index of the class ``label`` names in a probability list (class ``"k"``: the ``k``-th)."""
     if isinstance(label, str) and label.isascii() and label.isdigit() and label == str(int(label)):
         return int(label)
     return None
 
 
-def _true_class_probability(prediction: Outcome, label: Outcome) -> float:
+def true_class_probability(prediction: Outcome, label: Outcome) -> float:
+    """The share of its probability a class prediction gave the label's class; NaN when unjudgeable.
+
+    The list is normalised to sum to 1 (as a rounded softmax may not quite). NaN, so the pair is left
+    out of the log-loss, for a prediction not logged as probabilities, a list that is not probabilities
+    (a negative entry, or nothing above 0: logits, say), and a label that is no class index (``"cat"``
+    against a list: the two name classes differently, which says nothing about the model). An index
+    beyond the list is a class the model gave nothing: 0.
+    """
     if not isinstance(prediction, tuple):
         return math.nan
+    total = math.fsum(prediction)
     index = _class_index(label)
-    return prediction[index] if index is not None and index < len(prediction) else 0.0
+    if index is None or total <= 0 or min(prediction) < 0:
+        return math.nan
+    return prediction[index] / total if index < len(prediction) else 0.0
 
 
 def outcome_arrays(tally: LabelTally) -> Outcomes:
@@ -129,13 +140,13 @@ def outcome_arrays(tally: LabelTally) -> Outcomes:
 
     Numbers stay numbers. Class names become codes of one vocabulary shared by all three, so every
     metric and bootstrap works on floats alike and equal classes have equal codes; class probabilities
-    count as the class of their largest (the first of equal largest ones, as ``np.argmax`` picks).
+    count as the class they name (:func:`~skewguard.labels.join.class_of`).
     """
     codes: dict[str, int] = {}
 
     def code(value: Outcome) -> float:
         if isinstance(value, tuple):
-            value = str(int(np.argmax(value)))
+            value = class_of(value)
         return codes.setdefault(value, len(codes)) if isinstance(value, str) else value
 
     def floats(values: list[Outcome]) -> FloatArray:
@@ -146,7 +157,7 @@ def outcome_arrays(tally: LabelTally) -> Outcomes:
         floats(tally.labels),
         {version: floats(values) for version, values in tally.candidates.items()},
         np.asarray(
-            [_true_class_probability(p, y) for p, y in zip(tally.predictions, tally.labels, strict=True)],
+            [true_class_probability(p, y) for p, y in zip(tally.predictions, tally.labels, strict=True)],
             dtype=np.float64,
         ),
     )
@@ -162,8 +173,9 @@ class PerformanceOptions:
     """A gap to the holdout metric smaller than this is never flagged."""
     resamples: int = 400
     confidence: float = 0.99
-    """Per metric; about 95 % for the window's three metrics together (Bonferroni), so a clean window is
-    rarely flagged just because one of several tested metrics landed in its tail."""
+    """Per metric; at least 97 % for a score model's three metrics together (Bonferroni; two metrics
+    for value and class models), so a clean window is rarely flagged just because one of several tested
+    metrics landed in its tail."""
     label_shift_tolerance: float = 0.02
     """Label drift: the positive rate (binary) or some class's share (class model) must move by at least
     this much (and be significant)."""
@@ -191,18 +203,17 @@ def evaluate_window(
     arrays = outcome_arrays(tally) if outcomes is None else outcomes
     labels = arrays.labels
     n = len(labels)
-    labelled_share = n / tally.predicted if tally.predicted else 0.0
     findings: list[Finding] = []
     for name, spec in METRICS[kind].items():
-        inputs = (arrays.predictions, labels)
+        inputs, pairs = (arrays.predictions, labels), "labelled predictions"
         if spec.on_class_probabilities:
             usable = ~np.isnan(arrays.true_class_probability)
-            if not usable.any():
-                continue
+            if not usable.any() and name not in holdout:
+                continue  # no probabilities logged, none expected: a class-name model has no log-loss
             inputs = (arrays.true_class_probability[usable], labels[usable])
-        findings.append(
-            _metric_finding(name, spec, inputs, tally, labelled_share, holdout.get(name), options)
-        )
+            pairs = "labelled predictions logged as class probabilities"
+        share = len(inputs[0]) / tally.predicted if tally.predicted else 0.0
+        findings.append(_metric_finding(name, spec, inputs, pairs, tally, share, holdout.get(name), options))
     if baseline_labels is not None and n >= options.min_pairs:
         if kind is PredictionKind.SCORE:
             findings.append(_label_drift(labels, baseline_labels, options))
@@ -215,12 +226,17 @@ def _metric_finding(
     name: str,
     spec: MetricSpec,
     inputs: tuple[FloatArray, FloatArray],
+    pairs: str,
     tally: LabelTally,
     labelled_share: float,
     reference: float | None,
     options: PerformanceOptions,
 ) -> Finding:
-    """One metric of a window on its pairs (``inputs``), with its bootstrap CI, against the holdout's."""
+    """One metric of a window on its pairs, with its bootstrap CI, against the holdout's.
+
+    ``inputs`` are the pairs (``pairs`` says what they are, for the reason); ``labelled_share`` is the
+    share of the window's predictions among them.
+    """
     n = len(inputs[0])
     value = spec.function(*inputs) if n else math.nan
     detail: dict[str, object] = {
@@ -238,7 +254,7 @@ def _metric_finding(
             effect=value if math.isfinite(value) else None,
             threshold=reference,
             method="bootstrap",
-            reason=f"{name}: only {n} labelled predictions (need {options.min_pairs}); not judged",
+            reason=f"{name}: only {n} {pairs} (need {options.min_pairs}); not judged",
             detail=detail,
         )
     low, high = paired_bootstrap_interval(
@@ -261,7 +277,7 @@ def _metric_finding(
         method="bootstrap",
         reason=(
             f"{name} {value:.4f} ({options.confidence * 100:g}% CI {low:.4f}–{high:.4f}, "
-            f"{n:,} labelled predictions){versus}: {verdict}"
+            f"{n:,} {pairs}){versus}: {verdict}"
         ),
         severity=Severity.WARNING if degraded else Severity.INFO,
         detail=detail,

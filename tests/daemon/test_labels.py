@@ -184,19 +184,34 @@ def _predict(truth: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
     return np.where(rng.random(len(truth)) < accuracy, truth, wrong)
 
 
-def _probabilities(classes: np.ndarray) -> list[list[float]]:
-    """Class-probability lists whose argmax is each class (how many classifiers log a prediction)."""
-    return [[0.7 if c == k else 0.15 for k in CLASSES] for c in classes.tolist()]
+def _probabilities(classes: np.ndarray, seed: int) -> list[list[float]]:
+    """Class-probability lists whose argmax is each class (how many classifiers log a prediction).
+
+    The predicted class gets 0.55-0.9 at random (more than the rest together), the others split the rest.
+    """
+    rng = np.random.default_rng(seed)
+    top = rng.uniform(0.55, 0.9, len(classes))
+    split = rng.uniform(0.0, 1.0, len(classes))
+    out = []
+    for c, p, u in zip(classes.tolist(), top.tolist(), split.tolist(), strict=True):
+        rest = iter([(1 - p) * u, (1 - p) * (1 - u)])
+        out.append([p if k == c else next(rest) for k in CLASSES])
+    return out
 
 
 @pytest.fixture(scope="module")
 def class_baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    from sklearn.metrics import log_loss as sk_log_loss
+
     from skewguard.baseline import BaselineOptions, PredictionKind, build_baseline
 
     train = generate_requests(20_000, seed=11, start=T0 - dt.timedelta(days=7), span=dt.timedelta(days=7))
     train["truth"] = _classes(len(train), (0.5, 0.3, 0.2), seed=12)
     train["predicted"] = _predict(train["truth"].to_numpy(), 0.8, seed=13)
     holdout = float(np.mean(train["truth"] == train["predicted"]))
+    # The training holdout's log-loss, as if its predictions had been logged as probabilities too.
+    listed = _probabilities(train["predicted"].to_numpy(), seed=14)
+    holdout_loss = sk_log_loss(train["truth"].to_numpy(), listed, labels=list(CLASSES))
     baseline = build_baseline(
         CTR_FEATURES,
         lambda: iter([train]),
@@ -205,7 +220,7 @@ def class_baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, floa
         prediction_kind=PredictionKind.CLASS,
         label_column="truth",
         options=BaselineOptions(window_size=1_500, calibration_draws=40),
-        metrics={"accuracy": holdout},
+        metrics={"accuracy": holdout, "log_loss": holdout_loss},
     )
     directory = tmp_path_factory.mktemp("classes")
     baseline.save(directory)
@@ -251,10 +266,11 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
         truth = _classes(n, shares, seed=30 + index)
         production = _predict(truth, production_accuracy, seed=40 + index)
         candidate = _predict(truth, candidate_accuracy, seed=50 + index)
+        probabilities = _probabilities(production, seed=60 + index)
         logged = serving_records(frame, CTR_FEATURES, baseline.state, model="ctr", with_raw=False)
         for row, record in enumerate(logged):
             # Half the predictions are logged as class numbers, half as probability lists.
-            prediction = int(production[row]) if row % 2 else _probabilities(production[row : row + 1])[0]
+            prediction = int(production[row]) if row % 2 else probabilities[row]
             records.append(
                 replace(record, prediction=prediction, shadow_predictions={"v2": str(candidate[row])})
             )
@@ -263,7 +279,7 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
             for r, c in zip(logged, truth, strict=True)
         ]
         listed = np.arange(n) % 2 == 0
-        losses.append(sk_log_loss(truth[listed], _probabilities(production[listed]), labels=list(CLASSES)))
+        losses.append(sk_log_loss(truth[listed], np.asarray(probabilities)[listed], labels=list(CLASSES)))
         expected.append((float(np.mean(production == truth)), float(np.mean(candidate == truth))))
         agreements.append(float(np.mean(production == candidate)))
     daemon, store = _opened(settings)
@@ -301,6 +317,7 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
         # Log-loss over the half logged as probability lists (kept whole through the join and the store).
         loss = findings[Check.PERFORMANCE, "log_loss"]
         assert loss.detail["pairs"] == n // 2 and loss.effect == pytest.approx(losses[index], rel=1e-12)
+        assert loss.flagged is (index == 1)  # window 1's guessing production is worse than training's
         assert shadow.effect == pytest.approx(candidate_accuracy - production_accuracy, abs=1e-12)
         if index == 0:
             assert not accuracy.flagged and not drift.flagged

@@ -15,7 +15,6 @@ def test_three_daemons_with_a_kill_store_what_one_daemon_stores_labels_included(
     assert result["identical_results"] is True
     assert result["windows"] == 3
     assert result["records"] == 9_000 + 64  # the stream plus one closing record per partition key
-    assert result["labels"] == result["records"]
     # Every request's label joined exactly once, in both runs (identical), across the kill and rebalance.
     assert result["label_pairs"] == [3_000, 3_000, 3_000]
     assert result["rebalance_seconds"] is not None and result["rebalance_seconds"] > 0

@@ -253,3 +253,30 @@ def test_tally_merge_order_does_not_matter_when_a_request_id_repeats() -> None:
     a.add("r1", "cat", "cat")
     b.add("r1", "dog", "cat", {"v2": "dog"})
     assert a.merge(b).to_dict() == b.merge(a).to_dict()
+
+
+def test_log_loss_reads_normalised_probabilities_and_leaves_out_what_it_cannot_judge() -> None:
+    tally = LabelTally()
+    tally.add("a", (2.0, 6.0), "1")  # not normalised: 0.75 of it on class 1
+    tally.add("b", (0.5, 0.5), "0")
+    tally.add("c", (-1.0, 3.0), "1")  # logits, not probabilities
+    tally.add("d", (0.3, 0.7), "cat")  # a label that names no class index
+    tally.add("e", "1", "1")  # logged as a class name
+    tally.predicted = 5
+    options = PerformanceOptions(min_pairs=1, resamples=20)
+    findings = {f.subject: f for f in evaluate_window(tally, PredictionKind.CLASS, {}, options)}
+    loss, accuracy = findings["log_loss"], findings["accuracy"]
+    assert loss.detail["pairs"] == 2 and loss.detail["labelled_share"] == pytest.approx(0.4)
+    assert loss.effect == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 2, rel=1e-12)
+    assert "2 labelled predictions logged as class probabilities" in loss.reason
+    assert accuracy.detail["pairs"] == 5 and accuracy.effect == pytest.approx(4 / 5)  # b's tie: class 0
+
+
+def test_a_holdout_log_loss_with_no_probabilities_logged_is_reported_not_judged() -> None:
+    names_only = class_tally(["0", "1", "1"], ["0", "1", "0"])
+    options = PerformanceOptions(min_pairs=1, resamples=20)
+    assert [f.subject for f in evaluate_window(names_only, PredictionKind.CLASS, {}, options)] == ["accuracy"]
+    findings = evaluate_window(names_only, PredictionKind.CLASS, {"log_loss": 0.4}, options)
+    [loss] = [f for f in findings if f.subject == "log_loss"]
+    assert not loss.flagged and loss.effect is None and loss.threshold == 0.4
+    assert "only 0 labelled predictions logged as class probabilities" in loss.reason
