@@ -60,6 +60,7 @@ from skewguard.labels import (
     Outcome,
     PerformanceOptions,
     WaitingPrediction,
+    candidates_from_json,
     evaluate_window,
     joined_predictions,
     label_outcome,
@@ -182,7 +183,7 @@ class OwnedPartition:
                     str(v[0]),
                     int(v[1]),
                     outcome_from_json(v[2]),
-                    {str(k): outcome_from_json(x) for k, x in v[3].items()},
+                    candidates_from_json(v[3]),
                     int(v[4]) if len(v) > 4 else int(v[1]) + spec.size_us + horizon_us,
                 )
                 for rid, v in state.get("awaiting", {}).items()
@@ -672,16 +673,13 @@ class MonitorDaemon:
             if early is None and request_id in stored and request_id not in part.settled:
                 early = stored[request_id]
                 part.settled.add(request_id)
+            waiting = WaitingPrediction(key[0], key[1], value, shadow, deadline)
             if early is None:
-                part.awaiting[request_id] = WaitingPrediction(key[0], key[1], value, shadow, deadline)
+                part.awaiting[request_id] = waiting
             elif kind is PredictionKind.CLASS and not early.as_logged:
                 self.counters.unmatched_labels += 1  # restored as a number: its class is lost
-            elif early.event_us < deadline:
-                tally.add(request_id, value, label_outcome(early.label, kind), shadow)
-                self.counters.labels_joined += 1
-                self.metrics.labels_joined.labels(key[0]).inc()
             else:
-                tally.beyond_horizon += 1
+                self._pair(tally, request_id, waiting, early.label, early.event_us, kind)
 
     def _fold_labels(self, tp: TopicPartition, batch: list[RawMessage]) -> None:
         """Join a labels partition's records with the predictions of the co-partitioned serving partition."""
@@ -751,9 +749,21 @@ class MonitorDaemon:
             self.counters.unjoinable_labels += 1
             return
         tally = part.tallies.setdefault((waiting.model, waiting.window), LabelTally())
-        if event_us < waiting.deadline_us:
-            kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
-            tally.add(request_id, waiting.prediction, label_outcome(label.label, kind), waiting.candidates)
+        kind = monitor.baseline.prediction_kind or PredictionKind.SCORE
+        self._pair(tally, request_id, waiting, label.label, event_us, kind)
+
+    def _pair(
+        self,
+        tally: LabelTally,
+        request_id: str,
+        waiting: WaitingPrediction,
+        label: LabelValue,
+        label_us: int,
+        kind: PredictionKind,
+    ) -> None:
+        """A prediction meets its label (in either order): a scored pair, or one beyond the horizon."""
+        if label_us < waiting.deadline_us:
+            tally.add(request_id, waiting.prediction, label_outcome(label, kind), waiting.candidates)
             self.counters.labels_joined += 1
             self.metrics.labels_joined.labels(waiting.model).inc()
         else:
@@ -1067,6 +1077,7 @@ class MonitorDaemon:
             )
         candidates = {key for part, *_ in partitions for key in part.tallies}
         done = self._done(tx, candidates, Stage.LABELS)
+        joins = tx.joins(self.group)
         results: list[WindowResult] = []
         for model, start in sorted(candidates, key=lambda k: (k[1], k[0])):
             if (model, start) in done or model not in self.labelled:
@@ -1087,7 +1098,6 @@ class MonitorDaemon:
                 continue
             # The pairs are in the join's rows (this daemon's written earlier in this transaction); the
             # partitions' tallies add their counts (and the pairs of an earlier version's checkpoint).
-            joins = tx.joins(self.group)
             merged = joins.pairs((model, start))
             for part, *_ in partitions:
                 tally = part.tallies.get((model, start))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeAlias
 
@@ -115,6 +115,11 @@ def outcome_from_json(value: Any) -> Outcome:
     if isinstance(value, list | tuple):
         return tuple(float(p) for p in value)
     return math.nan if value is None else float(value)
+
+
+def candidates_from_json(candidates: Mapping[str, Any]) -> dict[str, Outcome]:
+    """Checkpointed or stored shadow candidates' predictions by version (:func:`outcome_from_json`)."""
+    return {str(version): outcome_from_json(value) for version, value in candidates.items()}
 
 
 @dataclass

@@ -21,7 +21,13 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skewguard.labels import EarlyLabel, LabelTally, WaitingPrediction, outcome_from_json
+from skewguard.labels import (
+    EarlyLabel,
+    LabelTally,
+    WaitingPrediction,
+    candidates_from_json,
+    outcome_from_json,
+)
 
 #: ``role`` of a row: a prediction waiting for its label, or a label that came before its prediction.
 PREDICTION: Final = "prediction"
@@ -78,7 +84,7 @@ def _waiting(row: Any) -> WaitingPrediction | EarlyLabel:
             str(row.model),
             int(row.window),
             outcome_from_json(prediction),
-            {str(v): outcome_from_json(x) for v, x in candidates.items()},
+            candidates_from_json(candidates),
             int(row.time_us),
         )
     label, as_logged = payload
@@ -253,7 +259,7 @@ class JoinRows:
                 row.request_id,
                 outcome_from_json(prediction),
                 outcome_from_json(label),
-                {str(v): outcome_from_json(x) for v, x in candidates.items()},
+                candidates_from_json(candidates),
             )
         return tally
 
