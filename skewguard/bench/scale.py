@@ -173,7 +173,8 @@ def _summary(store: Store, group: str) -> list[tuple[Any, ...]]:
     return rows
 
 
-def _spawn(config: Path, log: Any) -> subprocess.Popen[bytes]:
+def spawn_monitor(config: Path, log: Any) -> subprocess.Popen[bytes]:
+    """A ``skewguard monitor --config`` process (this interpreter), its stderr to ``log``."""
     entry = "from skewguard.cli import main; main()"
     command = [sys.executable, "-c", entry, "monitor", "--config", str(config), "--log-level", "WARNING"]
     return subprocess.Popen(
@@ -223,7 +224,7 @@ def _run_group(
     process's partitions from their checkpoints.
     """
     started = time.monotonic()
-    procs = [_spawn(config, log) for _ in range(processes)]
+    procs = [spawn_monitor(config, log) for _ in range(processes)]
     killed_at: float | None = None
     killed_wall: dt.datetime | None = None
     rebalance: float | None = None

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -19,6 +17,7 @@ import numpy as np
 
 from features.ctr import CTR_FEATURES
 from skewguard.baseline import Baseline
+from skewguard.bench.scale import spawn_monitor
 from skewguard.daemon import MonitorDaemon
 from skewguard.demo.traffic import ctr_baseline, generate_requests, produce_records, serving_records
 from skewguard.io.kafka import (
@@ -171,17 +170,14 @@ def run_killed(
 
     The last run is stopped with SIGTERM once ``done()`` holds; a run that exits early fails with its log.
     """
-    entry = "from skewguard.cli import main; main()"
-    command = [sys.executable, "-c", entry, "monitor", "--config", str(config), "--log-level", "WARNING"]
     chaos = random.Random(7)
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
     with log_path.open("ab") as log:
         for _kill in range(kills):
-            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+            proc = spawn_monitor(config, log)
             time.sleep(chaos.uniform(2.5, 5.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        proc = spawn_monitor(config, log)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not done():
