@@ -1113,7 +1113,13 @@ class MonitorDaemon:
             )
             outcomes = outcome_arrays(merged)
             findings = evaluate_window(
-                merged, kind, baseline.metrics, self.performance, label_sketch, outcomes=outcomes
+                merged,
+                kind,
+                baseline.metrics,
+                self.performance,
+                label_sketch,
+                outcomes=outcomes,
+                holdout_errors=baseline.metric_errors,
             )
             for version, values in sorted(outcomes.candidates.items()):
                 options = monitor.shadow_options

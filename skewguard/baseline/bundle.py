@@ -91,6 +91,8 @@ class Baseline:
     window_size: int
     created: str
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The standard error of each holdout metric (its sampling error); a metric without one is exact.
+    metric_errors: dict[str, float] = field(default_factory=dict)
 
     @property
     def state_hash(self) -> str:
@@ -111,6 +113,7 @@ class Baseline:
             "window_size": self.window_size,
             "created": self.created,
             "metrics": self.metrics,
+            "metric_errors": self.metric_errors,
             "columns": [spec.name for spec in self.profile.layout.specs],
         }
 
@@ -169,6 +172,7 @@ class Baseline:
             window_size=int(meta["window_size"]),
             created=str(meta["created"]),
             metrics={str(k): float(v) for k, v in meta.get("metrics", {}).items()},
+            metric_errors={str(k): float(v) for k, v in meta.get("metric_errors", {}).items()},
         )
 
 
@@ -223,9 +227,14 @@ def build_baseline(
     label_column: str | None = None,
     options: BaselineOptions | None = None,
     metrics: dict[str, float] | None = None,
+    metric_errors: dict[str, float] | None = None,
     progress: Callable[[str, int], None] | None = None,
 ) -> Baseline:
     """Build a baseline from raw training rows delivered by ``chunks()`` (called twice: two passes).
+
+    ``metrics``: the model's metrics on its training holdout, and ``metric_errors`` their standard
+    errors (see :func:`skewguard.labels.holdout_metrics`); windows' label-joined metrics are compared
+    with them.
 
     ``progress(phase, rows)`` is called after each chunk of each pass (phases ``"sample"`` and
     ``"profile"``), for a progress bar.
@@ -296,4 +305,5 @@ def build_baseline(
         window_size=options.window_size,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         metrics=dict(metrics or {}),
+        metric_errors=dict(metric_errors or {}),
     )

@@ -54,8 +54,10 @@ def build(
         [],
         "--metric",
         help=(
-            "The model's metric on its training holdout, NAME=VALUE (repeat for several), e.g. auc=0.81: "
-            "what the daemon compares each window's label-joined metric with. Names: auc, log_loss, "
+            "The model's metric on its training holdout, NAME=VALUE or NAME=VALUE+-SE (repeat for "
+            "several), e.g. auc=0.81+-0.006: what the daemon compares each window's label-joined metric "
+            "with. SE is the holdout metric's standard error (its sampling error: a small holdout knows "
+            "its metric roughly); without one the value is taken as exact. Names: auc, log_loss, "
             "accuracy (score); rmse, mae (value); accuracy, log_loss (class; log_loss is judged on the "
             "predictions logged as class probabilities). Without it, windows report their metrics but "
             "never flag a degradation."
@@ -76,7 +78,7 @@ def build(
     except ValueError:
         msg = f"--prediction-kind must be one of {[k.value for k in PredictionKind]}, got {prediction_kind!r}"
         raise ConfigError(msg) from None
-    metrics = _holdout_metrics(metric, kind, prediction_column, label_column)
+    metrics, metric_errors = _holdout_metrics(metric, kind, prediction_column, label_column)
     lists = [s.name for s in feature_set.inputs.values() if s.type is InputType.TIMESTAMP_LIST]
 
     def chunks() -> Iterator[pd.DataFrame]:
@@ -107,6 +109,7 @@ def build(
             label_column=label_column,
             options=BaselineOptions(window_size=window_size, fit_rows=fit_rows),
             metrics=metrics,
+            metric_errors=metric_errors,
             progress=lambda phase, rows: bar.advance(tasks[phase], rows),
         )
     baseline.save(out, feature_set)
@@ -122,8 +125,11 @@ _SHARES = frozenset({"auc", "accuracy"})
 
 def _holdout_metrics(
     given: list[str], kind: PredictionKind, prediction_column: str | None, label_column: str | None
-) -> dict[str, float]:
-    """``--metric NAME=VALUE`` options as the baseline's holdout metrics (ConfigError naming a bad one)."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``--metric NAME=VALUE[+-SE]`` options as the baseline's holdout metrics and their standard errors.
+
+    A ConfigError names a bad option. ``±`` is accepted for ``+-``.
+    """
     from skewguard.errors import ConfigError
     from skewguard.labels.performance import METRICS
 
@@ -132,20 +138,36 @@ def _holdout_metrics(
         raise ConfigError(msg)
     known = list(METRICS[kind])
     metrics: dict[str, float] = {}
+    errors: dict[str, float] = {}
     for option in given:
         name, sep, text = option.partition("=")
         name = name.strip()
-        try:
-            value = float(text) if sep else math.nan
-        except ValueError:
-            value = math.nan
-        if name not in known or not math.isfinite(value):
-            msg = f"--metric {option!r}: expected NAME=NUMBER with NAME one of {known} (a {kind.value} model)"
+        value_text, plus_minus, error_text = text.replace("±", "+-").partition("+-")
+        value = _number(value_text) if sep else math.nan
+        error = _number(error_text) if plus_minus else 0.0
+        if name not in known or not math.isfinite(value) or not math.isfinite(error):
+            msg = (
+                f"--metric {option!r}: expected NAME=NUMBER or NAME=NUMBER+-SE with NAME one of {known} "
+                f"(a {kind.value} model)"
+            )
             raise ConfigError(msg)
         share = name in _SHARES
         if value < 0.0 or (share and value > 1.0):
             expected = "a share in [0, 1], not a percentage" if share else "a loss or error >= 0"
             msg = f"--metric {option!r}: {name} is {expected}"
             raise ConfigError(msg)
+        if error < 0.0:
+            msg = f"--metric {option!r}: the standard error after +- must be >= 0"
+            raise ConfigError(msg)
         metrics[name] = value
-    return metrics
+        if error > 0.0:
+            errors[name] = error
+    return metrics, errors
+
+
+def _number(text: str) -> float:
+    """``text`` as a float; NaN when it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan

@@ -20,6 +20,8 @@ from skewguard.labels.performance import (
     Outcomes,
     PerformanceOptions,
     evaluate_window,
+    holdout_metrics,
+    metric_standard_error,
     outcome_arrays,
 )
 
@@ -35,9 +37,11 @@ __all__ = [
     "WaitingPrediction",
     "candidates_from_json",
     "evaluate_window",
+    "holdout_metrics",
     "joined_predictions",
     "label_outcome",
     "label_to_float",
+    "metric_standard_error",
     "outcome_arrays",
     "outcome_from_json",
 ]

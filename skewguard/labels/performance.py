@@ -19,7 +19,12 @@ from scipy import stats
 from skewguard.baseline import PredictionKind
 from skewguard.labels.join import LabelTally, Outcome, class_of
 from skewguard.results import Check, Finding, Severity
-from skewguard.stats import CategoricalSketch, chi_square, paired_bootstrap_interval
+from skewguard.stats import (
+    CategoricalSketch,
+    chi_square,
+    paired_bootstrap_interval,
+    paired_bootstrap_standard_error,
+)
 
 FloatArray = npt.NDArray[np.float64]
 Metric = Callable[[FloatArray, FloatArray], float]
@@ -183,6 +188,55 @@ class PerformanceOptions:
     seed: int = 0
 
 
+def metric_standard_error(
+    spec: MetricSpec, inputs: tuple[FloatArray, FloatArray], *, resamples: int = 200, seed: int = 0
+) -> float:
+    """The bootstrap standard error of a metric on labelled pairs (scipy's, pairs resampled together).
+
+    What a holdout metric's own sampling error is: a holdout of a few hundred rows knows its AUC only to
+    a few hundredths, and a window judged against it as if it were exact is flagged for the holdout's
+    luck. 200 resamples: a standard error, unlike a percentile interval's tails, settles with that many.
+    NaN when the metric is undefined on some resample (an AUC of one class) or there are under 2 pairs.
+    """
+    if len(inputs[0]) < 2:
+        return math.nan
+    return paired_bootstrap_standard_error(spec.function, inputs, resamples=resamples, seed=seed)
+
+
+def holdout_metrics(
+    kind: PredictionKind,
+    predictions: FloatArray,
+    labels: FloatArray,
+    *,
+    resamples: int = 200,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """A model's metrics on its holdout pairs and their standard errors, as a baseline records them.
+
+    Computed by the very functions windows are judged with (one definition of each metric). Metrics that
+    need class probabilities (a class model's log-loss) are left out: the predictions here are values,
+    scores or class codes. A metric undefined on the holdout (an AUC of one class) is left out of both;
+    one whose standard error is undefined keeps its value without an error (judged as exact).
+    """
+    values: dict[str, float] = {}
+    errors: dict[str, float] = {}
+    inputs = (np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64))
+    if inputs[0].shape != inputs[1].shape or inputs[0].ndim != 1:
+        msg = f"holdout metrics need as many predictions as labels: {inputs[0].shape} vs {inputs[1].shape}"
+        raise ValueError(msg)
+    for name, spec in METRICS[kind].items():
+        if spec.on_class_probabilities or not len(inputs[0]):
+            continue
+        value = spec.function(*inputs)
+        if not math.isfinite(value):
+            continue
+        values[name] = value
+        error = metric_standard_error(spec, inputs, resamples=resamples, seed=seed)
+        if math.isfinite(error):
+            errors[name] = error
+    return values, errors
+
+
 def evaluate_window(
     tally: LabelTally,
     kind: PredictionKind,
@@ -191,6 +245,7 @@ def evaluate_window(
     baseline_labels: CategoricalSketch | None = None,
     *,
     outcomes: Outcomes | None = None,
+    holdout_errors: Mapping[str, float] | None = None,
 ) -> list[Finding]:
     """Performance findings (one per metric) and, for classifiers, a label-drift finding.
 
@@ -198,8 +253,10 @@ def evaluate_window(
     class models on the share of every class. ``outcomes``: :func:`outcome_arrays` of ``tally`` when the
     caller has them already (it compares the shadow candidates on the same arrays). A class model's
     log-loss is judged on the pairs whose prediction was logged as probabilities, and left out when
-    none was (a class name says nothing of its confidence).
+    none was (a class name says nothing of its confidence). ``holdout_errors``: the standard error of
+    each holdout metric (a metric without one is taken as exact).
     """
+    errors = holdout_errors or {}
     arrays = outcome_arrays(tally) if outcomes is None else outcomes
     labels = arrays.labels
     n = len(labels)
@@ -213,7 +270,9 @@ def evaluate_window(
             inputs = (arrays.true_class_probability[usable], labels[usable])
             pairs = "labelled predictions logged as class probabilities"
         share = len(inputs[0]) / tally.predicted if tally.predicted else 0.0
-        findings.append(_metric_finding(name, spec, inputs, pairs, tally, share, holdout.get(name), options))
+        reference = holdout.get(name)
+        error = errors.get(name, 0.0)
+        findings.append(_metric_finding(name, spec, inputs, pairs, tally, share, reference, error, options))
     if baseline_labels is not None and n >= options.min_pairs:
         if kind is PredictionKind.SCORE:
             findings.append(_label_drift(labels, baseline_labels, options))
@@ -230,12 +289,19 @@ def _metric_finding(
     tally: LabelTally,
     labelled_share: float,
     reference: float | None,
+    reference_error: float,
     options: PerformanceOptions,
 ) -> Finding:
     """One metric of a window on its pairs, with its bootstrap CI, against the holdout's.
 
     ``inputs`` are the pairs (``pairs`` says what they are, for the reason); ``labelled_share`` is the
     share of the window's predictions among them.
+
+    Flagged when the window is worse than the holdout by more than both samples' errors allow: the
+    window's own margin on the worse side (its interval's bound minus its value) and the holdout's
+    (``reference_error`` times the normal quantile of the same confidence), added in quadrature as two
+    independent errors are. With an exact holdout (no error) this is "the holdout lies outside the
+    window's interval on the worse side".
     """
     n = len(inputs[0])
     value = spec.function(*inputs) if n else math.nan
@@ -245,6 +311,7 @@ def _metric_finding(
         "labelled_share": labelled_share,
         "beyond_horizon": tally.beyond_horizon,
         "holdout": reference,
+        "holdout_standard_error": reference_error,
     }
     if n < options.min_pairs or not math.isfinite(value):
         return Finding(
@@ -264,9 +331,14 @@ def _metric_finding(
     degraded = False
     if reference is not None:
         gap = reference - value if spec.higher_is_better else value - reference
-        outside = high < reference if spec.higher_is_better else low > reference
-        degraded = outside and gap > options.tolerance
+        own = max(high - value if spec.higher_is_better else value - low, 0.0)
+        z = float(stats.norm.ppf(0.5 + options.confidence / 2))
+        margin = math.hypot(own, z * reference_error)
+        detail["margin"] = margin
+        degraded = gap > margin and gap > options.tolerance
     versus = "" if reference is None else f" vs holdout {reference:.4f}"
+    if reference is not None and reference_error > 0:
+        versus += f" (SE {reference_error:.4f})"
     verdict = "degraded" if degraded else "within expectations"
     return Finding(
         Check.PERFORMANCE,

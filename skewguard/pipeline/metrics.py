@@ -1,9 +1,9 @@
 """Holdout metrics of a binary classifier and the candidate-vs-production comparison.
 
 AUC is the Mann–Whitney U statistic of the positive scores against the negative ones divided by
-``n_pos * n_neg`` (ties count one half), computed by ``scipy.stats.mannwhitneyu``; log-loss is the
-mean binary cross-entropy with scores clipped away from 0 and 1 so one confident mistake is large
-but finite.
+``n_pos * n_neg`` (ties count one half), computed by ``scipy.stats.mannwhitneyu``; log-loss and
+accuracy are the daemon's (:mod:`skewguard.labels.performance`), so a holdout value and a window's are
+one definition.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import numpy as np
 from scipy import stats
 
 from skewguard.errors import DataError
+from skewguard.labels.performance import accuracy, log_loss
 from skewguard.pipeline.config import ComparisonMetric
-
-#: Scores are clipped to [EPS, 1 - EPS] for the log-loss.
-EPS = 1e-7
 
 
 @dataclass(frozen=True)
@@ -60,14 +58,12 @@ def binary_metrics(labels: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -
     if positives.size and negatives.size:
         u = stats.mannwhitneyu(positives, negatives, alternative="two-sided").statistic
         auc = float(u) / (positives.size * negatives.size)
-    clipped = np.clip(p, EPS, 1.0 - EPS)
-    log_loss = float(-np.mean(y * np.log(clipped) + (1.0 - y) * np.log1p(-clipped)))
     return BinaryMetrics(
         rows=int(y.size),
         positive_rate=float(y.mean()),
         auc=auc,
-        log_loss=log_loss,
-        accuracy=float(np.mean((p >= 0.5) == (y == 1.0))),
+        log_loss=log_loss(p, y),
+        accuracy=accuracy(p, y),
         mean_score=float(p.mean()),
     )
 

@@ -43,6 +43,7 @@ from skewguard.datafiles import count_rows, decode_json_lists, iter_chunks
 from skewguard.errors import ConfigError, DataError, GateError, SkewguardError
 from skewguard.gate import GateReport, OverfitGate, Task
 from skewguard.gate.gate import preserved_random_state, seed_everything
+from skewguard.labels import holdout_metrics
 from skewguard.pipeline.artifacts import (
     BASELINE_DIR,
     ENCODER,
@@ -473,7 +474,8 @@ class _Pipeline:
         outcome = self.train(module, train, val)
 
         holdout_labels = pd.to_numeric(holdout_raw[label]).to_numpy(dtype="float64")
-        candidate = binary_metrics(holdout_labels, predict_scores(module, encoder, features["holdout"]))
+        holdout_scores = predict_scores(module, encoder, features["holdout"])
+        candidate = binary_metrics(holdout_labels, holdout_scores)
         comparison = self.evaluate(candidate, holdout_raw, holdout_labels)
 
         self.registry.root.mkdir(parents=True, exist_ok=True)
@@ -483,7 +485,15 @@ class _Pipeline:
             self.progress.start(Stage.ARTIFACTS, None)
             train_scores = predict_scores(module, encoder, features["train"])
             self._write_artifacts(
-                staging, module, encoder, state, train_raw, train_scores, gate_report, comparison
+                staging,
+                module,
+                encoder,
+                state,
+                train_raw,
+                train_scores,
+                gate_report,
+                comparison,
+                (holdout_scores, holdout_labels),
             )
             self._done(Stage.ARTIFACTS, "weights, encoder, feature state, baseline, gate report, metrics")
 
@@ -576,7 +586,13 @@ class _Pipeline:
         train_scores: np.ndarray[Any, Any],
         gate_report: GateReport,
         comparison: HoldoutComparison,
+        holdout: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
     ) -> None:
+        """Write every artifact of the version into ``staging``.
+
+        ``holdout`` is the candidate's holdout scores and labels: the baseline's holdout metrics, with
+        their standard errors, are computed from them by the functions the daemon judges windows with.
+        """
         config = self.config
         save_weights(module, staging / WEIGHTS)
         (staging / ENCODER).write_text(encoder.to_json())
@@ -587,6 +603,7 @@ class _Pipeline:
             json.dumps(_json_safe(comparison.to_dict()), indent=2, allow_nan=False)
         )
         section = config.baseline
+        metrics, errors = holdout_metrics(PredictionKind.SCORE, *holdout, seed=config.seed)
         rows = train_raw.copy(deep=False)
         rows[SCORE_COLUMN] = train_scores
         baseline = build_baseline(
@@ -608,7 +625,8 @@ class _Pipeline:
                 calibration_draws=section.calibration_draws,
                 seed=config.seed,
             ),
-            metrics=_finite(comparison.candidate.to_dict()),
+            metrics=metrics,
+            metric_errors=errors,
             progress=lambda _phase, n: self.progress.advance(Stage.ARTIFACTS, n),
         )
         if baseline.state_hash != state.content_hash:

@@ -19,6 +19,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -357,7 +358,35 @@ def paired_bootstrap_interval(
     jackknife calls the statistic once per row, far too slow for a window of labelled traffic. Seeded,
     so a window judged again gives the same interval.
     """
-    result = stats.bootstrap(
+    result = _paired_bootstrap(statistic, samples, resamples=resamples, confidence=confidence, seed=seed)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def paired_bootstrap_standard_error(
+    statistic: Callable[..., float],
+    samples: tuple[npt.NDArray[np.float64], ...],
+    *,
+    resamples: int,
+    seed: int,
+) -> float:
+    """Bootstrap standard error of ``statistic(*samples)``, the rows of all samples resampled together.
+
+    The spread of the statistic over resamples (scipy's ``standard_error``); paired and seeded as
+    :func:`paired_bootstrap_interval` is. NaN when the statistic is NaN on some resample.
+    """
+    return float(_paired_bootstrap(statistic, samples, resamples=resamples, seed=seed).standard_error)
+
+
+def _paired_bootstrap(
+    statistic: Callable[..., float],
+    samples: tuple[npt.NDArray[np.float64], ...],
+    *,
+    resamples: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> Any:
+    """The result of scipy's percentile bootstrap of ``statistic``: rows resampled together, seeded."""
+    return stats.bootstrap(
         samples,
         statistic,
         paired=True,
@@ -367,4 +396,3 @@ def paired_bootstrap_interval(
         method="percentile",
         rng=np.random.default_rng(seed),
     )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -141,16 +141,22 @@ def test_cli_stores_the_holdout_metrics_the_daemon_compares_with(raw: pd.DataFra
         "--window-size", "1000", "--fit-rows", "5000",
     ]  # fmt: skip
     out = tmp_path / "baseline"
-    result = CliRunner().invoke(
-        app, [*common, "--out", str(out), "--metric", "auc=0.81", "--metric", "log_loss=0.45"]
-    )
+    given = ["--metric", "auc=0.81+-0.006", "--metric", "log_loss=0.45", "--metric", "accuracy=0.7±0.01"]
+    result = CliRunner().invoke(app, [*common, "--out", str(out), *given])
     assert result.exit_code == EXIT_OK, result.output
-    assert Baseline.load(out).metrics == {"auc": 0.81, "log_loss": 0.45}
-    # A metric the model's kind does not have, or a value that is not a number, is named.
-    for bad in ("rmse=0.2", "auc=high", "auc"):
+    loaded = Baseline.load(out)
+    assert loaded.metrics == {"auc": 0.81, "log_loss": 0.45, "accuracy": 0.7}
+    # The standard errors given; a metric given without one is exact (none stored).
+    assert loaded.metric_errors == {"auc": 0.006, "accuracy": 0.01}
+    # A metric the model's kind does not have, or a value or error that is not a number, is named.
+    for bad in ("rmse=0.2", "auc=high", "auc", "auc=0.8+-", "auc=0.8+-x"):
         result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--metric", bad])
         assert result.exit_code == EXIT_USAGE
         assert f"--metric {bad!r}" in result.output and "'auc', 'log_loss', 'accuracy'" in result.output
-    for bad, why in (("auc=81", "a share in [0, 1]"), ("log_loss=-0.1", "a loss or error >= 0")):
+    for bad, why in (
+        ("auc=81", "a share in [0, 1]"),
+        ("log_loss=-0.1", "a loss or error >= 0"),
+        ("auc=0.8+--0.1", "standard error after +- must be >= 0"),
+    ):
         result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--metric", bad])
         assert result.exit_code == EXIT_USAGE and why in result.output, result.output

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from features.ctr import CTR_FEATURES
 from skewguard.daemon import LabelPartition, MonitorDaemon, OwnedPartition, load_monitors
@@ -35,6 +37,7 @@ from tests.daemon.helpers import (
 )
 
 pytestmark = pytest.mark.kafka
+HOLDOUT_AUC_SE = 0.005
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -50,6 +53,8 @@ def labelled_baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, f
         with_label=True,
     )
     holdout_auc = baseline.metrics["auc"]
+    # The holdout AUC's sampling error (a holdout of ~10 000 rows): the daemon widens its margin by it.
+    baseline = dataclasses.replace(baseline, metric_errors={"auc": HOLDOUT_AUC_SE})
     directory = tmp_path_factory.mktemp("labelled")
     baseline.save(directory)
     return directory, holdout_auc
@@ -159,6 +164,11 @@ def test_labels_join_late_and_give_a_per_window_metric(
     )
     assert auc_second.flagged and auc_second.effect < 0.6  # type: ignore[operator]
     assert auc_second.detail["ci_high"] < holdout_auc
+    # The baseline's standard error reached the judgement: both margins, added in quadrature.
+    own = auc_second.detail["ci_high"] - auc_second.effect
+    z = stats.norm.ppf(0.5 + daemon.performance.confidence / 2)
+    assert auc_second.detail["holdout_standard_error"] == HOLDOUT_AUC_SE
+    assert auc_second.detail["margin"] == pytest.approx(math.hypot(own, z * HOLDOUT_AUC_SE))
     label_drift = next(f for f in second.findings if f.check is Check.LABEL_DRIFT)
     assert not label_drift.flagged
     # Every real label joined; the far-future closers are still waiting (their prediction could come).

@@ -12,7 +12,14 @@ import pytest
 from scipy import stats
 
 from skewguard.baseline import LABEL_COLUMN, PredictionKind
-from skewguard.labels import LabelTally, PerformanceOptions, evaluate_window, label_outcome, outcome_arrays
+from skewguard.labels import (
+    LabelTally,
+    PerformanceOptions,
+    evaluate_window,
+    holdout_metrics,
+    label_outcome,
+    outcome_arrays,
+)
 from skewguard.monitor import prediction_values
 from skewguard.results import Check
 from skewguard.stats import CategoricalSketch, ColumnKind, ColumnRole, ColumnSpec
@@ -280,3 +287,119 @@ def test_a_holdout_log_loss_with_no_probabilities_logged_is_reported_not_judged(
     [loss] = [f for f in findings if f.subject == "log_loss"]
     assert not loss.flagged and loss.effect is None and loss.threshold == 0.4
     assert "only 0 labelled predictions logged as class probabilities" in loss.reason
+
+
+def value_tally(predictions: np.ndarray, labels: np.ndarray) -> LabelTally:
+    tally = LabelTally()
+    for i, (p, y) in enumerate(zip(predictions.tolist(), labels.tolist(), strict=True)):
+        tally.add(f"r{i:05d}", p, y)
+    tally.predicted = len(labels)
+    return tally
+
+
+def test_holdout_metrics_and_their_standard_errors_match_scipy_and_sklearn() -> None:
+    from sklearn import metrics as sk
+
+    rng = np.random.default_rng(21)
+    labels = (rng.random(400) < 0.35).astype(float)
+    scores = np.clip(0.3 + 0.3 * labels + rng.normal(0, 0.2, 400), 0.01, 0.99)
+    values, errors = holdout_metrics(PredictionKind.SCORE, scores, labels, resamples=150, seed=4)
+    assert values["auc"] == pytest.approx(sk.roc_auc_score(labels, scores), rel=1e-12)
+    assert values["log_loss"] == pytest.approx(sk.log_loss(labels, scores), rel=1e-12)
+    assert values["accuracy"] == pytest.approx(sk.accuracy_score(labels, scores >= 0.5), rel=1e-12)
+
+    def scipy_se(statistic: Any) -> float:
+        """scipy's bootstrap standard error of ``statistic`` on the same pairs, seed and resamples."""
+        return float(
+            stats.bootstrap(
+                (scores, labels),
+                statistic,
+                paired=True,
+                vectorized=False,
+                n_resamples=150,
+                rng=np.random.default_rng(4),
+            ).standard_error
+        )
+
+    # Independent definitions of each metric, so the check is of the bootstrap and of the metric alike.
+    assert errors["auc"] == pytest.approx(scipy_se(lambda s, y: sk.roc_auc_score(y, s)), rel=1e-9)
+    assert errors["log_loss"] == pytest.approx(
+        scipy_se(lambda s, y: sk.log_loss(y, s, labels=[0, 1])), rel=1e-9
+    )
+    assert errors["accuracy"] == pytest.approx(
+        scipy_se(lambda s, y: np.mean((s >= 0.5) == (y == 1))), rel=1e-9
+    )
+    assert 0.005 < errors["auc"] < 0.05  # a 400-pair holdout knows its AUC to a few hundredths
+
+    predictions = rng.normal(0, 1, 300)
+    truth = predictions + rng.normal(0, 0.5, 300)
+    values, errors = holdout_metrics(PredictionKind.VALUE, predictions, truth, resamples=100, seed=1)
+    assert values == pytest.approx(
+        {
+            "rmse": sk.root_mean_squared_error(truth, predictions),
+            "mae": sk.mean_absolute_error(truth, predictions),
+        }
+    )
+    assert set(errors) == {"rmse", "mae"} and all(e > 0 for e in errors.values())
+    # One class in the holdout: no AUC, and so no error for it either; the other metrics stand.
+    values, errors = holdout_metrics(PredictionKind.SCORE, scores, np.zeros(400), resamples=50)
+    assert set(values) == set(errors) == {"log_loss", "accuracy"}
+    with pytest.raises(ValueError, match="as many predictions as labels"):
+        holdout_metrics(PredictionKind.SCORE, scores, labels[:10])
+
+
+def test_the_holdouts_standard_error_widens_the_margin_in_quadrature() -> None:
+    rng = np.random.default_rng(5)
+    predictions = rng.normal(0, 1, 2_000)
+    truth = predictions + rng.normal(0, 1, 2_000)
+    options = PerformanceOptions(resamples=200, tolerance=0.0)
+    tally = value_tally(predictions, truth)
+    exact = {f.subject: f for f in evaluate_window(tally, PredictionKind.VALUE, {"mae": 0.72}, options)}
+    mae = exact["mae"]
+    # The window's MAE (~0.80) is above its interval's reach of a holdout at 0.72: worse, flagged.
+    assert mae.flagged and mae.detail["ci_low"] > 0.72
+    assert mae.detail["margin"] == pytest.approx(mae.effect - mae.detail["ci_low"])
+    # The same holdout value known only to ±0.04 (SE): the gap is within both samples' errors.
+    noisy_holdout = evaluate_window(
+        tally, PredictionKind.VALUE, {"mae": 0.72}, options, holdout_errors={"mae": 0.04}
+    )
+    [mae_noisy] = [f for f in noisy_holdout if f.subject == "mae"]
+    z = stats.norm.ppf(0.5 + options.confidence / 2)
+    own = mae.effect - mae.detail["ci_low"]
+    assert mae_noisy.detail["margin"] == pytest.approx(math.hypot(own, z * 0.04))
+    assert mae_noisy.detail["holdout_standard_error"] == 0.04
+    assert not mae_noisy.flagged and "(SE 0.0400)" in mae_noisy.reason
+    assert mae_noisy.effect == mae.effect and mae_noisy.detail["ci_low"] == mae.detail["ci_low"]
+
+
+def test_a_small_holdouts_luck_no_longer_raises_false_alarms_and_real_degradation_still_does() -> None:
+    """Windows of the holdout's own model, judged against a 150-pair holdout's MAE and RMSE.
+
+    Taken as exact, the holdout's sampling error alone flags about a quarter of the windows; with its
+    standard error the false-alarm rate is back near the confidence level's tail (a few in a hundred:
+    two metrics, each at 99 %, with a tolerance). A model whose errors
+    grew by 40 % is still flagged in nearly every window.
+    """
+    options = PerformanceOptions(resamples=150)
+    trials = 100
+    alarms = {"exact": 0, "with_error": 0, "degraded": 0}
+    rng = np.random.default_rng(11)
+    for trial in range(trials):
+        held = rng.normal(0, 1, 150)
+        values, errors = holdout_metrics(PredictionKind.VALUE, held, np.zeros(150), resamples=100, seed=trial)
+        window = rng.normal(0, 1, 2_000)
+        tally = value_tally(window, np.zeros(2_000))
+        for name, holdout_errors in (("exact", None), ("with_error", errors)):
+            findings = evaluate_window(
+                tally, PredictionKind.VALUE, values, options, holdout_errors=holdout_errors
+            )
+            alarms[name] += any(f.flagged for f in findings)
+        if trial % 4 == 0:  # power, on fewer windows (each a real degradation)
+            worse = value_tally(1.4 * rng.normal(0, 1, 2_000), np.zeros(2_000))
+            findings = evaluate_window(
+                tally=worse, kind=PredictionKind.VALUE, holdout=values, options=options, holdout_errors=errors
+            )
+            alarms["degraded"] += any(f.flagged for f in findings)
+    assert alarms["exact"] >= 0.15 * trials, alarms  # the problem the error term fixes
+    assert alarms["with_error"] <= 0.05 * trials, alarms
+    assert alarms["degraded"] >= 0.9 * (trials // 4), alarms

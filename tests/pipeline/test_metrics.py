@@ -28,8 +28,10 @@ def test_auc_and_log_loss_match_pairwise_counting_and_torch() -> None:
     scores = np.round(np.clip(0.3 * labels + rng.random(500) * 0.7, 0.0, 1.0), 2)
     metrics = binary_metrics(labels, scores)
     assert metrics.auc == pytest.approx(pairwise_auc(labels, scores), rel=1e-12)
+    # Scores of exactly 0 and 1 are clipped by 1e-15, as the daemon clips a window's (one definition).
+    assert {0.0, 1.0} <= set(scores.tolist())
     expected = F.binary_cross_entropy(
-        torch.from_numpy(np.clip(scores, 1e-7, 1 - 1e-7)), torch.from_numpy(labels.astype("float64"))
+        torch.from_numpy(np.clip(scores, 1e-15, 1 - 1e-15)), torch.from_numpy(labels.astype("float64"))
     )
     assert metrics.log_loss == pytest.approx(float(expected), rel=1e-12)
     assert metrics.accuracy == pytest.approx(np.mean((scores >= 0.5) == (labels == 1)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +175,14 @@ def test_baseline_carries_the_models_state_predictions_labels_and_metrics(runs: 
     metrics = json.loads((version_dir / "metrics.json").read_text())["candidate"]
     assert baseline.metrics["auc"] == pytest.approx(metrics["auc"])
     assert baseline.metrics["log_loss"] == pytest.approx(metrics["log_loss"])
+    assert baseline.metrics["accuracy"] == pytest.approx(metrics["accuracy"])
+    # Each holdout metric's sampling error, bootstrapped on the holdout: the accuracy's agrees with the
+    # binomial standard error of that many rows.
+    assert set(baseline.metric_errors) == {"auc", "log_loss", "accuracy"}
+    accuracy, rows = metrics["accuracy"], metrics["rows"]
+    binomial = math.sqrt(accuracy * (1 - accuracy) / rows)
+    assert baseline.metric_errors["accuracy"] == pytest.approx(binomial, rel=0.3)
+    assert all(error > 0 for error in baseline.metric_errors.values())
     assert baseline.model == "ctr"
 
 
