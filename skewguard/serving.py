@@ -224,6 +224,8 @@ class ServingLogger:
             self._queue.put(record)
             ledger.in_queue += 1
             ledger.accepted += 1
+            if ledger.in_queue == self._batch_records:
+                self._wake.set()  # a full batch is waiting: end the sender's linger now
         return True
 
     # ------------------------------------------------------------------ control
@@ -308,27 +310,31 @@ class ServingLogger:
         self._shutdown(backlog, seq)
 
     def _take_batch(self) -> list[ServingRecord]:
-        """Wait for a first record, then gather more until the batch is full or the linger passed."""
+        """Wait for a first record, then gather more until the batch is full or the linger passed.
+
+        The linger is slept on ``_wake``, which the request path sets only when a full batch is queued
+        (and flush/close set): waiting on the queue instead would wake this thread, and take the GIL
+        from the request threads, at every logged record.
+        """
         try:
             first = self._queue.get(timeout=0.05 if not self._closing.is_set() else 0.0)
         except queue.Empty:
             return []
         batch = [first]
         linger_end = time.monotonic() + self._linger_s
-        hurry = self._flush_requested.is_set() or self._closing.is_set()
-        while len(batch) < self._batch_records:
+        get = self._queue.get_nowait
+        while True:
             try:
-                batch.append(self._queue.get_nowait())
-                continue
+                while len(batch) < self._batch_records:
+                    batch.append(get())
             except queue.Empty:
                 pass
             remaining = linger_end - time.monotonic()
-            if hurry or remaining <= 0:
+            hurry = self._flush_requested.is_set() or self._closing.is_set()
+            if len(batch) >= self._batch_records or hurry or remaining <= 0:
                 break
-            try:
-                batch.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
+            self._wake.wait(remaining)
+            self._wake.clear()  # (then drained: a record queued meanwhile is taken below)
         with self._ledger.cond:
             self._ledger.in_queue -= len(batch)
         return batch

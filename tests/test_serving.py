@@ -101,6 +101,30 @@ def test_ten_thousand_logged_records_arrive_exactly_once_in_batch_envelopes(
 
 
 @pytest.mark.kafka
+def test_a_full_batch_is_sent_without_waiting_out_the_linger_and_a_partial_one_waits(
+    kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
+) -> None:
+    """The linger is slept, not polled: only a full batch (or flush/close) ends it early."""
+    settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
+    topic = kafka_topic(partitions=1)
+    with make_logger(settings, topic, batch_records=50, linger_ms=600_000) as logger:
+        assert all(log_n(logger, 49))
+        time.sleep(0.5)
+        assert logger.stats().sent == 0, "a partial batch waits for its linger (ten minutes here)"
+        assert all(log_n(logger, 1, start=49))  # the 50th record fills the batch
+        deadline = time.monotonic() + 30
+        while logger.stats().sent < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert logger.stats().sent == 50, "a full batch must not wait out the linger"
+        assert all(log_n(logger, 10, start=50))
+        assert logger.flush(timeout_s=30)  # flush ends the linger of a partial batch
+        assert logger.stats().sent == 60
+    assert sorted(r.request_id for r in decoded(read_all(settings, topic, 1, 60))) == sorted(
+        f"req-{i}" for i in range(60)
+    )
+
+
+@pytest.mark.kafka
 def test_envelopes_are_co_partitioned_with_labels_keyed_by_request_id(
     kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
 ) -> None:
