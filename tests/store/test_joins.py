@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import pytest
+
 from skewguard.labels import EarlyLabel, LabelTally, WaitingPrediction
 from skewguard.store import Checkpoint, Store
 
@@ -126,6 +128,43 @@ def test_pairs_of_every_partition_are_read_and_forgotten_with_their_window(store
     # The window's waiting predictions went with it; another window's, and early labels, stay.
     assert set(store.waiting(GROUP, 0, ["w", "w2"])) == {"w2"}
     assert set(store.waiting(GROUP, 1, ["e"])) == {"e"}
+
+
+def test_large_saves_replace_keep_and_roll_back_as_small_ones_do(store: Store) -> None:
+    """Batches past the bulk threshold (PostgreSQL copies them through a stage table) behave alike."""
+    n = 1_000
+    first = {f"r{i}": WaitingPrediction(*WINDOW, i / n, {}, i) for i in range(n)}
+    tally = LabelTally()
+    for i in range(n):
+        tally.add(f"q{i}", i / n, float(i % 2))
+    _save(store, 0, predictions=first, tallies={WINDOW: tally})
+    # Two saves in one transaction (two partitions of one checkpoint): each writes its own rows only.
+    again = {rid: WaitingPrediction(*WINDOW, 0.5, {"v2": 0.1}, 7) for rid in list(first)[: n // 2]}
+    labels = {f"e{i}": EarlyLabel(i % 2, i, True) for i in range(n)}
+    labels["r0"] = EarlyLabel("both", 1, True)  # one id as a prediction and a label: the label is kept
+    with store.transaction() as tx:
+        joins = tx.joins(GROUP)
+        joins.save(0, settled=set(), predictions=again, labels=labels, tallies={WINDOW: tally})
+        joins.save(1, settled=set(), predictions=first, labels={}, tallies={})
+        # r1 joined since: deleted, and not written back by a later large save of the transaction.
+        more = {f"s{i}": WaitingPrediction(*WINDOW, 0.3, {}, i) for i in range(n)}
+        joins.save(0, settled={"r1"}, predictions=more, labels={}, tallies={})
+    found = store.waiting(GROUP, 0, [*first, *labels, *more])
+    assert len(found) == 3 * n - 1 and "r1" not in found
+    assert found["r0"] == EarlyLabel("both", 1, True)  # replaced (upsert)
+    assert found["r2"] == again["r2"] and found[f"r{n - 1}"] == first[f"r{n - 1}"]
+    assert found["e7"] == labels["e7"]
+    assert store.waiting(GROUP, 1, list(first)) == first
+    with store.transaction() as tx:
+        assert tx.joins(GROUP).pairs(WINDOW).ids == sorted(tally.ids)  # saved twice: stored once
+    # A transaction that fails after a large save leaves nothing of it behind, and the next one works.
+    late = {f"z{i}": WaitingPrediction(*WINDOW, 0.2, {}, i) for i in range(n)}
+    with pytest.raises(RuntimeError, match="after the save"), store.transaction() as tx:
+        tx.joins(GROUP).save(2, settled=set(), predictions=late, labels={}, tallies={})
+        raise RuntimeError("after the save")
+    assert store.waiting(GROUP, 2, list(late)) == {}
+    _save(store, 2, predictions=late)
+    assert store.waiting(GROUP, 2, list(late)) == late
 
 
 def test_a_checkpoint_save_says_whether_it_was_written(store: Store) -> None:
