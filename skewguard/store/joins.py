@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 import sqlalchemy as sa
@@ -109,7 +109,11 @@ def _bulk(
     of the driver's type (str, int, bytes, None).
     """
     if connection.dialect.name == "postgresql" and len(rows) >= _COPY_ROWS:
-        _copy_bulk(connection, insert, table, rows, conflict)
+        names = list(rows[0])
+        stage = _copy_to_stage(connection, table, rows)
+        source = sa.table(stage, *(sa.column(name) for name in names))
+        connection.execute(conflict(insert(table).from_select(names, sa.select(*source.c))))
+        connection.exec_driver_sql(f"TRUNCATE {connection.dialect.identifier_preparer.quote(stage)}")
         return
     compiled = conflict(insert(table).values(_bound(rows[0]))).compile(dialect=connection.dialect)
     if compiled.positional:
@@ -123,18 +127,12 @@ def _bulk(
 _COPY_ROWS: Final = 200
 
 
-def _copy_bulk(
-    connection: Connection,
-    insert: Callable[[sa.Table], Any],
-    table: sa.Table,
-    rows: list[dict[str, Any]],
-    conflict: Callable[[Any], Any],
-) -> None:
-    """PostgreSQL: COPY the rows into a session-local stage table, then one INSERT … SELECT from it.
+def _copy_to_stage(connection: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> str:
+    """PostgreSQL: COPY ``rows`` into a session-local stage table shaped like ``table``; its name.
 
     COPY streams rows without a statement per row (measured: see the commit that added it). The stage
-    is a temporary table shaped like ``table`` (``LIKE``: columns only), emptied after each use, so
-    several saves in one transaction, and a rolled-back one, leave nothing behind.
+    is a temporary table (``LIKE``: columns only), emptied by the caller after each use, so several
+    saves in one transaction, and a rolled-back one, leave nothing behind.
     """
     names = list(rows[0])
     preparer = connection.dialect.identifier_preparer
@@ -143,16 +141,12 @@ def _copy_bulk(
     connection.exec_driver_sql(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {preparer.format_table(table)})"
     )
-    driver = connection.connection.driver_connection
-    assert driver is not None  # an open connection's
+    driver = cast("Any", connection.connection.driver_connection)  # psycopg's, open (in a transaction)
     columns = ", ".join(preparer.quote(name) for name in names)
     with driver.cursor() as cursor, cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[name] for name in names])
-    source = sa.table(stage_name, *(sa.column(name) for name in names))
-    statement = conflict(insert(table).from_select(names, sa.select(*source.c)))
-    connection.execute(statement)
-    connection.exec_driver_sql(f"TRUNCATE {stage}")
+    return stage_name
 
 
 def _bound(row: Mapping[str, Any]) -> dict[str, Any]:
