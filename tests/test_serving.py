@@ -104,7 +104,7 @@ def test_ten_thousand_logged_records_arrive_exactly_once_in_batch_envelopes(
 def test_a_full_batch_is_sent_without_waiting_out_the_linger_and_a_partial_one_waits(
     kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
 ) -> None:
-    """The linger is slept, not polled: only a full batch (or flush/close) ends it early."""
+    """Only a full batch (or flush/close) ends the linger early (the sleep's wake-ups, not its cost)."""
     settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
     topic = kafka_topic(partitions=1)
     with make_logger(settings, topic, batch_records=50, linger_ms=600_000) as logger:

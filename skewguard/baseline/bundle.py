@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,8 +173,23 @@ class Baseline:
             window_size=int(meta["window_size"]),
             created=str(meta["created"]),
             metrics={str(k): float(v) for k, v in meta.get("metrics", {}).items()},
-            metric_errors={str(k): float(v) for k, v in meta.get("metric_errors", {}).items()},
+            metric_errors=_metric_errors(meta.get("metric_errors", {}), directory),
         )
+
+
+def _metric_errors(stored: Any, directory: Path) -> dict[str, float]:
+    """The holdout metrics' standard errors of ``baseline.json``: each a finite number >= 0.
+
+    Checked, because a NaN (which JSON readers accept) would silently switch its metric's check off.
+    """
+    errors: dict[str, float] = {}
+    for name, value in dict(stored).items():
+        error = float(value)
+        if not (math.isfinite(error) and error >= 0):
+            msg = f"baseline {str(directory)!r}: metric_errors[{name!r}] is {value!r}; expected a number >= 0"
+            raise DataError(msg)
+        errors[str(name)] = error
+    return errors
 
 
 ChunkSource = Callable[[], Iterator[pd.DataFrame]]

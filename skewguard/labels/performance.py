@@ -1,8 +1,9 @@
 """Per-window model performance on label-joined traffic, with a bootstrap confidence interval.
 
-A window's metric is compared with the training holdout's: it is flagged only when the holdout value lies
-outside the window's bootstrap interval *on the worse side* and the gap exceeds a tolerance — a noisy
-small window is not a degraded model, and a significant but tiny gap is not worth a page.
+A window's metric is compared with the training holdout's: it is flagged only when it is worse by more
+than both samples' errors allow (the window's bootstrap interval on the worse side and the holdout's
+standard error, in quadrature) and by more than a tolerance — a noisy small window, or a holdout's
+lucky draw, is not a degraded model, and a significant but tiny gap is not worth a page.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Holdout metrics of a binary classifier and the candidate-vs-production comparison.
 
-AUC is the Mann–Whitney U statistic of the positive scores against the negative ones divided by
-``n_pos * n_neg`` (ties count one half), computed by ``scipy.stats.mannwhitneyu``; log-loss and
-accuracy are the daemon's (:mod:`skewguard.labels.performance`), so a holdout value and a window's are
-one definition.
+AUC, log-loss and accuracy are the daemon's (:mod:`skewguard.labels.performance`: AUC is the
+Mann–Whitney U statistic over ``n_pos * n_neg``, ties counting one half), so a holdout value and a
+window's are one definition.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from skewguard.errors import DataError
-from skewguard.labels.performance import accuracy, log_loss
+from skewguard.labels.performance import accuracy, auc, log_loss
 from skewguard.pipeline.config import ComparisonMetric
 
 
@@ -53,15 +51,10 @@ def binary_metrics(labels: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -
     if not np.isfinite(p).all() or p.min() < 0.0 or p.max() > 1.0:
         msg = "metrics need scores that are finite probabilities in [0, 1]"
         raise DataError(msg)
-    positives, negatives = p[y == 1.0], p[y == 0.0]
-    auc = math.nan
-    if positives.size and negatives.size:
-        u = stats.mannwhitneyu(positives, negatives, alternative="two-sided").statistic
-        auc = float(u) / (positives.size * negatives.size)
     return BinaryMetrics(
         rows=int(y.size),
         positive_rate=float(y.mean()),
-        auc=auc,
+        auc=auc(p, y),
         log_loss=log_loss(p, y),
         accuracy=accuracy(p, y),
         mean_score=float(p.mean()),

@@ -101,19 +101,19 @@ def _bulk(
 ) -> None:
     """Insert ``rows`` (one key at most once) into ``table``, ``conflict`` adding the ON CONFLICT clause.
 
-    ``insert`` is the dialect's insert construct. On PostgreSQL a large batch is copied (COPY) into a
-    temporary stage table and inserted from there in one statement; otherwise the statement runs once
-    per row through the driver's executemany. Why not ``connection.execute(statement, rows)``:
+    ``insert`` is the dialect's insert construct. On PostgreSQL through psycopg 3 a large batch is
+    copied (COPY) into a temporary stage table and inserted from there in one statement; otherwise
+    (SQLite, another PostgreSQL driver, a small batch) the statement runs once per row through the
+    driver's executemany. Why not ``connection.execute(statement, rows)``:
     SQLAlchemy's per-row parameter processing cost more than the insert itself (measured, 200k waiting
     predictions: 3.7 s vs 1.4 s on SQLite, 5.9 s vs 3.2 s on PostgreSQL). Every value here is already
     of the driver's type (str, int, bytes, None).
     """
-    if connection.dialect.name == "postgresql" and len(rows) >= _COPY_ROWS:
+    if connection.dialect.driver == "psycopg" and len(rows) >= _COPY_ROWS:
         names = list(rows[0])
         stage = _copy_to_stage(connection, table, rows)
         source = sa.table(stage, *(sa.column(name) for name in names))
         connection.execute(conflict(insert(table).from_select(names, sa.select(*source.c))))
-        connection.exec_driver_sql(f"TRUNCATE {connection.dialect.identifier_preparer.quote(stage)}")
         return
     compiled = conflict(insert(table).values(_bound(rows[0]))).compile(dialect=connection.dialect)
     if compiled.positional:
@@ -128,24 +128,39 @@ _COPY_ROWS: Final = 200
 
 
 def _copy_to_stage(connection: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> str:
-    """PostgreSQL: COPY ``rows`` into a session-local stage table shaped like ``table``; its name.
+    """PostgreSQL (psycopg 3): COPY ``rows`` into a session-local stage table shaped like ``table``.
 
-    COPY streams rows without a statement per row (measured: see the commit that added it). The stage
-    is a temporary table (``LIKE``: columns only), emptied by the caller after each use, so several
-    saves in one transaction, and a rolled-back one, leave nothing behind.
+    Returns the stage's name. COPY streams rows without a statement per row: 200 000 waiting
+    predictions took 22 us a row instead of 37 (most of the rest is the server's index upkeep). The
+    stage is a temporary table (``LIKE``: columns only; the session needs the TEMP privilege), emptied
+    before each use and at commit, so several saves in one transaction, and a rolled-back one, never
+    see another's rows. A driver error is raised as SQLAlchemy's (the store turns it into a
+    StoreError, which the daemon retries), the connection invalidated when it is a disconnect.
     """
     names = list(rows[0])
     preparer = connection.dialect.identifier_preparer
     stage_name = f"sg_stage_{table.name}"
     stage = preparer.quote(stage_name)
     connection.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {preparer.format_table(table)})"
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {preparer.format_table(table)}) "
+        "ON COMMIT DELETE ROWS"
     )
+    connection.exec_driver_sql(f"TRUNCATE {stage}")
     driver = cast("Any", connection.connection.driver_connection)  # psycopg's, open (in a transaction)
     columns = ", ".join(preparer.quote(name) for name in names)
-    with driver.cursor() as cursor, cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[name] for name in names])
+    statement = f"COPY {stage} ({columns}) FROM STDIN"
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in names])
+    except dbapi_error as exc:
+        lost = connection.dialect.is_disconnect(exc, connection.connection.dbapi_connection, None)
+        if lost:
+            connection.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            statement, None, exc, dbapi_error, connection_invalidated=lost, dialect=connection.dialect
+        ) from exc
     return stage_name
 
 

@@ -148,6 +148,14 @@ def test_cli_stores_the_holdout_metrics_the_daemon_compares_with(raw: pd.DataFra
     assert loaded.metrics == {"auc": 0.81, "log_loss": 0.45, "accuracy": 0.7}
     # The standard errors given; a metric given without one is exact (none stored).
     assert loaded.metric_errors == {"auc": 0.006, "accuracy": 0.01}
+    # A standard error edited into something that is not one is named on load (NaN would switch the
+    # metric's check off silently).
+    meta_path = out / "baseline.json"
+    meta = json.loads(meta_path.read_text())
+    meta["metric_errors"]["auc"] = float("nan")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"metric_errors\['auc'\] is nan; expected a number >= 0"):
+        Baseline.load(out)
     # A metric the model's kind does not have, or a value or error that is not a number, is named.
     for bad in ("rmse=0.2", "auc=high", "auc", "auc=0.8+-", "auc=0.8+-x"):
         result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--metric", bad])

@@ -341,6 +341,28 @@ def test_holdout_metrics_and_their_standard_errors_match_scipy_and_sklearn() -> 
         }
     )
     assert set(errors) == {"rmse", "mae"} and all(e > 0 for e in errors.values())
+    # Few positives: some resamples draw none (no AUC there); the error is the spread of the others,
+    # as scipy's own bootstrap distribution gives it. With one positive most resamples have no AUC:
+    # the value stands, without an error.
+    rare = np.zeros(400)
+    rare[[3, 50, 120]] = 1.0
+    values, errors = holdout_metrics(PredictionKind.SCORE, scores, rare, resamples=200, seed=2)
+    with pytest.warns(stats.DegenerateDataWarning):  # scipy's interval is NaN: some resamples are
+        distribution = stats.bootstrap(
+            (scores, rare),
+            lambda s, y: sk.roc_auc_score(y, s) if 0 < y.sum() < len(y) else np.nan,
+            paired=True,
+            vectorized=False,
+            n_resamples=200,
+            method="percentile",
+            rng=np.random.default_rng(2),
+        ).bootstrap_distribution
+    assert np.isnan(distribution).any() and np.isfinite(distribution).mean() >= 0.9
+    assert errors["auc"] == pytest.approx(np.nanstd(distribution, ddof=1), rel=1e-9)
+    single = np.zeros(400)
+    single[7] = 1.0
+    values, errors = holdout_metrics(PredictionKind.SCORE, scores, single, resamples=200, seed=2)
+    assert "auc" in values and "auc" not in errors
     # One class in the holdout: no AUC, and so no error for it either; the other metrics stand.
     values, errors = holdout_metrics(PredictionKind.SCORE, scores, np.zeros(400), resamples=50)
     assert set(values) == set(errors) == {"log_loss", "accuracy"}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import uuid
 
 import pytest
 
+from skewguard.errors import StoreError
 from skewguard.labels import EarlyLabel, LabelTally, WaitingPrediction
 from skewguard.store import Checkpoint, Store
+from tests.store.conftest import POSTGRES_URL
 
 GROUP = "monitor"
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -165,6 +168,24 @@ def test_large_saves_replace_keep_and_roll_back_as_small_ones_do(store: Store) -
     assert store.waiting(GROUP, 2, list(late)) == {}
     _save(store, 2, predictions=late)
     assert store.waiting(GROUP, 2, list(late)) == late
+
+
+@pytest.mark.postgres
+def test_a_failed_copy_is_a_store_error_and_the_store_goes_on() -> None:
+    """A driver error inside PostgreSQL's COPY path reaches the caller as StoreError (the daemon retries)."""
+    store = Store(POSTGRES_URL, schema=f"sg_test_{uuid.uuid4().hex[:10]}")
+    try:
+        bad = {f"r{i}": WaitingPrediction(*WINDOW, 0.1, {}, i) for i in range(500)}
+        bad["r7"] = WaitingPrediction(*WINDOW, 0.1, {}, "not a number")  # type: ignore[arg-type]
+        with pytest.raises(StoreError, match="not a number"):
+            _save(store, 0, predictions=bad)
+        assert store.waiting(GROUP, 0, list(bad)) == {}  # the whole transaction rolled back
+        good = {rid: WaitingPrediction(*WINDOW, 0.1, {}, i) for i, rid in enumerate(bad)}
+        _save(store, 0, predictions=good)
+        assert store.waiting(GROUP, 0, list(good)) == good
+    finally:
+        store.drop_all()
+        store.close()
 
 
 def test_a_checkpoint_save_says_whether_it_was_written(store: Store) -> None:
