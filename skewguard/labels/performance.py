@@ -197,7 +197,8 @@ def metric_standard_error(
     What a holdout metric's own sampling error is: a holdout of a few hundred rows knows its AUC only to
     a few hundredths, and a window judged against it as if it were exact is flagged for the holdout's
     luck. 200 resamples: a standard error, unlike a percentile interval's tails, settles with that many.
-    NaN when the metric is undefined on some resample (an AUC of one class) or there are under 2 pairs.
+    NaN when there are under 2 pairs, or the metric is undefined on over a tenth of the resamples (an
+    AUC of a holdout with one or two positives; see :func:`~skewguard.stats.paired_bootstrap_standard_error`).
     """
     if len(inputs[0]) < 2:
         return math.nan
