@@ -21,7 +21,6 @@ from skewguard.labels.performance import (
     PerformanceOptions,
     evaluate_window,
     holdout_metrics,
-    metric_standard_error,
     outcome_arrays,
 )
 
@@ -41,7 +40,6 @@ __all__ = [
     "joined_predictions",
     "label_outcome",
     "label_to_float",
-    "metric_standard_error",
     "outcome_arrays",
     "outcome_from_json",
 ]

@@ -189,22 +189,6 @@ class PerformanceOptions:
     seed: int = 0
 
 
-def metric_standard_error(
-    spec: MetricSpec, inputs: tuple[FloatArray, FloatArray], *, resamples: int = 200, seed: int = 0
-) -> float:
-    """The bootstrap standard error of a metric on labelled pairs (scipy's, pairs resampled together).
-
-    What a holdout metric's own sampling error is: a holdout of a few hundred rows knows its AUC only to
-    a few hundredths, and a window judged against it as if it were exact is flagged for the holdout's
-    luck. 200 resamples: a standard error, unlike a percentile interval's tails, settles with that many.
-    NaN when there are under 2 pairs, or the metric is undefined on over a tenth of the resamples (an
-    AUC of a holdout with one or two positives; see :func:`~skewguard.stats.paired_bootstrap_standard_error`).
-    """
-    if len(inputs[0]) < 2:
-        return math.nan
-    return paired_bootstrap_standard_error(spec.function, inputs, resamples=resamples, seed=seed)
-
-
 def holdout_metrics(
     kind: PredictionKind,
     predictions: FloatArray,
@@ -215,10 +199,17 @@ def holdout_metrics(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """A model's metrics on its holdout pairs and their standard errors, as a baseline records them.
 
+    The standard error is the holdout metric's own sampling error: a holdout of a few hundred rows knows
+    its AUC only to a few hundredths, and a window judged against it as if it were exact is flagged for
+    the holdout's luck. It is scipy's paired bootstrap (predictions and labels resampled together);
+    200 resamples, since a standard error, unlike a percentile interval's tails, settles with that many.
+
     Computed by the very functions windows are judged with (one definition of each metric). Metrics that
     need class probabilities (a class model's log-loss) are left out: the predictions here are values,
     scores or class codes. A metric undefined on the holdout (an AUC of one class) is left out of both;
-    one whose standard error is undefined keeps its value without an error (judged as exact).
+    one whose standard error is undefined (under 2 pairs, or the metric undefined on over a tenth of
+    the resamples: see :func:`~skewguard.stats.paired_bootstrap_standard_error`) keeps its value
+    without an error (judged as exact).
     """
     values: dict[str, float] = {}
     errors: dict[str, float] = {}
@@ -233,7 +224,11 @@ def holdout_metrics(
         if not math.isfinite(value):
             continue
         values[name] = value
-        error = metric_standard_error(spec, inputs, resamples=resamples, seed=seed)
+        error = (
+            paired_bootstrap_standard_error(spec.function, inputs, resamples=resamples, seed=seed)
+            if len(inputs[0]) >= 2
+            else math.nan
+        )
         if math.isfinite(error):
             errors[name] = error
     return values, errors
