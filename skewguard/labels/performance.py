@@ -310,20 +310,33 @@ def _metric_finding(
         "holdout": reference,
         "holdout_standard_error": reference_error,
     }
-    if n < options.min_pairs or not math.isfinite(value):
+
+    def not_judged(reason: str) -> Finding:
+        effect = value if math.isfinite(value) else None
+        reason += "; not judged"
         return Finding(
             Check.PERFORMANCE,
             name,
             False,
-            effect=value if math.isfinite(value) else None,
+            effect=effect,
             threshold=reference,
             method="bootstrap",
-            reason=f"{name}: only {n} {pairs} (need {options.min_pairs}); not judged",
+            reason=reason,
             detail=detail,
         )
+
+    if n < options.min_pairs:
+        return not_judged(f"{name}: only {n} {pairs} (need {options.min_pairs})")
+    if not math.isfinite(value):  # (an AUC of pairs of one class)
+        return not_judged(f"{name}: undefined on these {n:,} {pairs}")
     low, high = paired_bootstrap_interval(
         spec.function, inputs, resamples=options.resamples, confidence=options.confidence, seed=options.seed
     )
+    if not math.isfinite(low):  # (an AUC of a window with a handful of one class: most draws lack it)
+        return not_judged(
+            f"{name} {value:.4f} on {n:,} {pairs}: undefined on most bootstrap resamples (too few of one "
+            "class), so no interval"
+        )
     detail |= {"ci_low": low, "ci_high": high, "confidence": options.confidence}
     degraded = False
     if reference is not None:

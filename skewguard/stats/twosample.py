@@ -19,7 +19,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -357,9 +357,19 @@ def paired_bootstrap_interval(
     difference of two models' metrics keeps both on the same requests. Percentile, not BCa: BCa's
     jackknife calls the statistic once per row, far too slow for a window of labelled traffic. Seeded,
     so a window judged again gives the same interval.
+
+    The percentiles are taken over the resamples where the statistic is defined (see
+    :func:`_defined_resamples`): scipy's own interval is NaN as soon as one resample is undefined — an
+    AUC drawn without a positive, in a window with few — which left exactly the windows with the
+    least evidence unjudged. With every resample defined this is scipy's interval.
     """
     result = _paired_bootstrap(statistic, samples, resamples=resamples, confidence=confidence, seed=seed)
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    defined = _defined_resamples(result)
+    if defined is None:
+        return math.nan, math.nan
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(defined, [tail, 100 - tail])  # as scipy's percentile method takes them
+    return float(low), float(high)
 
 
 def paired_bootstrap_standard_error(
@@ -374,15 +384,30 @@ def paired_bootstrap_standard_error(
     The spread (sample standard deviation) of the statistic over the resamples, paired and seeded as
     :func:`paired_bootstrap_interval` is. Resamples where the statistic is undefined (an AUC drawn
     without a positive, from a holdout with few) are left out rather than making the whole error
-    undefined, which would judge the metric as exact exactly where its error is largest; NaN only
-    when under 90 % of the resamples are defined.
+    undefined, which would judge the metric as exact exactly where its error is largest
+    (:func:`_defined_resamples`).
     """
     result = _paired_bootstrap(statistic, samples, resamples=resamples, seed=seed)
-    spread = np.asarray(result.bootstrap_distribution, dtype=np.float64)
-    defined = spread[np.isfinite(spread)]
-    if len(defined) < max(2, 0.9 * len(spread)):
-        return math.nan
-    return float(np.std(defined, ddof=1))
+    defined = _defined_resamples(result)
+    return math.nan if defined is None else float(np.std(defined, ddof=1))
+
+
+#: The least share of resamples with a defined statistic for an interval or an error to be given.
+_MIN_DEFINED_SHARE: Final = 0.9
+
+
+def _defined_resamples(result: Any) -> npt.NDArray[np.float64] | None:
+    """The bootstrap distribution without its undefined (non-finite) resamples; None if too few remain.
+
+    Leaving them out conditions the bootstrap on draws where the statistic exists (for an AUC: draws
+    with both classes), the usual practice; when they are more than a tenth, the condition itself is
+    doing the work and no figure is given (None: under :data:`_MIN_DEFINED_SHARE` defined, or under two).
+    """
+    distribution = np.asarray(result.bootstrap_distribution, dtype=np.float64)
+    defined = distribution[np.isfinite(distribution)]
+    if len(defined) < max(2, _MIN_DEFINED_SHARE * len(distribution)):
+        return None
+    return defined
 
 
 def _paired_bootstrap(

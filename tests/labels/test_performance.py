@@ -370,6 +370,42 @@ def test_holdout_metrics_and_their_standard_errors_match_scipy_and_sklearn() -> 
         holdout_metrics(PredictionKind.SCORE, scores, labels[:10])
 
 
+def test_an_auc_on_few_positives_is_judged_and_on_one_positive_is_reported_not_judged() -> None:
+    """A window with a handful of positives: some resamples draw none, yet its AUC is still judged."""
+    rng = np.random.default_rng(14)
+    labels = np.zeros(400)
+    labels[rng.choice(400, 6, replace=False)] = 1.0
+    scores = np.clip(0.2 + rng.normal(0, 0.1, 400) - 0.15 * labels, 0.01, 0.99)  # positives scored lower
+    options = PerformanceOptions(resamples=200, seed=3)
+    findings = {
+        f.subject: f
+        for f in evaluate_window(value_tally(scores, labels), PredictionKind.SCORE, {"auc": 0.85}, options)
+    }
+    auc = findings["auc"]
+    # (1 - 6/400)^400 ~ 0.2 %: a resample or so lacks a positive; the interval comes from the rest.
+    assert auc.flagged and auc.effect is not None and auc.effect < 0.3
+    assert auc.detail["ci_high"] < 0.85 and "not judged" not in auc.reason
+    # One positive: the AUC has a value but no interval (most resamples lack the positive).
+    single = np.zeros(400)
+    single[11] = 1.0
+    findings = {
+        f.subject: f
+        for f in evaluate_window(value_tally(scores, single), PredictionKind.SCORE, {"auc": 0.85}, options)
+    }
+    auc = findings["auc"]
+    assert not auc.flagged and auc.effect is not None and "ci_low" not in auc.detail
+    assert "undefined on most bootstrap resamples" in auc.reason and auc.reason.endswith("not judged")
+    # No positive at all: no AUC.
+    findings = {
+        f.subject: f
+        for f in evaluate_window(
+            value_tally(scores, np.zeros(400)), PredictionKind.SCORE, {"auc": 0.85}, options
+        )
+    }
+    assert findings["auc"].effect is None and "undefined on these 400 " in findings["auc"].reason
+    assert findings["accuracy"].detail["ci_low"] <= findings["accuracy"].effect  # the others stand
+
+
 def test_the_holdouts_standard_error_widens_the_margin_in_quadrature() -> None:
     rng = np.random.default_rng(5)
     predictions = rng.normal(0, 1, 2_000)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from skewguard.stats import (
     linf_distance,
     null_rate_change,
     out_of_domain_share,
+    paired_bootstrap_interval,
+    paired_bootstrap_standard_error,
     psi,
     unseen_category_share,
     wasserstein_binned,
@@ -226,6 +230,65 @@ def test_out_of_domain_share_numeric_and_categorical() -> None:
     assert out_of_domain_share([-1.0, 0.0, 5.0, 11.0, np.nan], low=0.0, high=10.0) == pytest.approx(2 / 4)
     values = np.array(["x", "y", "z", None], dtype=object)
     assert out_of_domain_share(values, allowed=frozenset({"x", "y"})) == pytest.approx(1 / 3)
+
+
+def auc_or_nan(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The AUC (Mann-Whitney U over positives x negatives), NaN when one class is missing."""
+    positives = int(labels.sum())
+    if positives in (0, len(labels)):
+        return math.nan
+    u = stats.mannwhitneyu(scores[labels == 1], scores[labels == 0]).statistic
+    return float(u / (positives * (len(labels) - positives)))
+
+
+def scipy_auc_bootstrap(scores: np.ndarray, labels: np.ndarray, seed: int, confidence: float = 0.95) -> Any:
+    """scipy's own paired percentile bootstrap of the AUC (200 resamples, this seed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        return stats.bootstrap(
+            (scores, labels),
+            auc_or_nan,
+            paired=True,
+            vectorized=False,
+            n_resamples=200,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+
+
+def test_paired_bootstrap_interval_is_scipys_percentile_interval(rng: np.random.Generator) -> None:
+    labels = (rng.random(300) < 0.4).astype(float)
+    scores = labels * 0.5 + rng.normal(0, 0.5, 300)
+    low, high = paired_bootstrap_interval(auc_or_nan, (scores, labels), resamples=200, confidence=0.9, seed=3)
+    reference = scipy_auc_bootstrap(scores, labels, seed=3, confidence=0.9).confidence_interval
+    assert np.isfinite([reference.low, reference.high]).all()
+    assert (low, high) == pytest.approx((reference.low, reference.high), rel=1e-12)
+
+
+def test_resamples_without_a_defined_statistic_are_left_out_of_the_interval_and_error() -> None:
+    """Few positives: some resamples draw none and have no AUC; scipy's interval is NaN then, ours is not."""
+    rng = np.random.default_rng(9)
+    labels = np.zeros(200)
+    labels[rng.choice(200, 4, replace=False)] = 1.0
+    scores = labels * 0.8 + rng.normal(0, 0.5, 200)
+    distribution = np.asarray(scipy_auc_bootstrap(scores, labels, seed=5).bootstrap_distribution)
+    defined = distribution[np.isfinite(distribution)]
+    # (1 - 4/200)^200 ~ 1.7 %: a few resamples lack a positive, and the rest are over 90 %.
+    assert 0 < len(defined) < len(distribution) and len(defined) >= 0.9 * len(distribution)
+    low, high = paired_bootstrap_interval(
+        auc_or_nan, (scores, labels), resamples=200, confidence=0.95, seed=5
+    )
+    assert (low, high) == pytest.approx(tuple(np.percentile(defined, [2.5, 97.5])), rel=1e-12)
+    error = paired_bootstrap_standard_error(auc_or_nan, (scores, labels), resamples=200, seed=5)
+    assert error == pytest.approx(np.std(defined, ddof=1), rel=1e-12)
+    # One positive: most resamples lack it, and neither figure is given.
+    single = np.zeros(200)
+    single[17] = 1.0
+    assert np.isfinite(scipy_auc_bootstrap(scores, single, seed=5).bootstrap_distribution).mean() < 0.9
+    interval = paired_bootstrap_interval(auc_or_nan, (scores, single), resamples=200, confidence=0.95, seed=5)
+    assert all(math.isnan(bound) for bound in interval)
+    assert math.isnan(paired_bootstrap_standard_error(auc_or_nan, (scores, single), resamples=200, seed=5))
 
 
 @pytest.mark.parametrize(
