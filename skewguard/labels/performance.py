@@ -18,7 +18,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from skewguard.baseline import PredictionKind
-from skewguard.labels.join import LabelTally, Outcome, class_of
+from skewguard.labels.join import LabelTally, Outcome, class_of, label_to_float
 from skewguard.results import Check, Finding, Severity
 from skewguard.stats import (
     CategoricalSketch,
@@ -393,10 +393,15 @@ def _class_drift(classes: list[str], baseline: CategoricalSketch, options: Perfo
 
 
 def _label_drift(labels: FloatArray, baseline: CategoricalSketch, options: PerformanceOptions) -> Finding:
-    """Label drift of a binary model: the window's positive rate against training's (chi-square)."""
-    names = baseline.layout.bin_labels()
+    """Label drift of a binary model: the window's positive rate against training's (chi-square).
+
+    Training's positives are the label categories a window's label would count as positive
+    (:func:`label_to_float` above 0.5: ``1``, ``"true"``, ``"yes"``...), so both rates count alike.
+    """
     counts = np.asarray(baseline.counts, dtype=np.float64)
-    positive_bins = [i for i, label in enumerate(names) if str(label) in {"1", "1.0", "True", "true"}]
+    positive_bins = [
+        i for i, label in enumerate(baseline.layout.vocabulary) if (label_to_float(label) or 0.0) > 0.5
+    ]
     reference_positive = float(counts[positive_bins].sum())
     reference_total = float(counts.sum())
     window_positive = float((labels > 0.5).sum())

@@ -260,16 +260,23 @@ class NumericColumnLayout:
 
     @classmethod
     def fit(cls, spec: ColumnSpec, series: pd.Series[Any], bins: int) -> NumericColumnLayout:
-        """Edges at the reference's quantiles (actual data values, duplicates collapsed)."""
+        """Edges at the reference's quantiles (actual data values, duplicates collapsed).
+
+        A maximum the reference holds more than once is an atom — a 0/1 flag's 1, a capped value, a
+        constant — and gets a bin of its own, ``[max, next float]``: the last bin is closed, so it would
+        otherwise hold the atom together with the values below it (a flag's 0s and 1s in one bin), and
+        a shift between them would be invisible to every binned test. A continuous reference's maximum
+        (one row) keeps the plain quantile bins.
+        """
         values = _numeric_values(series, spec.name)
         values = values[~np.isnan(values)]
         if len(values) == 0:
             msg = f"column {spec.name!r} has no finite values in the reference; cannot place bin edges"
             raise DataError(msg)
         edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
-        if len(edges) == 1:
-            # A constant reference: one bin holding exactly that value, everything else out of range.
-            edges = np.array([edges[0], np.nextafter(edges[0], np.inf)])
+        top = edges[-1]
+        if len(edges) == 1 or np.count_nonzero(values == top) > 1:
+            edges = np.append(edges, np.nextafter(top, np.inf))
         return cls(spec=spec, edges=edges)
 
     def encode(self, series: ColumnValues) -> EncodedColumn:

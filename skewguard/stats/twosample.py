@@ -165,7 +165,8 @@ def chi_square(
        (``scipy.stats.binomtest``), and the two p-values are combined by Bonferroni,
        ``min(1, 2·min(p_chi2, p_exact))``.
 
-    With fewer than two dense bins the chi-square part is skipped (p = 1).
+    With fewer than two dense bins, or a sample with no count in them, the chi-square part is skipped
+    (p = 1).
     """
     ref, cur = _pair(reference_counts, current_counts)
     table = np.vstack([ref, cur])
@@ -185,7 +186,9 @@ def chi_square(
             # Counts arrive as floats holding whole numbers; int() is exact for them.
             exact = stats.binomtest(int(merged[1, 0]), int(merged.sum()), p=float(rows[1] / rows.sum()))
             exact_p = float(exact.pvalue)
-    if table.shape[1] >= 2:
+    # Without two dense bins, or when one sample has nothing outside the pooled bin (a window whose
+    # every value is a new category), the chi-square part holds no evidence; the exact test has it.
+    if table.shape[1] >= 2 and table.sum(axis=1).min() > 0:
         result = stats.chi2_contingency(table, correction=False)
         statistic, p_value, dof = float(result.statistic), float(result.pvalue), int(result.dof)
     else:

@@ -370,6 +370,22 @@ def test_holdout_metrics_and_their_standard_errors_match_scipy_and_sklearn() -> 
         holdout_metrics(PredictionKind.SCORE, scores, labels[:10])
 
 
+def test_label_drift_counts_training_positives_as_a_windows_labels_count_them() -> None:
+    """Labels spelled "yes"/"no": training's positives are the "yes" bin, as a window's "yes" is 1."""
+    training = label_sketch(["yes"] * 300 + ["no"] * 700)
+    rng = np.random.default_rng(4)
+    for rate, drifted in ((0.3, False), (0.6, True)):
+        spelled = np.where(rng.random(2_000) < rate, "yes", "no").tolist()
+        window = np.asarray([label_outcome(v, PredictionKind.SCORE) for v in spelled], dtype=float)
+        tally = value_tally(np.full(2_000, 0.5), window)
+        options = PerformanceOptions(resamples=50)
+        findings = evaluate_window(tally, PredictionKind.SCORE, {}, options, training)
+        [drift] = [f for f in findings if f.check is Check.LABEL_DRIFT]
+        assert drift.detail["reference_rate"] == pytest.approx(0.3)
+        assert drift.detail["window_rate"] == pytest.approx(np.mean(window))
+        assert drift.flagged is drifted
+
+
 def test_an_auc_on_few_positives_is_judged_and_on_one_positive_is_reported_not_judged() -> None:
     """A window with a handful of positives: some resamples draw none, yet its AUC is still judged."""
     rng = np.random.default_rng(14)

@@ -21,6 +21,7 @@ from skewguard.stats import (
     NumericColumnLayout,
     Profile,
     ProfileLayout,
+    ks_binned,
     row_priorities,
 )
 
@@ -74,6 +75,28 @@ def test_constant_reference_column_gets_one_bin_holding_that_value() -> None:
     layout = ProfileLayout.fit(pd.DataFrame({"c": [2.0] * 10}), [ColumnSpec("c", NUM)])
     profile = layout.profile(pd.DataFrame({"c": [1.0, 2.0, 2.0, 3.0]}))
     np.testing.assert_array_equal(profile.numeric("c").counts, [1, 2, 1])
+
+
+def test_a_repeated_maximum_gets_its_own_bin_so_every_value_of_a_discrete_column_is_told_apart() -> None:
+    """A 0/1 flag: its 0s and 1s once shared the closed last bin, and no binned test saw them move."""
+    rng = np.random.default_rng(3)
+    reference = (rng.random(4000) < 0.1).astype(float)
+    window = (rng.random(1000) < 0.9).astype(float)
+    layout = ProfileLayout.fit(pd.DataFrame({"flag": reference}), [ColumnSpec("flag", NUM)], bins=10)
+    flag = layout.column("flag")
+    assert isinstance(flag, NumericColumnLayout)
+    np.testing.assert_array_equal(flag.edges, [0.0, 1.0, np.nextafter(1.0, np.inf)])
+    before = layout.profile(pd.DataFrame({"flag": reference})).numeric("flag").counts
+    after = layout.profile(pd.DataFrame({"flag": window})).numeric("flag").counts
+    np.testing.assert_array_equal(before, [0, *np.bincount(reference.astype(int)), 0])
+    np.testing.assert_array_equal(after, [0, *np.bincount(window.astype(int)), 0])
+    # Every value in its own bin: the binned KS is scipy's exact one on the raw values.
+    assert ks_binned(before, after).statistic == pytest.approx(stats.ks_2samp(reference, window).statistic)
+    # Small integers alike, the largest included; values above it overflow.
+    counts = rng.integers(0, 5, 3000).astype(float)
+    layout = ProfileLayout.fit(pd.DataFrame({"n": counts}), [ColumnSpec("n", NUM)], bins=10)
+    folded = layout.profile(pd.DataFrame({"n": [*counts, 5.0]})).numeric("n").counts
+    np.testing.assert_array_equal(folded, [0, *np.bincount(counts.astype(int)), 1])
 
 
 def test_categorical_vocabulary_is_top_k_by_frequency_then_name(frame: pd.DataFrame) -> None:

@@ -130,6 +130,16 @@ def test_chi_square_detects_a_new_category_at_two_percent() -> None:
     assert chi_square(ref, cur).p_value < 1e-10
 
 
+def test_chi_square_of_a_window_wholly_in_a_new_category_rests_on_the_exact_test() -> None:
+    """The window's only bin is new and too sparse to pool densely: its dense part is all zeros."""
+    reference, current = [50_000.0, 50_000.0, 0.0], [0.0, 0.0, 200.0]
+    result = chi_square(reference, current)
+    exact = stats.binomtest(200, 200, p=200 / 100_200).pvalue
+    assert result.sparse_p_value == pytest.approx(exact)
+    assert result.p_value == pytest.approx(min(1.0, 2 * exact)) and result.p_value < 1e-100
+    assert result.dof == 0
+
+
 def test_chi_square_with_a_single_bin_has_nothing_to_test() -> None:
     result = chi_square([100, 0, 0], [50, 0, 0])
     assert (result.statistic, result.p_value, result.dof) == (0.0, 1.0, 0)
