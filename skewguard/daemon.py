@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from features import FeatureSet, FeatureState
 from skewguard.alerts import AlertDispatcher, WebhookSink, alert_payload
@@ -79,7 +78,7 @@ from skewguard.records import (
     decode_serving,
     encode_record,
 )
-from skewguard.results import Severity, Stage, WindowKey, WindowResult
+from skewguard.results import Severity, Stage, WindowKey, WindowResult, json_bytes
 from skewguard.settings import MonitorSettings
 from skewguard.shadow.compare import labelled_findings
 from skewguard.stats import Profile
@@ -1299,7 +1298,7 @@ class MonitorDaemon:
         if producer is None:
             return False
         try:
-            producer.send(self.topics.alerts, orjson.dumps(payload), key=payload["model"].encode())
+            producer.send(self.topics.alerts, json_bytes(payload), key=payload["model"].encode())
             return True
         except BrokerError as exc:
             log.warning("alert %s not published: %s", payload["dedup_key"], exc)

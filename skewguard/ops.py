@@ -7,7 +7,6 @@ test checks every query against ``METRIC_NAMES``), so they are declared here, on
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from skewguard.results import Check, WindowResult
+from skewguard.results import Check, WindowResult, json_bytes
 
 
 class Metrics:
@@ -156,7 +155,7 @@ class OpsServer:
                     ok, reason = healthy()
                     self._send(200 if ok else 503, "text/plain", reason.encode())
                 elif path == "/status":
-                    self._send(200, "application/json", json.dumps(status(), default=str).encode())
+                    self._send(200, "application/json", json_bytes(status()))
                 else:
                     self._send(404, "text/plain", b"not found: try /metrics, /healthz or /status")
 

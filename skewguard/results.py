@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 
 class Check(StrEnum):
     """The analysis a finding comes from."""
@@ -114,3 +116,15 @@ class WindowResult:
     def flagged(self) -> tuple[Finding, ...]:
         """The findings that crossed their thresholds."""
         return tuple(f for f in self.findings if f.flagged)
+
+
+def json_bytes(value: Any) -> bytes:
+    """Standard JSON of results — findings' details, alerts, the daemon's status — with NaN as null.
+
+    Statistics can be NaN or infinite (an AUC of one class, a threshold with nothing to compare).
+    Python's writer emits ``NaN``/``Infinity``, which is no JSON: PostgreSQL refused it in a JSON
+    column (failing the checkpoint at every retry) and strict webhook receivers refuse it too. orjson
+    writes non-finite numbers as null; numpy scalars and non-string keys are written as JSON, any other
+    object as its ``str``.
+    """
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)

@@ -8,7 +8,6 @@ store and on the topic, and ``skewguard status`` shows it.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from skewguard.results import WindowKey
+from skewguard.results import WindowKey, json_bytes
 from skewguard.store import NewAlert
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class WebhookSink:
 
     def send(self, payload: dict[str, Any]) -> bool:
         """True when the endpoint accepted the alert (2xx) within the retries."""
-        body = json.dumps(payload).encode()
+        body = json_bytes(payload)
         for attempt in range(self.retries + 1):
             request = urllib.request.Request(
                 self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"

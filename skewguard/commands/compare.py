@@ -7,16 +7,16 @@ column drifted in any chunk, 1 when one did, 2 on usage errors, so the command c
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from skewguard.commands.common import EXIT_FINDING, console, reports_errors
 from skewguard.errors import ConfigError
+from skewguard.results import json_bytes
 
 if TYPE_CHECKING:
     from skewguard.detect import DriftPolicy
@@ -52,21 +52,6 @@ def build_policy(alpha: float, min_count: int) -> DriftPolicy:
         )
         msg = f"invalid drift policy: {problems}"
         raise ConfigError(msg) from None
-
-
-def finite_json(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None``.
-
-    A threshold is infinite when a chunk has no values to compare (all null); JSON has no infinity, and
-    ``Infinity`` would break strict parsers, so it is written as ``null``.
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_json(item) for item in value]
-    return value
 
 
 def _number(value: float, spec: str) -> str:
@@ -167,7 +152,7 @@ def compare(
         seed=seed,
     )
     if as_json:
-        typer.echo(json.dumps(finite_json(result.to_json_dict()), allow_nan=False))
+        typer.echo(json_bytes(result.to_json_dict()).decode())
     else:
         _print_tables(result)
     if result.any_drift:

@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from skewguard.errors import StoreError
 from skewguard.labels import EarlyLabel, WaitingPrediction
 from skewguard.records import from_us, to_us
-from skewguard.results import Check, Finding, Severity, Stage, WindowKey, WindowResult
+from skewguard.results import Check, Finding, Severity, Stage, WindowKey, WindowResult, json_bytes
 from skewguard.store.joins import JoinRows, join_tables
 
 #: ``window_index`` of an event-time window.
@@ -508,7 +508,7 @@ class Store:
             msg = f"unsupported store backend {backend!r} in {shown!r}: use sqlite or postgresql"
             raise StoreError(msg)
         try:
-            self.engine: Engine = sa.create_engine(parsed, pool_pre_ping=True)
+            self.engine: Engine = sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_text)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             msg = f"cannot open store {shown!r}: {exc}"
             raise StoreError(msg) from exc
@@ -692,6 +692,11 @@ class Store:
     def close(self) -> None:
         """Release pooled connections."""
         self.engine.dispose()
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's text (findings' detail, alerts' evidence, window context): standard JSON."""
+    return json_bytes(value).decode()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

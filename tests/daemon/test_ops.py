@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from skewguard.alerts.delivery import WebhookSink
 from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import hour_in_utc_bug
@@ -31,6 +32,12 @@ from tests.daemon.helpers import (
 pytestmark = pytest.mark.kafka
 
 
+def strict_json(token: str) -> Any:
+    """What a strict JSON parser does with Python's NaN / Infinity tokens: refuse them."""
+    msg = f"not JSON: {token}"
+    raise ValueError(msg)
+
+
 class Receiver:
     """A local webhook endpoint that records what it is sent (and fails the first call, to test retries)."""
 
@@ -46,7 +53,7 @@ class Receiver:
                 if receiver.calls == 1:
                     self.send_response(503)  # first attempt fails: the sink must retry
                 else:
-                    receiver.payloads.append(json.loads(body))
+                    receiver.payloads.append(json.loads(body, parse_constant=strict_json))
                     self.send_response(204)
                 self.end_headers()
 
@@ -59,6 +66,15 @@ class Receiver:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def test_the_webhook_posts_standard_json_even_for_non_finite_evidence() -> None:
+    receiver = Receiver()
+    sink = WebhookSink(receiver.url, sleep=lambda _s: None)
+    payload = {"dedup_key": "k", "evidence": {"ci_low": float("nan"), "effect": np.float64(np.inf), "n": 3}}
+    assert sink.send(payload)
+    assert receiver.payloads == [{"dedup_key": "k", "evidence": {"ci_low": None, "effect": None, "n": 3}}]
+    receiver.server.shutdown()
 
 
 def get(url: str) -> tuple[int, bytes]:

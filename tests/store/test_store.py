@@ -81,6 +81,33 @@ def test_window_is_finalised_exactly_once_with_its_findings(store: Store) -> Non
     assert stored[0].result == result
 
 
+def test_non_finite_statistics_in_json_columns_are_stored_as_null(store: Store) -> None:
+    """PostgreSQL refuses the NaN token of Python's JSON writer: the checkpoint failed at every retry."""
+    result = window()
+    nan_finding = Finding(
+        Check.PERFORMANCE,
+        "auc",
+        False,
+        method="bootstrap",
+        reason="auc: undefined on these pairs; not judged",
+        detail={"ci_low": float("nan"), "ci_high": float("inf"), "pairs": 200, "shares": [0.5, float("nan")]},
+    )
+    result = WindowResult(result.key, result.records, result.late_records, (nan_finding,), result.context)
+    with store.transaction() as tx:
+        window_id = tx.finalise_window(GROUP, result, now=NOW)
+        assert window_id is not None
+        alert = NewAlert("k1", "ctr", Check.PERFORMANCE, "auc", Severity.WARNING, "m", {"gap": float("nan")})
+        assert tx.add_alert(window_id, alert, now=NOW)
+    [stored] = store.windows()
+    assert stored.result.findings[0].detail == {
+        "ci_low": None,
+        "ci_high": None,
+        "pairs": 200,
+        "shares": [0.5, None],
+    }
+    assert store.alerts()[0].evidence == {"gap": None}
+
+
 def test_concurrent_finalisers_produce_one_row(store: Store) -> None:
     barrier = threading.Barrier(4)
     ids: list[int | None] = []
