@@ -107,13 +107,23 @@ def _to_utc_ns(value: Any, spec: RawInput, row: Any) -> int:
             "timestamps must carry a timezone (e.g. '+00:00')"
         )
         raise FeatureError(msg, input=spec.name, value=value, row=row)
-    return int(pd.Timestamp(value).tz_convert("UTC").value)
+    try:
+        return int(pd.Timestamp(value).tz_convert("UTC").as_unit("ns").value)
+    except (OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
+        msg = (
+            f"input {spec.name!r} row {row!r}: {value.isoformat()!r} is outside the timestamps this "
+            "library computes with (years 1677 to 2262, nanoseconds in UTC)"
+        )
+        raise FeatureError(msg, input=spec.name, value=value, row=row) from exc
 
 
 def _coerce_timestamp(series: pd.Series[Any], spec: RawInput) -> pd.Series[Any]:
     if isinstance(series.dtype, pd.DatetimeTZDtype):
-        utc_ns = series.dt.tz_convert("UTC").dt.as_unit("ns").dt.tz_localize(None)
-        return _utc_series(utc_ns.to_numpy(dtype="datetime64[ns]").view("int64"), series)
+        try:
+            utc_ns = series.dt.tz_convert("UTC").dt.as_unit("ns").dt.tz_localize(None)
+            return _utc_series(utc_ns.to_numpy(dtype="datetime64[ns]").view("int64"), series)
+        except pd.errors.OutOfBoundsDatetime:
+            pass  # a coarser unit holds years nanoseconds cannot: value by value, naming the bad one
     if pd.api.types.is_datetime64_dtype(series.dtype):
         row, value = (series.index[0], series.iloc[0]) if len(series) else (None, None)
         msg = (

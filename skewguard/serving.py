@@ -20,6 +20,7 @@ Counting contract of :meth:`ServingLogger.stats`: every call of ``log`` ends up 
 from __future__ import annotations
 
 import logging
+import operator
 import queue
 import threading
 import time
@@ -194,6 +195,9 @@ class ServingLogger:
         ``event_time`` defaults to now (UTC); a naive one is refused (counted as invalid).
         """
         try:
+            if type(request_id) is not str:
+                msg = f"request_id: expected a string, got {type(request_id).__name__}"
+                raise TypeError(msg)
             record = ServingRecord(
                 request_id,
                 event_time if event_time is not None else self._clock(),
@@ -302,7 +306,14 @@ class ServingLogger:
                 backoff = min(backoff * 2, self._settings.reconnect_backoff_max_ms / 1000)
                 continue
             backoff = self._settings.reconnect_backoff_ms / 1000
-            self._send(producer, backlog, seq)
+            try:
+                self._send(producer, backlog, seq)
+            except Exception as exc:  # a bug here must not end the thread and strand every later record
+                # (the batch counts as failed; envelopes sent before the error may be counted twice)
+                log.exception("serving log: sending %d records failed", len(backlog))
+                self._ledger.resolve(
+                    seq, seq + len(backlog), failed=len(backlog), error=f"send failed: {exc!r}"
+                )
             seq += len(backlog)
             backlog = []
             if self._flush_requested.is_set() and self._ledger.in_queue == 0:
@@ -373,10 +384,20 @@ class ServingLogger:
         can join labels partition by partition.
         """
         partitions = self._partitions(producer)
-        targets = [partition_for_key(r.request_id.encode(), partitions) for r in records]
-        order = sorted(range(len(records)), key=targets.__getitem__)
-        records = [records[i] for i in order]
-        targets = [targets[i] for i in order]
+        keyed: list[tuple[int, ServingRecord]] = []
+        for record in records:
+            try:
+                keyed.append((partition_for_key(record.request_id.encode(), partitions), record))
+            except (AttributeError, UnicodeEncodeError):  # log_record of a hand-made record
+                rid = getattr(record, "request_id", None)
+                with self._ledger.cond:
+                    self._ledger.invalid_queued += 1
+                    self._ledger.last_error = f"refused record {rid!r}: the request id must be UTF-8 text"
+        if len(keyed) < len(records):
+            self._ledger.resolve(first_seq + len(keyed), first_seq + len(records))
+        keyed.sort(key=operator.itemgetter(0))  # (stable: a partition's records keep their order)
+        targets = [target for target, _record in keyed]
+        records = [record for _target, record in keyed]
         start = 0
         for end in range(1, len(records) + 1):
             if end == len(records) or targets[end] != targets[start]:

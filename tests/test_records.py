@@ -248,6 +248,15 @@ def test_timestamp_without_offset_is_refused_as_naive() -> None:
     assert err.record_id == "req-0"
 
 
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_an_event_time_beyond_the_datetime_range_in_utc_is_refused_not_raised(stamp: str) -> None:
+    err = refusal(orjson.dumps(record_dict(event_time=stamp)))
+    assert err.reason == "wrong_type"
+    assert "outside the years 1 to 9999 in UTC" in str(err) and err.record_id == "req-0"
+    run = decode_serving([orjson.dumps(record_dict(event_time=stamp)), orjson.dumps(record_dict())])
+    assert [r.message for r in run.refused] == [0] and len(run.batch) == 1
+
+
 @pytest.mark.parametrize("version", [0, 2, 99])
 def test_other_schema_versions_are_refused_as_unsupported(version: int) -> None:
     err = refusal(orjson.dumps(record_dict(v=version)))

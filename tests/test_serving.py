@@ -175,10 +175,20 @@ def test_invalid_records_are_counted_and_their_neighbours_still_delivered(
         assert logger.log(request_id="bad-raw", features={}, prediction=0.5, raw_inputs={"t": naive})
         assert logger.log(request_id="ok-2", features={"x": 2}, prediction=0.5)
         assert logger.flush(timeout_s=10)
+        assert "bad-raw" in (logger.stats().last_error or "")
+        # a request id that is no text: refused at once; one that is no UTF-8, in the background
+        assert logger.log(request_id=123, features={}, prediction=0.5) is False  # type: ignore[arg-type]
+        lone_surrogate = ServingRecord("bad-\ud800", datetime.now(UTC), "ctr", "v1", "h", {}, 0.5)
+        assert logger.log_record(lone_surrogate)
+        assert logger.flush(timeout_s=10)
         stats = logger.stats()
-    assert (stats.sent, stats.invalid, stats.failed, stats.queued) == (2, 2, 0, 0)
-    assert stats.last_error is not None and "bad-raw" in stats.last_error
-    assert [r.request_id for r in decoded(read_all(settings, topic, 1, 2))] == ["ok-1", "ok-2"]
+        assert "UTF-8" in (stats.last_error or "")
+        # the sender lives on: a record after them is still delivered
+        assert logger.log(request_id="ok-3", features={"x": 3}, prediction=0.5)
+        assert logger.flush(timeout_s=10)
+        stats = logger.stats()
+    assert (stats.sent, stats.invalid, stats.failed, stats.queued) == (3, 4, 0, 0)
+    assert [r.request_id for r in decoded(read_all(settings, topic, 1, 3))] == ["ok-1", "ok-2", "ok-3"]
 
 
 @pytest.mark.kafka

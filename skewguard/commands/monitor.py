@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from skewguard.commands.common import console, reports_errors
+from skewguard.errors import ConfigError
 
 CONFIG_OPTION = typer.Option(
     ..., "--config", help="Monitor config file (TOML or YAML); env SKEWGUARD_* overrides."
@@ -37,6 +38,11 @@ def monitor(
     from skewguard.settings import load_settings
     from skewguard.store import Store
 
+    levels = logging.getLevelNamesMapping()
+    if log_level.upper() not in levels:
+        names = ", ".join(sorted(levels, key=levels.__getitem__))
+        msg = f"--log-level: expected one of {names}, got {log_level!r}"
+        raise ConfigError(msg)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(config)
     store = Store(settings.store.url, schema=settings.store.db_schema)

@@ -78,7 +78,7 @@ class GateSection(BaseModel):
     loss_floor: float = Field(default=0.0, allow_inf_nan=False)
     allow_no_grad: list[str] = Field(default_factory=list)
     allow_frozen: list[str] = Field(default_factory=list)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63)  # (torch.manual_seed takes a signed 64-bit int)
     lr_ladder: list[float] = Field(default_factory=lambda: [3.0, 1.0 / 3.0])
     init_loss_tolerance: float = Field(default=0.10, gt=0, le=1)
     determinism_steps: int = Field(default=5, ge=2)

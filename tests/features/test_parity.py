@@ -74,6 +74,28 @@ def test_naive_timestamps_are_rejected_in_both_paths(
     assert batch.value.input == where
 
 
+def test_timestamps_beyond_nanosecond_range_are_a_feature_error_naming_the_input(
+    fitted_state: FeatureState,
+) -> None:
+    request = {
+        "event_time": "2300-01-01T00:00:00+00:00",
+        "user_tz": "UTC",
+        "click_times": [],
+        "price": 1.0,
+        "category": "books",
+        "device": "mobile",
+        "ad_position": 1,
+    }
+    with pytest.raises(FeatureError, match="outside the timestamps") as online:
+        CTR_FEATURES.transform_record(request, fitted_state)
+    assert online.value.input == "event_time"
+    frame = pd.DataFrame([request])
+    frame["event_time"] = pd.Series([dt.datetime(2300, 1, 1, tzinfo=dt.UTC)]).astype("datetime64[us, UTC]")
+    with pytest.raises(FeatureError, match="outside the timestamps") as batch:
+        CTR_FEATURES.transform_frame(frame, fitted_state)
+    assert batch.value.input == "event_time"
+
+
 def test_naive_datetime64_column_is_rejected(fitted_state: FeatureState) -> None:
     frame = pd.DataFrame(
         {

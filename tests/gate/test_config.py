@@ -116,6 +116,11 @@ def test_builtin_loss_names_build_the_matching_torch_losses(tmp_path: Path):
             r"\[gate\] determinism_steps=900",
         ),
         ('model = "a:b"\nbatch = \n', r"invalid TOML"),
+        (
+            BASE
+            + 'loss = "cross_entropy"\ntask = "classification"\n[gate]\nseed = 99999999999999999999999\n',
+            r"key 'gate.seed': Input should be less than",
+        ),
     ],
 )
 def test_config_problems_raise_config_error_naming_the_key(tmp_path: Path, text: str, expected: str):
