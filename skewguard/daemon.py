@@ -34,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +45,9 @@ from skewguard.baseline import LABEL_COLUMN, Baseline, PredictionKind
 from skewguard.config import import_object
 from skewguard.errors import BrokerError, ConfigError, DataError, RecordError, StatisticsError, StoreError
 from skewguard.io.kafka import (
+    AssignmentChange,
     ChangeKind,
+    Delivery,
     RawConsumer,
     RawMessage,
     RawProducer,
@@ -100,6 +102,21 @@ UNKNOWN_MODEL = "unknown_model"
 LATE = "late"
 #: Phases of the poll loop whose time is counted (``DaemonCounters.seconds``, ``skewguard_busy_seconds``).
 PHASES = ("poll", "fold", "checkpoint", "finalise")
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    """A refused record's dead letter, waiting to be sent: whence (topic, partition, offset), what, why."""
+
+    source: tuple[str, int, int]
+    key: bytes | None
+    raw: bytes | None
+    reason: str
+    detail: str
+
+
+#: Room left in a produce request for a dead letter's headers and framing.
+_DEAD_LETTER_HEADROOM: Final = 16_384
 
 
 @dataclass
@@ -383,6 +400,11 @@ class MonitorDaemon:
         self._last_checkpoint = 0.0
         self._last_poll_ok = 0.0
         self._partition_count: int | None = None
+        #: Dead letters refused by a fold, not yet handed to the producer / not yet acknowledged.
+        self._dead_letters: list[_DeadLetter] = []
+        self._dead_letters_in_flight: list[tuple[_DeadLetter, Delivery]] = []
+        #: Set when a step failed unexpectedly: its partitions may be half-folded, so no final checkpoint.
+        self._broken: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -426,8 +448,14 @@ class MonitorDaemon:
     def close(self) -> None:
         """Final checkpoint, then release everything (consumers before the broker goes, per Tansu)."""
         try:
-            if self.consumer is not None:
+            if self.consumer is not None and self._broken is None:
                 self.checkpoint()
+            elif self.consumer is not None:
+                log.error(
+                    "no final checkpoint: a step failed unexpectedly (%r), so the state in memory may be "
+                    "half-folded; a restart resumes from the last checkpoint",
+                    self._broken,
+                )
         except (StoreError, BrokerError) as exc:
             log.error("final checkpoint failed: %s", exc)
         if self.dispatcher is not None:
@@ -439,6 +467,7 @@ class MonitorDaemon:
         if self.ops is not None:
             self.ops.close()
         self.consumer = self.producer = None
+        self.dispatcher = self.ops = None  # (closing twice is a no-op)
 
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; broker outages are retried with backoff, never fatal."""
@@ -460,19 +489,32 @@ class MonitorDaemon:
     # -- the loop ------------------------------------------------------------------------------------
 
     def step(self) -> int:
-        """One poll, fold and (when due) checkpoint; returns the number of messages polled."""
+        """One poll, fold and (when due) checkpoint; returns the number of messages polled.
+
+        Broker and store errors leave the daemon consistent (retry by calling again); any other error
+        marks it broken: :meth:`close` then skips its final checkpoint.
+        """
+        try:
+            return self._step()
+        except (BrokerError, StoreError):
+            raise
+        except BaseException as exc:
+            self._broken = exc
+            raise
+
+    def _step(self) -> int:
         consumer = self._require(self.consumer)
         started = time.perf_counter()
         messages = consumer.poll(timeout_ms=200, max_records=self.settings.max_poll_records)
         self._last_poll_ok = time.monotonic()
-        self._apply_assignment_changes()
-        polled = time.perf_counter()
-        self._spent("poll", polled - started)
         by_partition: dict[TopicPartition, list[RawMessage]] = defaultdict(list)
         for message in messages:
             by_partition[TopicPartition(message.topic, message.partition)].append(message)
         folded: set[TopicPartition] = set()
         try:
+            self._apply_assignment_changes()
+            polled = time.perf_counter()
+            self._spent("poll", polled - started)
             for tp, batch in by_partition.items():
                 if tp.topic == self.topics.labels:
                     self._fold_labels(tp, batch)
@@ -480,13 +522,15 @@ class MonitorDaemon:
                     self._fold_partition(tp, batch)
                 folded.add(tp)
         except StoreError:
-            # A label join lookup failed (before its partition changed): the consumer is already past
-            # this poll, so every partition not folded is read again once the store answers.
+            # A rebalance's checkpoint read or a label join lookup failed (before its partition
+            # changed): the consumer is already past this poll, so every partition not folded is read
+            # again once the store answers.
             for tp, batch in by_partition.items():
                 if tp not in folded:
                     consumer.seek(tp, batch[0].offset)
             raise
         self._spent("fold", time.perf_counter() - polled)
+        self._send_dead_letters()
         if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
             self.checkpoint()
         return len(messages)
@@ -497,47 +541,56 @@ class MonitorDaemon:
 
     def _apply_assignment_changes(self) -> None:
         consumer = self._require(self.consumer)
-        for change in consumer.assignment_changes():
-            if change.kind is ChangeKind.REVOKED:
-                for tp in change.partitions:
-                    # Its new owner restores it from the last checkpoint; anything folded since is replayed.
-                    self.owned.pop(tp, None)
-                    self.label_parts.pop(tp, None)
-                    self.metrics.forget_partition(tp.topic, tp.partition)
-                continue
-            with self.store.transaction() as tx:
-                stored = tx.load_checkpoints(self.group, [self.topics.serving, self.topics.labels])
-                joins = tx.joins(self.group)
-                early = {  # (a partition without a checkpoint has no join rows either)
-                    tp.partition: joins.early_labels(tp.partition) if self.labelled else {}
-                    for tp in change.partitions
-                    if tp.topic == self.topics.serving and (tp.topic, tp.partition) in stored
-                }
-            now_us = int(self.clock() * 1e6)
+        changes = consumer.assignment_changes()
+        for position, change in enumerate(changes):
+            try:
+                self._apply_assignment_change(change)
+            except StoreError:
+                consumer.requeue_changes(changes[position:])  # applied at the next step, in order
+                raise
+
+    def _apply_assignment_change(self, change: AssignmentChange) -> None:
+        consumer = self._require(self.consumer)
+        if change.kind is ChangeKind.REVOKED:
             for tp in change.partitions:
-                checkpoint = stored.get((tp.topic, tp.partition))
-                labels = tp.topic == self.topics.labels
-                if checkpoint is None:
-                    if labels:
-                        self.label_parts[tp] = LabelPartition(None, None, now_us)
-                    else:
-                        self.owned[tp] = OwnedPartition(PartitionWindows(self.spec), None, now_us)
-                    continue
-                state = checkpoint.state
+                # Its new owner restores it from the last checkpoint; anything folded since is replayed.
+                self.owned.pop(tp, None)
+                self.label_parts.pop(tp, None)
+                self.metrics.forget_partition(tp.topic, tp.partition)
+            return
+        with self.store.transaction() as tx:
+            stored = tx.load_checkpoints(self.group, [self.topics.serving, self.topics.labels])
+            joins = tx.joins(self.group)
+            early = {  # (a partition without a checkpoint has no join rows either)
+                tp.partition: joins.early_labels(tp.partition) if self.labelled else {}
+                for tp in change.partitions
+                if tp.topic == self.topics.serving and (tp.topic, tp.partition) in stored
+            }
+        now_us = int(self.clock() * 1e6)
+        for tp in change.partitions:
+            checkpoint = stored.get((tp.topic, tp.partition))
+            labels = tp.topic == self.topics.labels
+            if checkpoint is None:
                 if labels:
-                    max_event = state.get("max_event_us")
-                    self.label_parts[tp] = LabelPartition(
-                        checkpoint.next_offset,
-                        None if max_event is None else int(max_event),
-                        int(state.get("last_record_wall_us", now_us)),
-                        bool(state.get("caught_up", False)),
-                    )
+                    self.label_parts[tp] = LabelPartition(None, None, now_us)
                 else:
-                    self.owned[tp] = OwnedPartition.restore(
-                        self.spec, checkpoint.next_offset, state, now_us, self.horizon_us
-                    )
-                    self.owned[tp].stored_labels = early[tp.partition]
-                consumer.seek(tp, checkpoint.next_offset)
+                    self.owned[tp] = OwnedPartition(PartitionWindows(self.spec), None, now_us)
+                continue
+            state = checkpoint.state
+            if labels:
+                max_event = state.get("max_event_us")
+                self.label_parts[tp] = LabelPartition(
+                    checkpoint.next_offset,
+                    None if max_event is None else int(max_event),
+                    int(state.get("last_record_wall_us", now_us)),
+                    bool(state.get("caught_up", False)),
+                )
+            else:
+                self.owned[tp] = OwnedPartition.restore(
+                    self.spec, checkpoint.next_offset, state, now_us, self.horizon_us
+                )
+                self.owned[tp].stored_labels = early[tp.partition]
+            consumer.seek(tp, checkpoint.next_offset)
 
     def _fold_partition(self, tp: TopicPartition, messages: list[RawMessage]) -> None:
         part = self.owned.get(tp)
@@ -787,17 +840,59 @@ class MonitorDaemon:
         return result.records
 
     def _dead_letter(self, message: RawMessage, raw: bytes | None, reason: str, detail: str) -> None:
-        producer = self._require(self.producer)
-        publish_dead_letter(
-            producer,
-            self.topics.dead_letter,
-            raw,
-            reason,
-            detail,
-            (message.topic, message.partition, message.offset),
-        )
+        """Count a refused record and queue its dead letter, to send after the fold.
+
+        Sent after it and acknowledged before the next checkpoint: a send failing mid-fold (the
+        producer's buffer full, the broker gone) would leave the partition half-folded.
+        """
+        source = (message.topic, message.partition, message.offset)
+        self._dead_letters.append(_DeadLetter(source, message.key, raw, reason, detail))
         self.metrics.dead_letters.labels(reason).inc()
         self.counters.dead_letters[reason] += 1
+
+    def _send_dead_letters(self) -> None:
+        """Hand the queued dead letters to the producer; BrokerError leaves the rest queued for a retry."""
+        if not self._dead_letters:
+            return
+        producer = self._require(self.producer)
+        limit = self.settings.kafka.max_request_size - _DEAD_LETTER_HEADROOM
+        while self._dead_letters:
+            letter = self._dead_letters[0]
+            delivery = publish_dead_letter(
+                producer,
+                self.topics.dead_letter,
+                letter.raw,
+                letter.reason,
+                letter.detail,
+                letter.source,
+                key=letter.key,
+                max_value_bytes=limit,
+            )
+            self._dead_letters_in_flight.append((self._dead_letters.pop(0), delivery))
+
+    def _acknowledge_dead_letters(self) -> None:
+        """Wait until every dead letter sent is acknowledged; else queue the failed again, BrokerError.
+
+        Called before a checkpoint saves offsets: past them, the refused records are never read
+        again, so their dead letters must be in Kafka by then.
+        """
+        self._send_dead_letters()
+        if not self._dead_letters_in_flight:
+            return
+        self._require(self.producer).flush(timeout_s=self.settings.kafka.request_timeout_ms / 1000)
+        failed: list[_DeadLetter] = []
+        error: BrokerError | None = None
+        for letter, delivery in self._dead_letters_in_flight:
+            try:
+                delivery.wait(timeout_s=0)
+            except BrokerError as exc:
+                failed.append(letter)
+                error = exc
+        self._dead_letters_in_flight = []
+        if failed:
+            self._dead_letters[:0] = failed
+            msg = f"{len(failed)} dead letter(s) not acknowledged ({error}); the checkpoint waits for them"
+            raise BrokerError(msg)
 
     # -- checkpoint and finalisation -----------------------------------------------------------------
 
@@ -805,6 +900,7 @@ class MonitorDaemon:
         """Save state + offsets and finalise ready windows in one transaction; then commit and alert."""
         consumer = self._require(self.consumer)
         started = time.perf_counter()
+        self._acknowledge_dead_letters()
         finalising = 0.0
         now = self.clock()
         now_dt = dt.datetime.fromtimestamp(now, dt.UTC)

@@ -56,6 +56,7 @@ from pydantic_settings import NoDecode
 from skewguard.errors import BrokerError, ConfigError
 
 __all__ = [
+    "VALUE_OMITTED_HEADER",
     "AssignmentChange",
     "ChangeKind",
     "CommitFailed",
@@ -92,6 +93,8 @@ DEAD_LETTER_HEADERS: Final = (
     "skewguard.source_offset",
 )
 _MAX_DETAIL_CHARS: Final = 2000
+#: Header of a dead letter whose value was too big to send: the original value's size in bytes.
+VALUE_OMITTED_HEADER: Final = "skewguard.value_omitted"
 
 
 # ======================================================================================= settings
@@ -384,6 +387,8 @@ class DeadLetter:
     source_partition: int
     source_offset: int
     value: bytes | None
+    #: The original value's size when it was too big to dead-letter (then ``value`` is empty).
+    value_omitted: int | None = None
 
 
 class CommitFailed(BrokerError):
@@ -756,6 +761,10 @@ class RawConsumer:
             out.append(self._changes.popleft())
         return out
 
+    def requeue_changes(self, changes: Sequence[AssignmentChange]) -> None:
+        """Put back rebalance steps the caller could not act on; the next call returns them first."""
+        self._changes.extendleft(reversed(changes))
+
     def assignment(self) -> frozenset[TopicPartition]:
         """Partitions currently assigned to this consumer."""
         return frozenset(TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment())
@@ -987,11 +996,16 @@ def publish_dead_letter(
     source: tuple[str, int, int],
     *,
     key: bytes | None = None,
+    max_value_bytes: int | None = None,
 ) -> Delivery:
     """Send refused input to the dead-letter ``topic``: original bytes as value, why and whence in headers.
 
     ``source`` is (topic, partition, offset) of the original message; ``detail`` is truncated to 2000
-    characters so a pathological error message cannot make the dead letter itself oversized.
+    characters so a pathological error message cannot make the dead letter itself oversized. A value
+    above ``max_value_bytes`` (an oversized message: the producer would refuse to send it, again at
+    every retry) is left out, its size in the ``skewguard.value_omitted`` header; the source headers
+    still locate the original. A tombstone without a key is sent with an empty value (Kafka takes no
+    message without both).
     """
     src_topic, src_partition, src_offset = source
     headers = [
@@ -1001,6 +1015,11 @@ def publish_dead_letter(
         ("skewguard.source_partition", str(int(src_partition)).encode()),
         ("skewguard.source_offset", str(int(src_offset)).encode()),
     ]
+    if raw is not None and max_value_bytes is not None and len(raw) > max_value_bytes:
+        headers.append((VALUE_OMITTED_HEADER, str(len(raw)).encode()))
+        raw = b""
+    if raw is None and key is None:
+        raw = b""
     return producer.send(topic, raw, key=key, headers=headers)
 
 
@@ -1022,4 +1041,5 @@ def read_dead_letter(message: RawMessage) -> DeadLetter:
         source_partition=int(text["skewguard.source_partition"]),
         source_offset=int(text["skewguard.source_offset"]),
         value=message.value,
+        value_omitted=next((int(v) for name, v in message.headers if name == VALUE_OMITTED_HEADER), None),
     )

@@ -67,7 +67,9 @@ def produce(bootstrap: str, topic: str, records: Sequence[ServingRecord], *, bat
     produce_records(bootstrap, topic, records, batch=batch)
 
 
-def produce_raw(bootstrap: str, topic: str, values: Sequence[bytes], *, partition_key: bytes = b"k") -> None:
+def produce_raw(
+    bootstrap: str, topic: str, values: Sequence[bytes | None], *, partition_key: bytes = b"k"
+) -> None:
     producer = RawProducer(KafkaSettings.local(bootstrap))
     try:
         for value in values:

@@ -126,8 +126,13 @@ def test_two_group_members_split_the_partitions_and_read_each_message_once(
         assert not a & b
         assert a | b == {TopicPartition(topic, p) for p in range(4)}
         # the assignment each member holds was announced to its poll loop
-        last_assigned = [c for c in second.assignment_changes() if c.kind is ChangeKind.ASSIGNED][-1]
+        changes = second.assignment_changes()
+        last_assigned = [c for c in changes if c.kind is ChangeKind.ASSIGNED][-1]
         assert last_assigned.partitions == b
+        # steps a poll loop could not act on (its store down) come back first, in their order
+        assert second.assignment_changes() == []
+        second.requeue_changes(changes)
+        assert second.assignment_changes() == changes
         everything = seen["first"] + seen["second"]
         # at-least-once across a rebalance: every message arrives; none is lost
         assert {int(v or b"-1") for v in everything} == set(range(200))
@@ -230,6 +235,23 @@ def test_dead_letter_carries_reason_detail_source_and_the_original_bytes(
     assert letter.reason == "undecodable"
     assert letter.detail == "message is not UTF-8 JSON"
     assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("serving-log", 3, 1234)
+
+
+def test_a_keyless_tombstone_and_a_too_big_value_are_dead_lettered_without_their_value(
+    settings: KafkaSettings, producer: RawProducer, kafka_topic: Callable[..., str]
+) -> None:
+    """Kafka takes no message without key and value, and a producer none above its request size."""
+    dlq = kafka_topic()
+    source = ("serving-log", 0, 7)
+    publish_dead_letter(producer, dlq, None, "undecodable", "a tombstone", source).wait(10)
+    big = b"x" * 5_000
+    publish_dead_letter(producer, dlq, big, "oversized", "too big", source, max_value_bytes=4_096).wait(10)
+    publish_dead_letter(producer, dlq, big, "oversized", "fits", source, max_value_bytes=5_000).wait(10)
+    with RawConsumer(settings, partitions=[TopicPartition(dlq, 0)]) as consumer:
+        tombstone, omitted, kept = map(read_dead_letter, consume(consumer, 3))
+    assert (tombstone.value, tombstone.value_omitted) == (b"", None)
+    assert (omitted.value, omitted.value_omitted, omitted.detail) == (b"", 5_000, "too big")
+    assert (kept.value, kept.value_omitted) == (big, None)
 
 
 def test_reading_an_ordinary_message_as_dead_letter_is_refused() -> None:
