@@ -1403,11 +1403,19 @@ class MonitorDaemon:
     # -- operations ----------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
-        """Healthy while polls keep succeeding."""
-        since = time.monotonic() - self._last_poll_ok
+        """Healthy while polls and checkpoints keep succeeding.
+
+        Polls alone are not enough: with the store failing (or a checkpoint refused at every retry)
+        polls go on while nothing is saved or committed and unsaved state grows.
+        """
+        now = time.monotonic()
         limit = max(30.0, 3 * self.settings.checkpoint_interval_s)
+        since = now - self._last_poll_ok
         if since > limit:
             return False, f"no successful poll for {since:.0f}s"
+        since = now - self._last_checkpoint
+        if since > limit:
+            return False, f"no successful checkpoint for {since:.0f}s: nothing is saved or committed"
         return True, f"ok: {len(self.owned)} partition(s) owned, {self.counters.records} records folded"
 
     def status(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import pytest
 from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import TrafficShape, hour_in_utc_bug
+from skewguard.errors import StoreError
 from skewguard.io.broker import EmbeddedBroker
 from skewguard.records import encode_record, encode_record_fragment, encode_records, envelope_from_fragments
 from skewguard.results import Check, Severity
@@ -184,6 +185,24 @@ def test_after_an_unexpected_error_in_a_step_close_leaves_the_last_checkpoint_al
     with daemon.store.transaction() as tx:
         after = tx.load_checkpoints(daemon.group, [daemon.topics.serving])
     assert {k: c.next_offset for k, c in after.items()} == {k: c.next_offset for k, c in before.items()}
+
+
+def test_health_fails_while_checkpoints_fail_even_though_polls_succeed(daemon_for) -> None:
+    daemon: MonitorDaemon = daemon_for()
+    daemon.step()
+    daemon.checkpoint()
+    assert daemon.health()[0]
+    daemon.store.drop_all()  # the store loses its tables: every checkpoint fails from now on
+    with pytest.raises(StoreError):
+        daemon.checkpoint()
+    daemon.step()  # polls still succeed
+    limit = max(30.0, 3 * daemon.settings.checkpoint_interval_s)
+    daemon._last_checkpoint -= limit  # (as if that long had passed since the last good one)
+    healthy, reason = daemon.health()
+    assert not healthy and "no successful checkpoint" in reason
+    daemon.store.create()
+    daemon.checkpoint()
+    assert daemon.health()[0]
 
 
 # -- crash recovery -------------------------------------------------------------------------------------
