@@ -1109,29 +1109,38 @@ class MonitorDaemon:
             labels=changes.pending,
             tallies=changes.pairs,
         )
-        watermark = part.windows.watermark_us
+        bound = self._orphan_bound(part)
         # Always asked of the store, not only when the labels known here are due: a row written by a
         # previous owner that had lost the partition without noticing yet is evicted (and counted) too.
-        evicted = 0 if watermark is None else joins.evict_labels(partition, watermark)
+        evicted = 0 if bound is None else joins.evict_labels(partition, bound)
         stored = {
             rid: event_us
             for rid, event_us in part.stored_labels.items()
-            if rid not in changes.settled and (watermark is None or event_us >= watermark)
+            if rid not in changes.settled and (bound is None or event_us >= bound)
         }
         stored.update((rid, early.event_us) for rid, early in changes.pending.items())
         return evicted, stored
 
-    def _evict_orphan_labels(self) -> None:
-        """Drop early labels whose prediction can no longer come (it would be older than the watermark).
+    def _orphan_bound(self, part: OwnedPartition) -> int | None:
+        """Event time below which a waiting label's prediction can no longer be folded (None: no bound).
 
-        A prediction precedes its label in event time, so once a partition's watermark has passed a
-        waiting label's time, its prediction was either folded (and would have joined) or is late.
+        A prediction precedes its label in event time, and is folded unless its window is sealed: once
+        the label's own window is sealed, so is every window its prediction can be in. The watermark
+        itself is no such bound — a prediction just before it can still fall into an open window. Count
+        windows seal by number, not time: there the watermark is the bound.
         """
+        watermark = part.windows.watermark_us
+        if watermark is None or self.spec.counted:
+            return watermark
+        return self.spec.start_of(watermark)
+
+    def _evict_orphan_labels(self) -> None:
+        """Drop early labels whose prediction can no longer come (see :meth:`_orphan_bound`)."""
         for part in self.owned.values():
-            watermark = part.windows.watermark_us
-            if watermark is None or not part.pending:
+            bound = self._orphan_bound(part)
+            if bound is None or not part.pending:
                 continue
-            orphans = [rid for rid, (_label, event_us, _) in part.pending.items() if event_us < watermark]
+            orphans = [rid for rid, (_label, event_us, _) in part.pending.items() if event_us < bound]
             for rid in orphans:
                 del part.pending[rid]
             self.counters.unmatched_labels += len(orphans)

@@ -19,7 +19,7 @@ from skewguard.demo.labels import publish_labels
 from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
 from skewguard.io.broker import EmbeddedBroker
 from skewguard.io.kafka import KafkaSettings, RawMessage, RawProducer, TopicPartition
-from skewguard.records import LabelRecord, ServingRecord, encode_labels, to_us
+from skewguard.records import LabelRecord, ServingRecord, encode_labels, from_us, to_us
 from skewguard.results import Check, Stage
 from skewguard.settings import MonitorSettings
 from skewguard.store import Store
@@ -688,18 +688,49 @@ def test_a_prediction_is_looked_up_only_when_its_early_label_is_stored(
     assert daemon._stored_early_labels(0, part, mixed) == {"early-1": EarlyLabel(1, start, True)}
     assert lookups == [{"early-1"}]  # only the request whose label is stored
 
-    # A joined label leaves the index; once the watermark passes the others, they are evicted.
+    # A joined label leaves the index; once the others' window is sealed, they are evicted.
     part.settled.add("early-1")
     with store.transaction() as tx:
         evicted, stored = daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
     assert (evicted, stored) == (0, {"early-0": start, "early-2": start})
     part.stored_labels = stored
-    part.windows.advance(start + daemon.spec.size_us + 1)
-    assert part.windows.watermark_us is not None and part.windows.watermark_us > start
+    part.windows.advance(start + daemon.spec.size_us + daemon.spec.lateness_us)
+    assert part.windows.watermark_us == start + daemon.spec.size_us
     with store.transaction() as tx:
         evicted, stored = daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
     assert (evicted, stored) == (2, {})
     assert real(daemon.group, 0, ["early-0", "early-1", "early-2"]) == {}
+    store.close()
+
+
+def test_an_early_label_waits_while_its_prediction_can_still_fall_into_an_open_window(
+    labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    """The watermark passing a label is not enough: a prediction just before it still joins an open window."""
+    from skewguard.windows import PartitionWindows
+
+    directory, _auc = labelled_baseline
+    daemon, store = _offline_daemon(directory, tmp_path)
+    start = to_us(T0)  # a window start (T0 is aligned to the 60 s windows)
+    part = OwnedPartition(PartitionWindows(daemon.spec), 0, start)
+    labelled_at = start + 10_000_000
+    _fold_labels_into(daemon, part, [LabelRecord("early", from_us(labelled_at), 1)])
+    # Records up to 35 s into the window: the watermark (lateness 5 s) is 30 s in, past the label.
+    part.windows.advance(start + 35_000_000)
+    watermark = part.windows.watermark_us
+    assert watermark is not None and labelled_at < watermark < start + daemon.spec.size_us
+    # Its prediction (say at 5 s) would not be late: the window is open. So the label stays.
+    daemon._evict_orphan_labels()
+    assert "early" in part.pending and daemon.counters.unmatched_labels == 0
+    with store.transaction() as tx:
+        evicted, stored = daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
+    assert (evicted, stored) == (0, {"early": labelled_at})
+    part.stored_labels = stored
+    # Once the label's window is sealed, no prediction of it can be folded any more: evicted.
+    part.windows.advance(start + daemon.spec.size_us + daemon.spec.lateness_us)
+    with store.transaction() as tx:
+        evicted, stored = daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
+    assert (evicted, stored) == (1, {})
     store.close()
 
 
