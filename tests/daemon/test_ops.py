@@ -70,11 +70,17 @@ class Receiver:
 
 def test_the_webhook_posts_standard_json_even_for_non_finite_evidence() -> None:
     receiver = Receiver()
-    sink = WebhookSink(receiver.url, sleep=lambda _s: None)
-    payload = {"dedup_key": "k", "evidence": {"ci_low": float("nan"), "effect": np.float64(np.inf), "n": 3}}
-    assert sink.send(payload)
-    assert receiver.payloads == [{"dedup_key": "k", "evidence": {"ci_low": None, "effect": None, "n": 3}}]
-    receiver.server.shutdown()
+    try:
+        sink = WebhookSink(receiver.url, sleep=lambda _s: None)
+        payload = {
+            "dedup_key": "k",
+            "evidence": {"ci_low": float("nan"), "effect": np.float64(np.inf), "n": 3},
+        }
+        assert sink.send(payload)
+        assert receiver.payloads == [{"dedup_key": "k", "evidence": {"ci_low": None, "effect": None, "n": 3}}]
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
 
 
 def get(url: str) -> tuple[int, bytes]:
