@@ -856,19 +856,23 @@ class MonitorDaemon:
             return
         producer = self._require(self.producer)
         limit = self.settings.kafka.max_request_size - _DEAD_LETTER_HEADROOM
-        while self._dead_letters:
-            letter = self._dead_letters[0]
-            delivery = publish_dead_letter(
-                producer,
-                self.topics.dead_letter,
-                letter.raw,
-                letter.reason,
-                letter.detail,
-                letter.source,
-                key=letter.key,
-                max_value_bytes=limit,
-            )
-            self._dead_letters_in_flight.append((self._dead_letters.pop(0), delivery))
+        sent = 0
+        try:
+            for letter in self._dead_letters:
+                delivery = publish_dead_letter(
+                    producer,
+                    self.topics.dead_letter,
+                    letter.raw,
+                    letter.reason,
+                    letter.detail,
+                    letter.source,
+                    key=letter.key,
+                    max_value_bytes=limit,
+                )
+                self._dead_letters_in_flight.append((letter, delivery))
+                sent += 1
+        finally:
+            del self._dead_letters[:sent]  # (one slice, not a pop(0) per letter of a large poll)
 
     def _acknowledge_dead_letters(self) -> None:
         """Wait until every dead letter sent is acknowledged; else queue the failed again, BrokerError.

@@ -344,6 +344,14 @@ def _offline_daemon(directory: Path, tmp_path: Path) -> tuple[MonitorDaemon, Sto
     return MonitorDaemon(settings, load_monitors(settings), store), store
 
 
+def _offline_partition(directory: Path, tmp_path: Path) -> tuple[MonitorDaemon, Store, OwnedPartition]:
+    """An offline daemon and a fresh serving partition whose wall clock starts at T0 (a window start)."""
+    from skewguard.windows import PartitionWindows
+
+    daemon, store = _offline_daemon(directory, tmp_path)
+    return daemon, store, OwnedPartition(PartitionWindows(daemon.spec), 0, to_us(T0))
+
+
 def _fold_labels_into(daemon: MonitorDaemon, part: OwnedPartition, labels: list[LabelRecord]) -> None:
     """Own ``part`` as serving partition 0; fold ``labels`` on labels partition 0, one per message."""
     daemon.owned[TopicPartition(daemon.topics.serving, 0)] = part
@@ -660,12 +668,10 @@ def test_a_prediction_is_looked_up_only_when_its_early_label_is_stored(
     from skewguard.baseline import Baseline
     from skewguard.labels import EarlyLabel
     from skewguard.records import ServingBatch
-    from skewguard.windows import PartitionWindows
 
     directory, _auc = labelled_baseline
-    daemon, store = _offline_daemon(directory, tmp_path)
+    daemon, store, part = _offline_partition(directory, tmp_path)
     start = to_us(T0)
-    part = OwnedPartition(PartitionWindows(daemon.spec), 0, start)
     _fold_labels_into(daemon, part, [LabelRecord(f"early-{i}", T0, 1) for i in range(3)])
     with store.transaction() as tx:
         evicted, stored = daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
@@ -707,12 +713,9 @@ def test_an_early_label_waits_while_its_prediction_can_still_fall_into_an_open_w
     labelled_baseline: tuple[Path, float], tmp_path: Path
 ) -> None:
     """The watermark passing a label is not enough: a prediction just before it still joins an open window."""
-    from skewguard.windows import PartitionWindows
-
     directory, _auc = labelled_baseline
-    daemon, store = _offline_daemon(directory, tmp_path)
+    daemon, store, part = _offline_partition(directory, tmp_path)
     start = to_us(T0)  # a window start (T0 is aligned to the 60 s windows)
-    part = OwnedPartition(PartitionWindows(daemon.spec), 0, start)
     labelled_at = start + 10_000_000
     _fold_labels_into(daemon, part, [LabelRecord("early", from_us(labelled_at), 1)])
     # Records up to 35 s into the window: the watermark (lateness 5 s) is 30 s in, past the label.
