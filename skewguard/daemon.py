@@ -78,6 +78,7 @@ from skewguard.records import (
     ServingBatch,
     decode_label_message,
     decode_serving,
+    encode_label,
     encode_record,
 )
 from skewguard.results import Severity, Stage, WindowKey, WindowResult, json_bytes
@@ -100,6 +101,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_MODEL = "unknown_model"
 #: Dead-letter reason of a late record under ``LatePolicy.DEAD_LETTER``.
 LATE = "late"
+#: Dead-letter reason of a record or label dated further ahead of the clock than ``window.max_future_s``.
+FUTURE = "future"
 #: Phases of the poll loop whose time is counted (``DaemonCounters.seconds``, ``skewguard_busy_seconds``).
 PHASES = ("poll", "fold", "checkpoint", "finalise")
 
@@ -619,6 +622,15 @@ class MonitorDaemon:
                     messages[message_of[row]], encode_record(batch.record(row)), UNKNOWN_MODEL, detail
                 )
             batch, message_of = batch.take(known), message_of[known]
+        horizon = self._future_limit_us()
+        if len(batch) and horizon is not None and int(batch.event_us.max()) > horizon:
+            ahead = batch.event_us > horizon
+            for row in np.flatnonzero(ahead).tolist():
+                record = batch.record(row)
+                detail = f"record {record.request_id!r}: {self._future_detail(record.event_time)}"
+                self._dead_letter(messages[message_of[row]], encode_record(record), FUTURE, detail)
+            kept = np.flatnonzero(~ahead)
+            batch, message_of = batch.take(kept.tolist()), message_of[kept]
         if not len(batch):
             return
         events, models = batch.event_us, batch.models
@@ -755,10 +767,15 @@ class MonitorDaemon:
             ]
             stored = self.store.waiting(self.group, tp.partition, ids) if ids else {}
         lp.next_offset = batch[-1].offset + 1
+        horizon = self._future_limit_us()
         for message, result in decoded:
             for label in self._labels_of(message, result):
-                self.counters.labels += 1
                 event_us = to_us(label.event_time)
+                if horizon is not None and event_us > horizon:
+                    detail = f"label {label.request_id!r}: {self._future_detail(label.event_time)}"
+                    self._dead_letter(message, encode_label(label), FUTURE, detail)
+                    continue
+                self.counters.labels += 1
                 late = lp.max_event_us is not None and event_us < lp.max_event_us - self.spec.lateness_us
                 lp.max_event_us = event_us if lp.max_event_us is None else max(lp.max_event_us, event_us)
                 if late:
@@ -838,6 +855,19 @@ class MonitorDaemon:
         for rejected in result.rejected:
             self._dead_letter(message, rejected.raw, rejected.error.reason, str(rejected.error))
         return result.records
+
+    def _future_limit_us(self) -> int | None:
+        """The latest event time (epoch µs) accepted now; None when ``window.max_future_s`` is 0."""
+        ahead = self.settings.window.max_future_s
+        return None if ahead == 0 else int((self.clock() + ahead) * 1e6)
+
+    def _future_detail(self, event_time: dt.datetime) -> str:
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        return (
+            f"event time {event_time.isoformat()} is {(event_time - now).total_seconds():.0f} s ahead of "
+            f"the monitor's clock ({now.isoformat(timespec='seconds')}); window.max_future_s allows "
+            f"{self.settings.window.max_future_s:g} s"
+        )
 
     def _dead_letter(self, message: RawMessage, raw: bytes | None, reason: str, detail: str) -> None:
         """Count a refused record and queue its dead letter, to send after the fold.

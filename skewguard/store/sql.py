@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lz4.frame
@@ -507,6 +508,12 @@ class Store:
             backend = parsed.get_backend_name()
             msg = f"unsupported store backend {backend!r} in {shown!r}: use sqlite or postgresql"
             raise StoreError(msg)
+        database = parsed.database
+        if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+            folder = Path(database).parent  # SQLite creates the file, never its folder
+            if not folder.is_dir():
+                msg = f"cannot open store {shown!r}: its folder {str(folder)!r} does not exist"
+                raise StoreError(msg)
         try:
             self.engine: Engine = sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_text)
         except (SQLAlchemyError, ImportError, ValueError) as exc:

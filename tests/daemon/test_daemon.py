@@ -23,6 +23,7 @@ from skewguard.records import encode_record, encode_record_fragment, encode_reco
 from skewguard.results import Check, Severity
 from skewguard.store import Store
 from tests.daemon.helpers import (
+    T0,
     closing_record,
     config_file,
     produce,
@@ -93,6 +94,8 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
     missing = {k: v for k, v in template.items() if k != "request_id"}
     version = template | {"request_id": "v99", "v": 99}
     other_model = dataclasses.replace(good[1], request_id="other", model="not-monitored")
+    # Folded, a record dated years ahead would move the watermark past every later record (all late).
+    future = dataclasses.replace(good[1], request_id="future", event_time=T0.replace(year=2100))
     oversized = orjson.dumps(template | {"request_id": "big", "raw_inputs": {"blob": "x" * 60_000}})
     # Valid JSON of the right shape, but text where the profile needs a number: found at fold time.
     text_in_numeric = orjson.loads(encode_records(good[5:8], packed=False))
@@ -112,6 +115,7 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
         orjson.dumps(naive),
         orjson.dumps(version),
         encode_record(other_model),
+        encode_record(future),
         oversized,
         orjson.dumps(envelope),
         orjson.dumps(text_in_numeric),
@@ -131,10 +135,11 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
             "unsupported_version": 1,
             "unknown_model": 1,
             "oversized": 1,
+            "future": 1,
         }
     )
     step_until(
-        daemon, lambda: daemon.counters.windows >= 1 and sum(daemon.counters.dead_letters.values()) >= 12
+        daemon, lambda: daemon.counters.windows >= 1 and sum(daemon.counters.dead_letters.values()) >= 13
     )
 
     assert dict(daemon.counters.dead_letters) == dict(expected)
@@ -150,6 +155,8 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
         None,
     }
     assert "request_id" in by_reason["missing_field"].detail
+    assert "'future'" in by_reason["future"].detail and "max_future_s" in by_reason["future"].detail
+    assert daemon.counters.late == 0
     wrong = [letter for letter in letters if letter.reason == "wrong_type"]
     # each refused member is dead-lettered alone, as itself
     assert {orjson.loads(letter.value or b"")["request_id"] for letter in wrong} == {

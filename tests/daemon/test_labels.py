@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from scipy import stats
 
@@ -337,18 +338,21 @@ def test_a_class_model_gets_accuracy_label_drift_and_a_labelled_shadow_verdict(
             assert not shadow.flagged and shadow.effect > 0.5  # type: ignore[operator]
 
 
-def _offline_daemon(directory: Path, tmp_path: Path) -> tuple[MonitorDaemon, Store]:
+def _offline_daemon(directory: Path, tmp_path: Path, **overrides: Any) -> tuple[MonitorDaemon, Store]:
     """A daemon over a real SQLite store, never opened: its join is driven directly, no broker needed."""
-    settings = settings_for("127.0.0.1:1", directory, f"sqlite:///{tmp_path / 'old.db'}", partitions=1)
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    settings = settings_for("127.0.0.1:1", directory, url, partitions=1, **overrides)
     store = Store(settings.store.url)
     return MonitorDaemon(settings, load_monitors(settings), store), store
 
 
-def _offline_partition(directory: Path, tmp_path: Path) -> tuple[MonitorDaemon, Store, OwnedPartition]:
+def _offline_partition(
+    directory: Path, tmp_path: Path, **overrides: Any
+) -> tuple[MonitorDaemon, Store, OwnedPartition]:
     """An offline daemon and a fresh serving partition whose wall clock starts at T0 (a window start)."""
     from skewguard.windows import PartitionWindows
 
-    daemon, store = _offline_daemon(directory, tmp_path)
+    daemon, store = _offline_daemon(directory, tmp_path, **overrides)
     return daemon, store, OwnedPartition(PartitionWindows(daemon.spec), 0, to_us(T0))
 
 
@@ -361,6 +365,32 @@ def _fold_labels_into(daemon: MonitorDaemon, part: OwnedPartition, labels: list[
         offset = daemon.label_parts[labels_tp].next_offset or 0
         value = encode_labels([label])
         daemon._fold_labels(labels_tp, [RawMessage(labels_tp.topic, 0, offset, None, value, 0, [])])
+
+
+def test_a_label_dated_far_ahead_of_the_clock_is_refused_not_made_the_watermark(
+    labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    """Taken, a label of year 2100 would make every later label late (the labels watermark never falls)."""
+    from skewguard.daemon import FUTURE
+
+    on_time = [LabelRecord(f"w0-{i}", T0 + dt.timedelta(seconds=i), 1) for i in range(3)]
+    stream = [on_time[0], LabelRecord("ahead", T0.replace(year=2100), 0), *on_time[1:]]
+    window = {"size_s": WINDOW.total_seconds(), "lateness_s": 5.0, "max_future_s": 0}
+    (tmp_path / "off").mkdir()
+    unchecked, store, part = _offline_partition(labelled_baseline[0], tmp_path / "off", window=window)
+    _fold_labels_into(unchecked, part, stream)  # max_future_s = 0: the check is off, as documented
+    assert unchecked.counters.late_labels == 2 and not unchecked.counters.dead_letters
+    store.close()
+
+    daemon, store, part = _offline_partition(labelled_baseline[0], tmp_path)
+    _fold_labels_into(daemon, part, stream)
+    assert daemon.counters.late_labels == 0 and daemon.counters.labels == 3
+    assert set(part.pending) == {"w0-0", "w0-1", "w0-2"}
+    assert daemon.counters.dead_letters == {FUTURE: 1}
+    (letter,) = daemon._dead_letters
+    assert letter.reason == FUTURE and "'ahead'" in letter.detail and "2100-06-01" in letter.detail
+    assert letter.raw is not None and orjson.loads(letter.raw)["request_id"] == "ahead"
+    store.close()
 
 
 def test_checkpointed_join_state_of_before_class_joins_is_not_misread(
