@@ -1395,7 +1395,7 @@ class MonitorDaemon:
         start_us = to_us(result.key.start)
         history = tx.recent_flags(self.group, result.key, policy.persistence_m - 1, result.stage)
         window = start_us if result.key.index is None else f"n{result.key.index}"
-        open_alerts = tx.open_alerts(model)
+        open_alerts = tx.open_alerts(self.group, model, result.stage)
         resolved: set[tuple[str, str]] = set()
         payloads: list[dict[str, Any]] = []
         for finding in result.findings:
@@ -1429,7 +1429,7 @@ class MonitorDaemon:
                 self.metrics.alerts.labels(model, key[0]).inc()
                 payloads.append(alert_payload(alert, result.key))
         if resolved:
-            tx.resolve_alerts(model, resolved)
+            tx.resolve_alerts(self.group, model, result.stage, resolved)
         return payloads
 
     def _send_alert_to_topic(self, payload: dict[str, Any]) -> bool:

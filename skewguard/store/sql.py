@@ -452,19 +452,34 @@ class StoreTransaction:
                 flags[row.window_id].add((row.check_name, row.subject))
         return [flags[i] for i in ids]
 
-    def open_alerts(self, model: str) -> set[tuple[str, str]]:
-        """(check, subject) pairs of ``model`` with an unresolved alert."""
+    def _episode_scope(self, group: str, model: str, stage: Stage) -> list[sa.ColumnElement[bool]]:
+        """The alerts of ``model`` raised by ``group``'s windows of ``stage``.
+
+        An alert's episode belongs to the stage and group that raised it: a serving-stage finding must
+        not resolve what the labels stage alerted on (both report on a shadow candidate, by its name),
+        nor may one consumer group resolve another's alerts in a shared store.
+        """
+        a, w = self._t["alerts"], self._t["windows"]
+        raised_by = sa.select(w.c.id).where(
+            w.c.consumer_group == group, w.c.model == model, w.c.stage == stage.value
+        )
+        return [a.c.model == model, a.c.window_id.in_(raised_by)]
+
+    def open_alerts(self, group: str, model: str, stage: Stage) -> set[tuple[str, str]]:
+        """(check, subject) pairs of ``model`` with an unresolved alert raised by ``group``'s ``stage``."""
         a = self._t["alerts"]
-        query = sa.select(a.c.check_name, a.c.subject).where(a.c.model == model, a.c.resolved.is_(False))
+        scope = self._episode_scope(group, model, stage)
+        query = sa.select(a.c.check_name, a.c.subject).where(*scope, a.c.resolved.is_(False))
         return {(row.check_name, row.subject) for row in self._conn.execute(query)}
 
-    def resolve_alerts(self, model: str, keys: set[tuple[str, str]]) -> None:
-        """Mark the open alerts of ``model`` for these (check, subject) pairs resolved."""
+    def resolve_alerts(self, group: str, model: str, stage: Stage, keys: set[tuple[str, str]]) -> None:
+        """Mark resolved the open alerts of these (check, subject) pairs that :meth:`open_alerts` scopes."""
         a = self._t["alerts"]
+        scope = self._episode_scope(group, model, stage)
         for check_name, subject in keys:
             self._conn.execute(
                 sa.update(a)
-                .where(a.c.model == model, a.c.check_name == check_name, a.c.subject == subject)
+                .where(*scope, a.c.check_name == check_name, a.c.subject == subject, a.c.resolved.is_(False))
                 .values(resolved=True)
             )
 

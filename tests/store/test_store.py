@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import uuid
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from skewguard.errors import StoreError
-from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
+from skewguard.results import Check, Finding, Severity, Stage, WindowKey, WindowResult
 from skewguard.store import Checkpoint, NewAlert, Store, to_micros
 from skewguard.store.sql import pack_state, unpack_state
 from tests.store.conftest import POSTGRES_URL
@@ -192,9 +193,31 @@ def test_recent_flags_previous_profile_and_alert_episodes(store: Store) -> None:
         wid = tx.finalise_window(GROUP, window("ctr", 20), now=NOW)
         assert wid is not None
         tx.add_alert(wid, NewAlert("k1", "ctr", Check.DRIFT, "price", Severity.WARNING, "m", {}), now=NOW)
-        assert tx.open_alerts("ctr") == {("drift", "price")}
-        tx.resolve_alerts("ctr", {("drift", "price")})
-        assert tx.open_alerts("ctr") == set()
+        assert tx.open_alerts(GROUP, "ctr", Stage.SERVING) == {("drift", "price")}
+        tx.resolve_alerts(GROUP, "ctr", Stage.SERVING, {("drift", "price")})
+        assert tx.open_alerts(GROUP, "ctr", Stage.SERVING) == set()
+
+
+def test_an_alert_episode_belongs_to_the_stage_and_group_that_raised_it(store: Store) -> None:
+    """Both stages judge a shadow candidate by its name; neither may resolve the other's alert."""
+    shadow = Finding(Check.SHADOW, "v2", True, 0.05, 0.01, 1e-6, "auc", "v2 is worse", Severity.WARNING)
+    key = ("shadow", "v2")
+    with store.transaction() as tx:
+        labels_window = dataclasses.replace(window("ctr", 30), findings=(shadow,), stage=Stage.LABELS)
+        wid = tx.finalise_window(GROUP, labels_window, now=NOW)
+        assert wid is not None
+        tx.add_alert(wid, NewAlert("k2", "ctr", Check.SHADOW, "v2", Severity.WARNING, "m", {}), now=NOW)
+        other = tx.finalise_window("other-group", window("ctr", 30), now=NOW)
+        assert other is not None
+        tx.add_alert(other, NewAlert("k3", "ctr", Check.SHADOW, "v2", Severity.WARNING, "m", {}), now=NOW)
+        assert tx.open_alerts(GROUP, "ctr", Stage.LABELS) == {key}
+        assert tx.open_alerts(GROUP, "ctr", Stage.SERVING) == set()  # (other-group's is not ours)
+        tx.resolve_alerts(GROUP, "ctr", Stage.SERVING, {key})  # a serving-stage window saw no disagreement
+        assert tx.open_alerts(GROUP, "ctr", Stage.LABELS) == {key}
+        assert tx.open_alerts("other-group", "ctr", Stage.SERVING) == {key}
+        tx.resolve_alerts(GROUP, "ctr", Stage.LABELS, {key})
+        assert tx.open_alerts(GROUP, "ctr", Stage.LABELS) == set()
+        assert tx.open_alerts("other-group", "ctr", Stage.SERVING) == {key}
 
 
 def counted(number: int, minute: int, *, flagged: bool = True) -> WindowResult:
