@@ -103,6 +103,10 @@ UNKNOWN_MODEL = "unknown_model"
 LATE = "late"
 #: Dead-letter reason of a record or label dated further ahead of the clock than ``window.max_future_s``.
 FUTURE = "future"
+#: An alert and its outbox row's id (see ``skewguard.alerts.delivery``).
+_Delivery = tuple[dict[str, Any], int]
+#: How long the alerts-topic sink waits for the broker's acknowledgement of one alert.
+_ALERT_ACK_TIMEOUT_S = 30.0
 #: Phases of the poll loop whose time is counted (``DaemonCounters.seconds``, ``skewguard_busy_seconds``).
 PHASES = ("poll", "fold", "checkpoint", "finalise")
 
@@ -433,8 +437,14 @@ class MonitorDaemon:
                 retries=self.settings.alerts.webhook_retries,
             )
             sinks.append(hook.send)
-        self.dispatcher = AlertDispatcher(sinks)
+        self.dispatcher = AlertDispatcher(sinks, on_tried=self._alert_tried)
         self.dispatcher.start()
+        # Alerts a previous run recorded but never finished delivering (it crashed, or closed first).
+        pending = self.store.undelivered(self.group)
+        if pending:
+            log.info("delivering %d alerts recorded by a previous run but never delivered", len(pending))
+        for undelivered in pending:
+            self.dispatcher.submit(alert_payload(undelivered.alert, undelivered.key), undelivered.id)
         if self.spec.counted:  # each partition's share of a count window depends on how many there are
             self.spec = replace(self.spec, partitions=self._serving_partitions())
         if serve_http:
@@ -956,7 +966,7 @@ class MonitorDaemon:
                 except BrokerError as exc:
                     log.info("position of empty partition %s unknown yet: %s", tp, exc)
         self._evict_orphan_labels()
-        deliveries: list[dict[str, Any]] = []
+        deliveries: list[_Delivery] = []
         finalised: list[WindowResult] = []
         saved: dict[TopicPartition, dict[WindowId, tuple[int, int]]] = {}
         offsets: dict[TopicPartition, int] = {}
@@ -1047,8 +1057,8 @@ class MonitorDaemon:
                 self.metrics.broker_errors.inc()
                 log.warning("offset commit failed (a restart resumes from the store's checkpoint): %s", exc)
         if self.dispatcher is not None:
-            for payload in deliveries:
-                self.dispatcher.submit(payload)
+            for payload, alert_id in deliveries:
+                self.dispatcher.submit(payload, alert_id)
         self._spent("finalise", finalising)
         self._spent("checkpoint", time.perf_counter() - started - finalising)
         return finalised
@@ -1194,7 +1204,7 @@ class MonitorDaemon:
         self,
         tx: Any,
         now: float,
-        deliveries: list[dict[str, Any]],
+        deliveries: list[_Delivery],
         stored: list[tuple[int, OwnedPartition, bool]],
     ) -> list[WindowResult]:
         """Judge label-joined performance of windows whose label horizon has passed in every partition."""
@@ -1335,7 +1345,7 @@ class MonitorDaemon:
         self,
         tx: Any,
         now: float,
-        deliveries: list[dict[str, Any]],
+        deliveries: list[_Delivery],
         stored: list[tuple[int, OwnedPartition, bool]],
     ) -> list[WindowResult]:
         partitions = [(part.windows, idle) for _number, part, idle in stored]
@@ -1386,10 +1396,11 @@ class MonitorDaemon:
             results.append(result)
         return results
 
-    def _raise_alerts(
-        self, tx: Any, window_id: int, result: WindowResult, now: float
-    ) -> list[dict[str, Any]]:
-        """Alert on a flag that persists (k of the last m windows) or is severe; once per episode."""
+    def _raise_alerts(self, tx: Any, window_id: int, result: WindowResult, now: float) -> list[_Delivery]:
+        """Alert on a flag that persists (k of the last m windows) or is severe; once per episode.
+
+        A new alert is held in the store's outbox in the same transaction, until its delivery is tried.
+        """
         policy = self.settings.policy
         model = result.key.model
         start_us = to_us(result.key.start)
@@ -1397,7 +1408,7 @@ class MonitorDaemon:
         window = start_us if result.key.index is None else f"n{result.key.index}"
         open_alerts = tx.open_alerts(self.group, model, result.stage)
         resolved: set[tuple[str, str]] = set()
-        payloads: list[dict[str, Any]] = []
+        payloads: list[_Delivery] = []
         for finding in result.findings:
             key = (finding.check.value, finding.subject)
             if not finding.flagged:
@@ -1425,19 +1436,27 @@ class MonitorDaemon:
                     **finding.detail,
                 },
             )
-            if tx.add_alert(window_id, alert, now=dt.datetime.fromtimestamp(now, dt.UTC)):
+            raised = dt.datetime.fromtimestamp(now, dt.UTC)
+            alert_id = tx.add_alert(window_id, alert, now=raised)
+            if alert_id is not None:
+                tx.hold_for_delivery(self.group, alert_id, now=raised)
                 self.metrics.alerts.labels(model, key[0]).inc()
-                payloads.append(alert_payload(alert, result.key))
+                payloads.append((alert_payload(alert, result.key), alert_id))
         if resolved:
             tx.resolve_alerts(self.group, model, result.stage, resolved)
         return payloads
+
+    def _alert_tried(self, alert_id: int) -> None:
+        """Every sink has answered for this alert: out of the outbox (on the dispatcher's thread)."""
+        self.store.delivered([alert_id])
 
     def _send_alert_to_topic(self, payload: dict[str, Any]) -> bool:
         producer = self.producer
         if producer is None:
             return False
         try:
-            producer.send(self.topics.alerts, json_bytes(payload), key=payload["model"].encode())
+            sent = producer.send(self.topics.alerts, json_bytes(payload), key=payload["model"].encode())
+            sent.wait(_ALERT_ACK_TIMEOUT_S)  # (on the dispatcher's thread) acknowledged, or tried again
             return True
         except BrokerError as exc:
             log.warning("alert %s not published: %s", payload["dedup_key"], exc)

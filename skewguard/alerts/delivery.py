@@ -1,9 +1,14 @@
 """Deliver stored alerts to the alerts topic and a webhook, with retries, never blocking the poll loop.
 
 Alerts are first recorded in the store, in the transaction that finalises their window (deduplicated
-there by key); delivery happens after that commit, from a background thread. A webhook that is down is
-retried with exponential backoff and, if it stays down, counted as failed: the alert is still in the
-store and on the topic, and ``skewguard status`` shows it.
+there by key), together with an outbox row; delivery happens after that commit, from a background
+thread. A webhook that is down is retried with exponential backoff and, if it stays down, counted as
+failed: the alert is still in the store and on the topic, and ``skewguard status`` shows it.
+
+Delivery is at least once: the outbox row goes only when every sink has answered for the alert
+(delivered, or failed after its retries). An alert a crash caught in memory, or one still queued when
+:meth:`AlertDispatcher.close` gives up, keeps its row and is delivered again at the daemon's next start;
+receivers tell a repeat by its ``dedup_key``.
 """
 
 from __future__ import annotations
@@ -77,9 +82,12 @@ class AlertDispatcher:
     """A background worker that hands alerts to the configured sinks in order."""
 
     sinks: list[Callable[[dict[str, Any]], bool]]
+    #: Called (on the worker thread) with an alert's id once every sink has answered for it: the daemon
+    #: then takes it out of the store's outbox. An error in it is logged; the alert is sent again later.
+    on_tried: Callable[[int], None] | None = None
     delivered: int = 0
     failed: int = 0
-    _queue: queue.Queue[dict[str, Any] | None] = field(default_factory=queue.Queue)
+    _queue: queue.Queue[tuple[dict[str, Any], int | None] | None] = field(default_factory=queue.Queue)
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -88,28 +96,37 @@ class AlertDispatcher:
             self._thread = threading.Thread(target=self._run, name="skewguard-alerts", daemon=True)
             self._thread.start()
 
-    def submit(self, payload: dict[str, Any]) -> None:
-        """Queue an alert for delivery; returns at once."""
-        self._queue.put(payload)
+    def submit(self, payload: dict[str, Any], alert_id: int | None = None) -> None:
+        """Queue an alert for delivery; returns at once. ``alert_id`` is reported to ``on_tried``."""
+        self._queue.put((payload, alert_id))
 
     def _run(self) -> None:
         while True:
-            payload = self._queue.get()
-            if payload is None:
+            item = self._queue.get()
+            if item is None:
                 return
-            for sink in self.sinks:
+            payload, alert_id = item
+            self._deliver(payload)
+            if alert_id is not None and self.on_tried is not None:
                 try:
-                    ok = sink(payload)
-                except Exception:  # a sink bug must not kill delivery of the others
-                    log.exception("alert sink failed")
-                    ok = False
-                if ok:
-                    self.delivered += 1
-                else:
-                    self.failed += 1
+                    self.on_tried(alert_id)
+                except Exception:  # (a store error): the alert stays in the outbox, sent again at start
+                    log.exception("alert %s delivered but still in the outbox", payload.get("dedup_key"))
+
+    def _deliver(self, payload: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            try:
+                ok = sink(payload)
+            except Exception:  # a sink bug must not kill delivery of the others
+                log.exception("alert sink failed")
+                ok = False
+            if ok:
+                self.delivered += 1
+            else:
+                self.failed += 1
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is queued (up to ``timeout_s``), then stop."""
+        """Deliver what is queued (up to ``timeout_s``), then stop; what is left stays in the outbox."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout_s)

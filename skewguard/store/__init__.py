@@ -10,6 +10,7 @@ from skewguard.store.sql import (
     StoredAlert,
     StoredWindow,
     StoreTransaction,
+    UndeliveredAlert,
     from_micros,
     to_micros,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "StoreTransaction",
     "StoredAlert",
     "StoredWindow",
+    "UndeliveredAlert",
     "from_micros",
     "to_micros",
 ]

@@ -144,11 +144,22 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("created_us", sa.BigInteger, nullable=False),
         sa.Column("resolved", sa.Boolean, nullable=False, default=False),
     )
+    # The alerts recorded but not yet handed to every sink: written in the transaction that records the
+    # alert, deleted once delivery has been tried, so an alert a crash caught in memory is sent again at
+    # the next start. A table of its own, so stores made before it simply gain it.
+    outbox = sa.Table(
+        "alert_outbox",
+        metadata,
+        sa.Column("alert_id", sa.Integer, sa.ForeignKey(alerts.c.id, ondelete="CASCADE"), primary_key=True),
+        sa.Column("consumer_group", sa.String(200), nullable=False, index=True),
+        sa.Column("created_us", sa.BigInteger, nullable=False),
+    )
     return {
         "checkpoints": checkpoints,
         "windows": windows,
         "findings": findings,
         "alerts": alerts,
+        "outbox": outbox,
         **join_tables(metadata),
     }
 
@@ -208,6 +219,15 @@ class NewAlert:
     severity: Severity
     message: str
     evidence: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UndeliveredAlert:
+    """An alert whose delivery was never completed, as recorded, with the window that raised it."""
+
+    id: int
+    alert: NewAlert
+    key: WindowKey
 
 
 class StoreTransaction:
@@ -483,8 +503,8 @@ class StoreTransaction:
                 .values(resolved=True)
             )
 
-    def add_alert(self, window_id: int, alert: NewAlert, *, now: dt.datetime) -> bool:
-        """Record an alert unless one with the same dedup key exists; True when it was new."""
+    def add_alert(self, window_id: int, alert: NewAlert, *, now: dt.datetime) -> int | None:
+        """Record an alert unless one with the same dedup key exists; its id when it was new."""
         insert = (
             self._store.insert(self._t["alerts"])
             .values(
@@ -502,7 +522,16 @@ class StoreTransaction:
             .on_conflict_do_nothing(index_elements=["dedup_key"])
             .returning(self._t["alerts"].c.id)
         )
-        return self._conn.execute(insert).scalar_one_or_none() is not None
+        alert_id: int | None = self._conn.execute(insert).scalar_one_or_none()
+        return alert_id
+
+    def hold_for_delivery(self, group: str, alert_id: int, *, now: dt.datetime) -> None:
+        """Keep alert ``alert_id`` in ``group``'s outbox until :meth:`Store.delivered` removes it."""
+        self._conn.execute(
+            sa.insert(self._t["outbox"]).values(
+                alert_id=alert_id, consumer_group=group, created_us=to_micros(now)
+            )
+        )
 
 
 class Store:
@@ -696,6 +725,52 @@ class Store:
         """The stored waiting predictions and early labels of these request ids (outside a checkpoint)."""
         with self._reading() as conn:
             return JoinRows(conn, self.tables, group, self.insert).waiting(partition, request_ids)
+
+    def undelivered(self, group: str) -> list[UndeliveredAlert]:
+        """The alerts in ``group``'s outbox (recorded, delivery never completed), oldest first."""
+        o, a, w = self.tables["outbox"], self.tables["alerts"], self.tables["windows"]
+        query = (
+            sa.select(a, w.c.start_us, w.c.end_us, w.c.window_index)
+            .join(o, o.c.alert_id == a.c.id)
+            .join(w, a.c.window_id == w.c.id)
+            .where(o.c.consumer_group == group)
+            .order_by(a.c.id)
+        )
+        with self._reading() as conn:
+            return [
+                UndeliveredAlert(
+                    row.id,
+                    NewAlert(
+                        row.dedup_key,
+                        row.model,
+                        Check(row.check_name),
+                        row.subject,
+                        Severity(row.severity),
+                        row.message,
+                        dict(row.evidence or {}),
+                    ),
+                    WindowKey(
+                        row.model,
+                        from_micros(row.start_us),
+                        from_micros(row.end_us),
+                        None if row.window_index == NO_INDEX else int(row.window_index),
+                    ),
+                )
+                for row in conn.execute(query)
+            ]
+
+    def delivered(self, alert_ids: Iterable[int]) -> None:
+        """Take these alerts out of the outbox: their delivery has been tried (see ``AlertDispatcher``)."""
+        ids = list(alert_ids)
+        if not ids:
+            return
+        o = self.tables["outbox"]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(o).where(o.c.alert_id.in_(ids)))
+        except SQLAlchemyError as exc:
+            msg = f"cannot take alerts {ids} out of the outbox: {exc}"
+            raise StoreError(msg) from exc
 
     def window_profile(self, window_id: int) -> Any:
         """The stored merged-profile state of a finalised window (``Profile.from_dict`` input), or None."""

@@ -24,6 +24,7 @@ from skewguard.io.kafka import (
     DeadLetter,
     KafkaSettings,
     RawConsumer,
+    RawMessage,
     RawProducer,
     TopicPartition,
     read_dead_letter,
@@ -137,24 +138,29 @@ def results_by_start(store: Store, group: str) -> dict[dt.datetime, WindowResult
     return {w.result.key.start: w.result for w in store.windows(group=group, limit=1000)}
 
 
-def read_dead_letters(bootstrap: str, topic: str, settings: MonitorSettings) -> list[DeadLetter]:
-    """Everything on a dead-letter topic, from the beginning, until a poll comes back empty."""
+def read_topic(bootstrap: str, topic: str, settings: MonitorSettings) -> list[RawMessage]:
+    """Everything on one of the daemon's topics, from the beginning, until a poll comes back empty."""
     partitions = settings.topics.create_partitions or 1
     consumer = RawConsumer(
         KafkaSettings.local(bootstrap), partitions=[TopicPartition(topic, p) for p in range(partitions)]
     )
     try:
         consumer.seek_to_beginning()
-        out: list[DeadLetter] = []
+        out: list[RawMessage] = []
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=300)
-            out += [read_dead_letter(m) for m in batch]
+            out += batch
             if not batch and out:
                 break
         return out
     finally:
         consumer.close(2)
+
+
+def read_dead_letters(bootstrap: str, topic: str, settings: MonitorSettings) -> list[DeadLetter]:
+    """Everything on a dead-letter topic, from the beginning, until a poll comes back empty."""
+    return [read_dead_letter(m) for m in read_topic(bootstrap, topic, settings)]
 
 
 def config_file(settings: MonitorSettings, path: Path) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from skewguard.alerts.delivery import WebhookSink
+from skewguard.alerts.delivery import AlertDispatcher, WebhookSink
 from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import hour_in_utc_bug
@@ -24,6 +24,7 @@ from tests.daemon.helpers import (
     build_ctr_baseline,
     closing_record,
     produce,
+    read_topic,
     settings_for,
     step_until,
     window_records,
@@ -83,12 +84,90 @@ def test_the_webhook_posts_standard_json_even_for_non_finite_evidence() -> None:
         receiver.server.server_close()
 
 
+def test_the_dispatcher_reports_an_alert_tried_once_every_sink_has_answered() -> None:
+    """Only then may its outbox row go: an alert still queued or in a sink stays, to be sent again."""
+    tried: list[int] = []
+    answers: list[tuple[str, str]] = []
+
+    def refusing(payload: dict[str, Any]) -> bool:
+        answers.append(("refusing", payload["dedup_key"]))
+        return False
+
+    def accepting(payload: dict[str, Any]) -> bool:
+        answers.append(("accepting", payload["dedup_key"]))
+        return True
+
+    dispatcher = AlertDispatcher([refusing, accepting], on_tried=tried.append)
+    dispatcher.start()
+    dispatcher.submit({"dedup_key": "a"}, 7)
+    dispatcher.submit({"dedup_key": "b"})  # no outbox row to report
+    dispatcher.close()
+    assert answers == [("refusing", "a"), ("accepting", "a"), ("refusing", "b"), ("accepting", "b")]
+    assert tried == [7] and (dispatcher.delivered, dispatcher.failed) == (2, 2)
+
+    release = threading.Event()
+    stuck = AlertDispatcher([lambda _payload: release.wait(10)], on_tried=tried.append)
+    stuck.start()
+    stuck.submit({"dedup_key": "c"}, 8)
+    stuck.submit({"dedup_key": "d"}, 9)
+    stuck.close(timeout_s=0.2)  # gives up while "c" is still in its sink
+    assert tried == [7]
+    release.set()
+
+
 def get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def test_an_alert_a_crash_kept_from_delivery_is_delivered_at_the_next_start(
+    kafka_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """At least once: the alert is committed with its outbox row; the next run delivers what is left."""
+    baseline_dir = tmp_path / "baseline"
+    build_ctr_baseline(baseline_dir)
+    baseline = Baseline.load(baseline_dir)
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = settings_for(bootstrap, baseline_dir, f"sqlite:///{tmp_path / 'outbox.db'}")
+    store = Store(settings.store.url)
+    first = MonitorDaemon(settings, load_monitors(settings), store)
+    first.open()
+    receiver = Receiver()
+    try:
+        assert first.dispatcher is not None
+        first.dispatcher.submit = lambda *_args: None  # type: ignore[method-assign]  # lost, as in a SIGKILL
+        bug_rows = np.random.default_rng(1).random(800) < 0.5
+        records = window_records(baseline, 0, 800, seed=7, bug=hour_in_utc_bug, bug_rows=bug_rows)
+        produce(bootstrap, settings.topics.serving, records)
+        produce(bootstrap, settings.topics.serving, closing_record(baseline, 5), batch=1)
+        step_until(first, lambda: first.counters.windows >= 1)
+        first.close()
+        [held] = store.undelivered(settings.group_id)
+        assert (held.alert.check.value, held.alert.subject) == ("skew", "hour_of_day_local")
+
+        hooked = settings.model_copy(
+            update={"alerts": settings.alerts.model_copy(update={"webhook_url": receiver.url})}
+        )
+        second = MonitorDaemon(hooked, load_monitors(hooked), store)
+        second.open()  # delivers the held alert, to the topic and the webhook
+        deadline = time.monotonic() + 20
+        while store.undelivered(settings.group_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second.close()
+        assert store.undelivered(settings.group_id) == []
+        assert [p["dedup_key"] for p in receiver.payloads] == [held.alert.dedup_key]
+        on_topic = [
+            json.loads(m.value or b"") for m in read_topic(bootstrap, settings.topics.alerts, settings)
+        ]
+        assert [p["dedup_key"] for p in on_topic] == [held.alert.dedup_key]
+        assert on_topic[0]["evidence"]["mismatched"] == held.alert.evidence["mismatched"] > 0
+    finally:
+        store.close()
+        receiver.server.shutdown()
+        receiver.server.server_close()
 
 
 def test_metrics_health_status_and_webhook(kafka_broker: EmbeddedBroker, tmp_path: Path) -> None:

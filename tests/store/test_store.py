@@ -139,14 +139,39 @@ def test_alerts_are_deduplicated_and_listed_newest_first(store: Store) -> None:
         alert = NewAlert(
             "ctr/drift/price/0", "ctr", Check.DRIFT, "price", Severity.WARNING, "drift", {"e": 0.3}
         )
-        assert tx.add_alert(wid, alert, now=NOW) is True
-        assert tx.add_alert(wid, alert, now=NOW) is False
+        first = tx.add_alert(wid, alert, now=NOW)
+        assert first is not None
+        assert tx.add_alert(wid, alert, now=NOW) is None
         later = NewAlert("ctr/skew/hour/0", "ctr", Check.SKEW, "hour", Severity.CRITICAL, "skew", {})
-        assert tx.add_alert(wid, later, now=NOW + dt.timedelta(seconds=1)) is True
+        second = tx.add_alert(wid, later, now=NOW + dt.timedelta(seconds=1))
+        assert second is not None and second != first
     alerts = store.alerts()
     assert [a.subject for a in alerts] == ["hour", "price"]
+    assert [a.id for a in alerts] == [second, first]
     assert alerts[1].evidence == {"e": 0.3}
     assert alerts[0].window_start == NOW
+
+
+def test_the_outbox_holds_an_alert_until_its_delivery_was_tried(store: Store) -> None:
+    """What a crash between the commit and the delivery would lose is read back from the outbox."""
+    counted_window = WindowResult(
+        WindowKey("ctr", NOW, NOW + dt.timedelta(seconds=9), 4), 500, findings=window().findings
+    )
+    alert = NewAlert("g/ctr/drift/price/n4", "ctr", Check.DRIFT, "price", Severity.WARNING, "d", {"e": 0.3})
+    with store.transaction() as tx:
+        wid = tx.finalise_window(GROUP, counted_window, now=NOW)
+        assert wid is not None
+        held = tx.add_alert(wid, alert, now=NOW)
+        assert held is not None
+        tx.hold_for_delivery(GROUP, held, now=NOW)
+        quiet = tx.add_alert(wid, dataclasses.replace(alert, dedup_key="g/ctr/x"), now=NOW)
+        assert quiet is not None  # recorded, never held: not in the outbox
+    assert store.undelivered("other-group") == []
+    [pending] = store.undelivered(GROUP)
+    assert (pending.id, pending.alert, pending.key) == (held, alert, counted_window.key)
+    store.delivered([held])
+    assert store.undelivered(GROUP) == []
+    assert len(store.alerts()) == 2  # the alerts themselves stay
 
 
 def test_windows_filter_by_model_and_order_newest_first(store: Store) -> None:
