@@ -11,12 +11,13 @@ non-zero, however small, is a real dependency, not noise.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch import nn
@@ -67,6 +68,9 @@ class OutputLayout:
     # The loss consumes probabilities (nn.BCELoss) or log-probabilities (nn.NLLLoss), not logits.
     probabilities: bool = False
     log_probabilities: bool = False
+    # A regression loss (MSE, L1, Huber) fitted to 0/1 targets: the outputs approximate the targets
+    # themselves, so a prediction is "1" above 0.5, not above logit 0 (a memorised 0 sits at ±1e-4).
+    values: bool = False
 
 
 def _names(items: Sequence[str]) -> str:
@@ -89,12 +93,17 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 # layout, agreement, statistics
 
 
+#: Losses that compare outputs with targets as numbers: fitted to 0/1 targets, outputs are the values.
+_VALUE_LOSSES: Final = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+
+
 def infer_layout(task: Task, outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn) -> OutputLayout:
     """Work out how outputs and targets line up; raises GateError when they cannot be compared."""
     if task is Task.REGRESSION:
         return OutputLayout(kind=TargetKind.VALUE)
     probabilities = isinstance(loss_fn, nn.BCELoss)
     log_probabilities = isinstance(loss_fn, nn.NLLLoss)
+    values = isinstance(loss_fn, _VALUE_LOSSES)
     if not targets.is_floating_point() and targets.dtype is not torch.bool:
         if outputs.dim() == targets.dim() + 1:
             if outputs.shape[:-1] == targets.shape:
@@ -119,7 +128,7 @@ def infer_layout(task: Task, outputs: torch.Tensor, targets: torch.Tensor, loss_
     if outputs.shape == targets.shape:
         if isinstance(loss_fn, nn.CrossEntropyLoss) and outputs.dim() >= 2:
             return OutputLayout(kind=TargetKind.SOFT_LABEL, class_dim=1, num_classes=int(outputs.shape[1]))
-        return OutputLayout(kind=TargetKind.BINARY, probabilities=probabilities)
+        return OutputLayout(kind=TargetKind.BINARY, probabilities=probabilities, values=values)
     msg = (
         f"task={task.value!r} with floating targets of shape {tuple(targets.shape)}: expected outputs of "
         f"the same shape (binary / multi-label / soft labels), got {tuple(outputs.shape)}"
@@ -158,7 +167,7 @@ def agreement(outputs: torch.Tensor, targets: torch.Tensor, layout: OutputLayout
     if layout.kind is TargetKind.SOFT_LABEL:
         dim = layout.class_dim if layout.class_dim is not None else 1
         return float((out.argmax(dim=dim) == targets.argmax(dim=dim)).double().mean())
-    threshold = 0.5 if layout.probabilities else 0.0
+    threshold = 0.5 if layout.probabilities or layout.values else 0.0
     return float(((out > threshold) == (targets > 0.5)).double().mean())
 
 
@@ -180,6 +189,24 @@ def smoothed_cross_entropy_floor(num_classes: int, smoothing: float) -> float:
     if off > 0:
         entropy -= (num_classes - 1) * off * math.log(off)
     return entropy
+
+
+def soft_cross_entropy_floor(targets: torch.Tensor, class_dim: int, smoothing: float = 0.0) -> float | None:
+    """Lowest mean cross-entropy against soft targets: the mean entropy of the (smoothed) targets.
+
+    Per example, ``-sum q log p`` over the simplex is smallest at ``p = q / sum q`` (Gibbs), where it
+    is ``-sum q log(q / sum q)``: H(q) for targets that are distributions. Distillation and mixup
+    targets thus put the floor well above 0. None when some target is negative (no floor to give).
+    """
+    q = targets.detach().double()
+    if bool((q < 0).any()):
+        return None
+    if smoothing:
+        k = q.shape[class_dim]
+        q = (1.0 - smoothing) * q + smoothing * q.sum(dim=class_dim, keepdim=True) / k
+    total = q.sum(dim=class_dim, keepdim=True)
+    terms = torch.where(q > 0, q * torch.log(q / total.clamp_min(1e-300)), torch.zeros_like(q))
+    return float(-terms.sum(dim=class_dim).mean())
 
 
 def probabilities_to_cross_entropy_plateau(num_classes: int) -> float:
@@ -341,7 +368,7 @@ def reference_losses(
     """
     out = outputs.detach()
     candidates: list[tuple[str, torch.Tensor]] = []
-    if layout.kind is TargetKind.VALUE:
+    if layout.kind is TargetKind.VALUE or layout.values:
         y = targets.detach().to(out.dtype)
         candidates.append(("E[y²] (zero output)", torch.zeros_like(out)))
         mean = y.mean(dim=0) if y.shape == out.shape else y.mean()
@@ -627,7 +654,10 @@ def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
 
     Integer token ids have no gradient, so for them a forward hook replaces the output of every
     ``nn.Embedding`` that consumes the input ids with a detached leaf that requires grad; the
-    first layer's activations then stand in for the inputs.
+    first layer's activations then stand in for the inputs. An embedding may be fed the ids with
+    their axes swapped (``embedding(ids.t())`` for a sequence-first RNN): its leaf is then laid out
+    as the ids are (examples first, positions second) and swapped the same way on its way into the
+    model, so the checks read it as they read any other.
     """
     if inputs.is_floating_point():
         leaf = inputs.detach().clone().requires_grad_(True)
@@ -638,11 +668,16 @@ def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
     leaves: list[torch.Tensor] = []
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-        if args and isinstance(args[0], torch.Tensor) and args[0].shape == inputs.shape:
-            replacement = output.detach().requires_grad_(True)
-            leaves.append(replacement)
-            return replacement
-        return output
+        if not args or not isinstance(args[0], torch.Tensor):
+            return output
+        order = _axes_of(inputs, args[0])
+        if order is None:
+            return output
+        feature = [output.dim() - 1]  # the embedding's own axis stays last
+        inverse = [order.index(axis) for axis in range(len(order))]
+        leaf = output.detach().permute([*inverse, *feature]).requires_grad_(True)
+        leaves.append(leaf)
+        return leaf.permute([*order, *feature])
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Embedding)]
     try:
@@ -655,6 +690,21 @@ def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
     return _Traced(output=output, leaves=leaves, through_embedding=True)
 
 
+def _axes_of(inputs: torch.Tensor, fed: torch.Tensor) -> list[int] | None:
+    """The permutation ``p`` with ``inputs.permute(p)`` equal to ``fed`` (identity first), or None.
+
+    Only for the few axes ids have (<= 4): an embedding fed anything else is not fed the inputs.
+    """
+    if fed.dim() != inputs.dim() or fed.dim() > _MAX_ID_AXES or fed.numel() != inputs.numel():
+        return None
+    for order in itertools.permutations(range(inputs.dim())):
+        arranged = inputs.permute(order)
+        if arranged.shape == fed.shape and torch.equal(arranged, fed):
+            return list(order)
+    return None
+
+
+_MAX_ID_AXES: Final = 4
 _NO_PATH = "the output has no gradient path back to the inputs (detached), so there is nothing to trace"
 
 

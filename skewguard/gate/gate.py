@@ -61,6 +61,7 @@ from skewguard.gate.checks import (
     known_plateaus,
     reference_losses,
     smoothed_cross_entropy_floor,
+    soft_cross_entropy_floor,
     trainable_parameters,
 )
 from skewguard.gate.curve import CurveMonitor, check_failure_signatures, check_overfit
@@ -437,19 +438,30 @@ class _Run:
     # ---------------------------------------------------------------------------------------------
 
     def _floor(self) -> tuple[float, str]:
-        """The requested floor, raised to H(q) when the loss itself is label-smoothed cross-entropy."""
+        """The requested floor, raised to H(q) when cross-entropy cannot reach 0 on these targets.
+
+        Label smoothing does that to class targets; soft targets (a teacher's probabilities, mixup) do
+        it by themselves. Only ``nn.CrossEntropyLoss`` with mean reduction is recognised; any other loss
+        with a floor above 0 needs ``loss_floor``.
+        """
         floor = self.options.loss_floor
         loss = self.loss_fn
+        if not isinstance(loss, nn.CrossEntropyLoss) or loss.reduction != "mean":
+            return floor, ""
+        smoothing = loss.label_smoothing
         if (
-            isinstance(loss, nn.CrossEntropyLoss)
-            and loss.label_smoothing > 0
-            and loss.reduction == "mean"
-            and self.layout.kind is TargetKind.CLASS_INDEX
+            self.layout.kind is TargetKind.CLASS_INDEX
             and self.layout.num_classes is not None
+            and smoothing > 0
         ):
-            smoothed = smoothed_cross_entropy_floor(self.layout.num_classes, loss.label_smoothing)
+            smoothed = smoothed_cross_entropy_floor(self.layout.num_classes, smoothing)
             if floor < smoothed - 1e-9:
-                return smoothed, f"raised to H(q) of label smoothing {loss.label_smoothing:g}"
+                return smoothed, f"raised to H(q) of label smoothing {smoothing:g}"
+        if self.layout.kind is TargetKind.SOFT_LABEL and self.layout.class_dim is not None:
+            entropy = soft_cross_entropy_floor(self.targets, self.layout.class_dim, smoothing)
+            if entropy is not None and floor < entropy - 1e-9:
+                also = f", label smoothing {smoothing:g}" if smoothing else ""
+                return entropy, f"raised to the mean entropy H(q) of the soft targets{also}"
         return floor, ""
 
     def _evidence(self, output: torch.Tensor) -> list[str]:

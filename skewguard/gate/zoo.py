@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -237,6 +238,26 @@ class SequenceFirstGRUClassifier(nn.Module):
         return result
 
 
+class TokenSequenceFirstGRUClassifier(nn.Module):
+    """Token ids embedded sequence-first (``embedding(tokens.t())``); the bug is how the output is undone."""
+
+    def __init__(self, *, mix_batch: bool) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, 16)
+        self.gru = nn.GRU(16, 32)
+        self.head = nn.Linear(32, N_CLASSES)
+        self.mix_batch = mix_batch
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) token ids -> class logits from the mean of the hidden states."""
+        n, t = tokens.shape
+        hidden, _ = self.gru(self.embedding(tokens.t()))  # (T, N, H)
+        # BUG when mix_batch: .view keeps the shape right but interleaves time steps and examples.
+        batch_first = hidden.view(n, t, -1) if self.mix_batch else hidden.transpose(0, 1)
+        result: torch.Tensor = self.head(batch_first.mean(dim=1))
+        return result
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention; ``scramble_heads`` splits heads with a plain reshape."""
 
@@ -442,15 +463,20 @@ def _mlp_classifier() -> ZooCase:
     return _classifier_case(MLP)
 
 
+def _case(
+    seed: int,
+    make: Callable[[], nn.Module],
+    batch: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: LossFn,
+    task: Task = Task.CLASSIFICATION,
+) -> ZooCase:
+    """A zoo case from a seeded model, its batch (inputs, targets), its loss and its task."""
+    inputs, targets = batch
+    return ZooCase(model=seeded_build(seed, make), inputs=inputs, targets=targets, loss_fn=loss_fn, task=task)
+
+
 def _cnn_batchnorm_dropout() -> ZooCase:
-    inputs, targets = image_batch()
-    return ZooCase(
-        model=seeded_build(2, SmallCNN),
-        inputs=inputs,
-        targets=targets,
-        loss_fn=nn.CrossEntropyLoss(),
-        task=Task.CLASSIFICATION,
-    )
+    return _case(2, SmallCNN, image_batch(), nn.CrossEntropyLoss())
 
 
 def _label_smoothing_classifier() -> ZooCase:
@@ -489,36 +515,36 @@ def _transformer_case(*, scramble_heads: bool) -> ZooCase:
 
 
 def _mlp_regression() -> ZooCase:
-    inputs, targets = regression_batch()
-    return ZooCase(
-        model=seeded_build(5, Regressor),
-        inputs=inputs,
-        targets=targets,
-        loss_fn=nn.MSELoss(),
-        task=Task.REGRESSION,
-    )
+    return _case(5, Regressor, regression_batch(), nn.MSELoss(), Task.REGRESSION)
 
 
 def _broadcast_mse() -> ZooCase:
-    inputs, targets = regression_batch()
-    return ZooCase(
-        model=seeded_build(5, lambda: Regressor(squeeze=False)),
-        inputs=inputs,
-        targets=targets,
-        loss_fn=nn.MSELoss(),
-        task=Task.REGRESSION,
-    )
+    return _case(5, lambda: Regressor(squeeze=False), regression_batch(), nn.MSELoss(), Task.REGRESSION)
 
 
 def _batch_mixing_view() -> ZooCase:
-    inputs, targets = feature_sequence_batch()
-    return ZooCase(
-        model=seeded_build(6, lambda: SequenceFirstGRUClassifier(mix_batch=True)),
-        inputs=inputs,
-        targets=targets,
-        loss_fn=nn.CrossEntropyLoss(),
-        task=Task.CLASSIFICATION,
-    )
+    make = partial(SequenceFirstGRUClassifier, mix_batch=True)
+    return _case(6, make, feature_sequence_batch(), nn.CrossEntropyLoss())
+
+
+def _token_sequence_first(*, mix_batch: bool) -> ZooCase:
+    tokens, _ = sequence_batch(length=6)
+    batch = tokens, torch.arange(N_SEQUENCES) % N_CLASSES
+    make = partial(TokenSequenceFirstGRUClassifier, mix_batch=mix_batch)
+    return _case(7, make, batch, nn.CrossEntropyLoss())
+
+
+def _mse_one_hot_classifier() -> ZooCase:
+    inputs, labels = classification_batch()
+    return _case(8, MLP, (inputs, F.one_hot(labels, N_CLASSES).float()), nn.MSELoss())
+
+
+def _soft_label_classifier() -> ZooCase:
+    """Distillation: cross-entropy against a teacher's class probabilities (floor: their entropy)."""
+    inputs, labels = classification_batch()
+    noise = torch.randn(N_EXAMPLES, N_CLASSES, generator=_generator(9))
+    teacher = F.softmax(3.0 * F.one_hot(labels, N_CLASSES).float() + noise, dim=1)
+    return _case(9, MLP, (inputs, teacher), nn.CrossEntropyLoss())
 
 
 def zoo() -> list[ZooEntry]:
@@ -546,9 +572,34 @@ def zoo() -> list[ZooEntry]:
         ),
         ZooEntry("mlp_regression", "MLP regressor, MSE, R² >= 0.999", _mlp_regression, True),
         ZooEntry(
+            "mse_one_hot_classifier",
+            "MLP fitted to one-hot targets with MSE (outputs are the targets' values, not logits)",
+            _mse_one_hot_classifier,
+            True,
+        ),
+        ZooEntry(
+            "soft_label_classifier",
+            "MLP distilled from a teacher's probabilities (cross-entropy floor: their entropy)",
+            _soft_label_classifier,
+            True,
+        ),
+        ZooEntry(
+            "token_sequence_first_gru",
+            "token ids embedded as embedding(tokens.t()) for a sequence-first GRU, undone with .transpose",
+            lambda: _token_sequence_first(mix_batch=False),
+            True,
+        ),
+        ZooEntry(
             "batch_mixing_view",
             "(N, T, F).view(T, N, F) instead of .transpose(0, 1) before a sequence-first GRU",
             _batch_mixing_view,
+            False,
+            CheckName.BATCH_INDEPENDENCE,
+        ),
+        ZooEntry(
+            "token_batch_mixing_view",
+            "embedding(tokens.t()) through a sequence-first GRU, undone with .view(N, T, H)",
+            lambda: _token_sequence_first(mix_batch=True),
             False,
             CheckName.BATCH_INDEPENDENCE,
         ),

@@ -30,9 +30,10 @@ from skewguard.gate.checks import (
     r_squared,
     reference_losses,
     smoothed_cross_entropy_floor,
+    soft_cross_entropy_floor,
 )
 from skewguard.gate.curve import CurveMonitor
-from skewguard.gate.zoo import seeded_build
+from skewguard.gate.zoo import TokenSequenceFirstGRUClassifier, seeded_build, sequence_batch
 
 
 @pytest.mark.parametrize(("k", "eps"), [(2, 0.1), (4, 0.1), (10, 0.05), (100, 0.2), (3, 0.0)])
@@ -49,6 +50,40 @@ def test_label_smoothing_floor_is_the_minimum_of_smoothed_cross_entropy():
     q[0, 2] += 1 - eps
     at_optimum = F.cross_entropy(torch.log(q), target, label_smoothing=eps)
     assert float(at_optimum) == pytest.approx(smoothed_cross_entropy_floor(k, eps), abs=1e-6)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_soft_target_floor_is_the_mean_scipy_entropy_and_the_minimum_of_cross_entropy(eps: float):
+    g = torch.Generator().manual_seed(3)
+    q = F.softmax(2 * torch.randn(6, 5, generator=g, dtype=torch.float64), dim=1)
+    q[0] = F.one_hot(torch.tensor(1), 5)  # a hard row among soft ones (0 log 0 = 0)
+    smoothed = (1 - eps) * q + eps / 5
+    expected = float(np.mean(scipy.stats.entropy(smoothed.numpy(), axis=1)))
+    assert soft_cross_entropy_floor(q, 1, eps) == pytest.approx(expected, abs=1e-12)
+    logits = torch.log(smoothed.clamp_min(1e-300))  # (a 0 probability: a very negative logit, not -inf)
+    at_optimum = F.cross_entropy(logits, q, label_smoothing=eps)
+    assert float(at_optimum) == pytest.approx(expected, abs=1e-9)
+    worse = F.cross_entropy(logits + 0.3 * torch.randn(6, 5, generator=g), q, label_smoothing=eps)
+    assert float(worse) > expected
+    assert soft_cross_entropy_floor(q - 0.5, 1) is None  # negative "probabilities": no floor to give
+
+
+def test_mse_on_one_hot_targets_reads_outputs_as_values_for_agreement_and_init_loss():
+    targets = F.one_hot(torch.tensor([0, 2, 1]), 3).float()
+    layout = infer_layout(Task.CLASSIFICATION, torch.zeros(3, 3), targets, nn.MSELoss())
+    assert layout.kind is TargetKind.BINARY and layout.values
+    memorised = targets + torch.tensor([[-1e-4, 1e-4, -1e-4], [1e-4, 1e-4, -1e-4], [-1e-4, -1e-4, 1e-4]])
+    assert agreement(memorised, targets, layout, -100) == 1.0  # zeros within 1e-4 of 0, either side
+    logits = infer_layout(Task.CLASSIFICATION, torch.zeros(3, 3), targets, nn.BCEWithLogitsLoss())
+    assert not logits.values and agreement(memorised, targets, logits, -100) < 1.0
+    refs = dict(reference_losses(torch.zeros(3, 3), targets, nn.MSELoss(), layout, -100))
+    y = targets.numpy()
+    assert refs == pytest.approx(
+        {
+            "E[y²] (zero output)": float(np.mean(y**2)),
+            "Var(y) (mean output)": float(np.mean(np.var(y, axis=0))),
+        }
+    )
 
 
 def test_label_smoothing_floor_rejects_bad_arguments():
@@ -313,6 +348,17 @@ def test_batch_independence_catches_a_batch_mean_and_passes_batchnorm_in_eval_mo
     assert check_batch_independence(batchnorm, x, allow_batch_coupling=False, seed=0).result.passed
     allowed = check_batch_independence(seeded_build(0, _BatchMean), x, allow_batch_coupling=True, seed=0)
     assert allowed.result.skipped and not allowed.result.passed
+
+
+@pytest.mark.parametrize("mix_batch", [False, True])
+def test_batch_independence_traces_an_embedding_fed_the_ids_with_axes_swapped(mix_batch: bool):
+    """``embedding(ids.t())`` used to go unhooked, so the check was skipped and a mixing bug passed."""
+    tokens, _ = sequence_batch(length=6)
+    model = seeded_build(7, lambda: TokenSequenceFirstGRUClassifier(mix_batch=mix_batch)).eval()
+    finding = check_batch_independence(model, tokens, allow_batch_coupling=False, seed=0)
+    assert not finding.result.skipped
+    assert "embedding" in finding.result.detail
+    assert finding.result.passed is not mix_batch
 
 
 def test_causal_check_passes_a_prefix_sum_and_catches_a_suffix_sum():
