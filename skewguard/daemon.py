@@ -56,6 +56,7 @@ from skewguard.io.kafka import (
     publish_dead_letter,
 )
 from skewguard.labels import (
+    LABEL_WORDS_TEXT,
     EarlyLabel,
     LabelTally,
     Outcome,
@@ -65,6 +66,7 @@ from skewguard.labels import (
     evaluate_window,
     joined_predictions,
     label_outcome,
+    label_to_float,
     outcome_arrays,
     outcome_from_json,
 )
@@ -75,6 +77,7 @@ from skewguard.records import (
     LabelRecord,
     LabelValue,
     Prediction,
+    Reason,
     ServingBatch,
     decode_label_message,
     decode_serving,
@@ -101,6 +104,11 @@ log = logging.getLogger(__name__)
 UNKNOWN_MODEL = "unknown_model"
 #: Dead-letter reason of a late record under ``LatePolicy.DEAD_LETTER``.
 LATE = "late"
+#: Why a label is refused when every labelled model reads labels as numbers.
+_NOT_A_NUMBER = (
+    f"neither a number nor a boolean word ({LABEL_WORDS_TEXT}), and every labelled model here takes "
+    "numeric labels"
+)
 #: Dead-letter reason of a record or label dated further ahead of the clock than ``window.max_future_s``.
 FUTURE = "future"
 #: An alert and its outbox row's id (see ``skewguard.alerts.delivery``).
@@ -270,7 +278,7 @@ class DaemonCounters:
     labels_joined: int = 0
     late_labels: int = 0
     #: Labels whose prediction never came (evicted past the watermark), repeated labels that never
-    #: joined, or labels that cannot name a class.
+    #: joined, or labels that cannot name a class (or, for a score or value model, a number).
     unmatched_labels: int = 0
     #: Labels with no serving partition to join (topics not co-partitioned) or whose prediction's model
     #: is no longer monitored.
@@ -400,6 +408,11 @@ class MonitorDaemon:
             for name, m in self.monitors.items()
             if m.baseline.has_label and m.baseline.prediction_kind is not None
         }
+        # With no class model among them, every label must read as a number: one that does not ("n/a")
+        # is refused as it arrives, not counted as a negative when it joins.
+        self._numeric_labels = all(
+            self.monitors[name].baseline.prediction_kind is not PredictionKind.CLASS for name in self.labelled
+        )
         self.consumer: RawConsumer | None = None
         self.producer: RawProducer | None = None
         self.dispatcher: AlertDispatcher | None = None
@@ -785,6 +798,10 @@ class MonitorDaemon:
                     detail = f"label {label.request_id!r}: {self._future_detail(label.event_time)}"
                     self._dead_letter(message, encode_label(label), FUTURE, detail)
                     continue
+                if self._numeric_labels and label_to_float(label.label) is None:
+                    detail = f"label {label.request_id!r}: {label.label!r} is {_NOT_A_NUMBER}"
+                    self._dead_letter(message, encode_label(label), Reason.WRONG_TYPE, detail)
+                    continue
                 self.counters.labels += 1
                 late = lp.max_event_us is not None and event_us < lp.max_event_us - self.spec.lateness_us
                 lp.max_event_us = event_us if lp.max_event_us is None else max(lp.max_event_us, event_us)
@@ -842,7 +859,12 @@ class MonitorDaemon:
     ) -> None:
         """A prediction meets its label (in either order): a scored pair, or one beyond the horizon."""
         if label_us < waiting.deadline_us:
-            tally.add(request_id, waiting.prediction, label_outcome(label, kind), waiting.candidates)
+            try:
+                outcome = label_outcome(label, kind)
+            except DataError:  # text that is no number, for a score model (with class models configured)
+                self.counters.unmatched_labels += 1
+                return
+            tally.add(request_id, waiting.prediction, outcome, waiting.candidates)
             self.counters.labels_joined += 1
             self.metrics.labels_joined.labels(waiting.model).inc()
         else:

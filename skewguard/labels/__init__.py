@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skewguard.labels.join import (
+    LABEL_WORDS_TEXT,
     ClassProbabilities,
     EarlyLabel,
     LabelTally,
@@ -25,6 +26,7 @@ from skewguard.labels.performance import (
 )
 
 __all__ = [
+    "LABEL_WORDS_TEXT",
     "METRICS",
     "ClassProbabilities",
     "EarlyLabel",

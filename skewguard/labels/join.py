@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from skewguard.baseline import PredictionKind
 from skewguard.errors import DataError
@@ -19,11 +19,21 @@ ClassProbabilities: TypeAlias = tuple[float, ...]
 #: class model's probabilities (kept whole, so the window's log-loss can read the true class's share).
 Outcome: TypeAlias = float | str | ClassProbabilities
 
-_TRUE = frozenset({"1", "true", "yes", "click", "positive"})
+#: The words a text label may use for a binary outcome (besides numbers such as "1" and "0.0").
+LABEL_WORDS: Final = {
+    1.0: frozenset({"true", "yes", "click", "positive"}),
+    0.0: frozenset({"false", "no", "noclick", "no_click", "negative"}),
+}
+#: The same words, listed for error messages.
+LABEL_WORDS_TEXT: Final = ", ".join(sorted(word for words in LABEL_WORDS.values() for word in words))
 
 
 def label_to_float(label: LabelValue) -> float | None:
-    """A label as a number: booleans and "1"/"true"-like strings as 1/0, numbers as they are."""
+    """A label as a number: booleans and :data:`LABEL_WORDS` as 1/0, numbers (or numeric text) as they are.
+
+    None for any other text: a label such as "n/a" or "unknown" says nothing of the outcome, and read
+    as 0 it would count as a negative.
+    """
     if isinstance(label, bool):
         return 1.0 if label else 0.0
     if isinstance(label, int | float):
@@ -33,7 +43,7 @@ def label_to_float(label: LabelValue) -> float | None:
         try:
             return float(text)
         except ValueError:
-            return 1.0 if text in _TRUE else 0.0
+            return next((value for value, words in LABEL_WORDS.items() if text in words), None)
     return None
 
 
@@ -47,8 +57,8 @@ def label_outcome(label: LabelValue, kind: PredictionKind) -> Outcome:
     if kind is PredictionKind.CLASS:
         return category_text(label)
     value = label_to_float(label)
-    if value is None:  # the label codec admits no other type
-        msg = f"label {label!r}: expected a number, text or boolean"
+    if value is None:
+        msg = f"label {label!r}: expected a number, a boolean or one of {LABEL_WORDS_TEXT}"
         raise DataError(msg)
     return value
 

@@ -393,6 +393,28 @@ def test_a_label_dated_far_ahead_of_the_clock_is_refused_not_made_the_watermark(
     store.close()
 
 
+def test_a_score_label_that_is_no_number_is_refused_not_counted_as_a_negative(
+    labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    from skewguard.baseline import PredictionKind
+    from skewguard.labels import LabelTally, WaitingPrediction
+
+    daemon, store, part = _offline_partition(labelled_baseline[0], tmp_path)
+    labels = [LabelRecord("w0-0", T0, "n/a"), LabelRecord("w0-1", T0, "no"), LabelRecord("w0-2", T0, "YES")]
+    _fold_labels_into(daemon, part, labels)
+    assert {rid: early.label for rid, early in part.pending.items()} == {"w0-1": "no", "w0-2": "YES"}
+    assert daemon.counters.labels == 2 and daemon.counters.dead_letters == {"wrong_type": 1}
+    (letter,) = daemon._dead_letters
+    assert "'w0-0'" in letter.detail and "'n/a'" in letter.detail and "numeric labels" in letter.detail
+    # With a class model also configured such text passes the codec; for a score model's prediction it
+    # is then counted unmatched at the join, never scored as 0.
+    tally = LabelTally()
+    waiting = WaitingPrediction("ctr", 0, 0.9, {}, to_us(T0) + 10**9)
+    daemon._pair(tally, "w0-0", waiting, "n/a", to_us(T0), PredictionKind.SCORE)
+    assert daemon.counters.unmatched_labels == 1 and not tally.ids
+    store.close()
+
+
 def test_checkpointed_join_state_of_before_class_joins_is_not_misread(
     class_baseline: tuple[Path, float], tmp_path: Path
 ) -> None:

@@ -12,12 +12,14 @@ import pytest
 from scipy import stats
 
 from skewguard.baseline import LABEL_COLUMN, PredictionKind
+from skewguard.errors import DataError
 from skewguard.labels import (
     LabelTally,
     PerformanceOptions,
     evaluate_window,
     holdout_metrics,
     label_outcome,
+    label_to_float,
     outcome_arrays,
 )
 from skewguard.monitor import prediction_values
@@ -72,6 +74,16 @@ def noisy(truth: list[str], accuracy: float, seed: int) -> list[str]:
 
 def draw(n: int, shares: tuple[float, ...], seed: int) -> list[str]:
     return [str(c) for c in np.random.default_rng(seed).choice(CLASSES, size=n, p=shares)]
+
+
+def test_a_score_label_is_a_number_a_boolean_or_a_boolean_word_and_nothing_else() -> None:
+    labels = (True, 0.25, " 1 ", "0.0", "YES", "No", "no_click")
+    assert [label_to_float(label) for label in labels] == [1.0, 0.25, 1.0, 0.0, 1.0, 0.0, 0.0]
+    # Text that says nothing of the outcome was read as 0, a negative: now it is no label at all.
+    assert label_to_float("n/a") is None and label_to_float("unknown") is None
+    with pytest.raises(DataError, match=r"'n/a'.*noclick"):
+        label_outcome("n/a", PredictionKind.SCORE)
+    assert label_outcome("n/a", PredictionKind.CLASS) == "n/a"  # a class model's label is any class name
 
 
 def test_class_labels_are_spelled_as_the_profile_spells_categories() -> None:
