@@ -133,8 +133,9 @@ def _format_floats(values: FloatArray) -> ObjectArray:
 def categorical_values(series: pd.Series[Any]) -> ObjectArray:
     """Normalise a column to category strings (``None`` for null), vectorised.
 
-    Booleans become ``"true"`` / ``"false"``; integral floats print without ``.0`` (so an int column
-    that picked up a NaN and became float still yields ``"3"``, not ``"3.0"``); strings stay as they are.
+    Booleans become ``"true"`` / ``"false"``; integers print exactly (ids above 2**53 included); integral
+    floats print without ``.0`` (so an int column that picked up a NaN and became float still yields
+    ``"3"``, not ``"3.0"``); strings stay as they are.
     """
     null = series.isna().to_numpy()
     dtype = series.dtype
@@ -150,6 +151,11 @@ def categorical_values(series: pd.Series[Any]) -> ObjectArray:
         raw = series.to_numpy(dtype=object)
         out = np.full(len(series), None, dtype=object)
         out[~null] = np.where(raw[~null].astype(bool), "true", "false")
+        return out
+    if pd.api.types.is_integer_dtype(dtype):
+        # Exactly: through float64 (below), ids above 2**53 would collapse into their neighbours.
+        out = np.full(len(series), None, dtype=object)
+        out[~null] = series[~null].astype(str).to_numpy(dtype=object)
         return out
     if pd.api.types.is_numeric_dtype(dtype):
         floats = series.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -208,7 +214,9 @@ def category_text(value: Any) -> str:
     """
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
-    if isinstance(value, float | np.floating | int | np.integer):  # ints as an int column's are: via float64
+    if isinstance(value, int | np.integer):  # exactly, as an int column's are
+        return str(int(value))
+    if isinstance(value, float | np.floating):
         return str(_format_floats(np.asarray([value], dtype=np.float64))[0])
     return str(value)
 

@@ -21,9 +21,12 @@ from skewguard.stats import (
     NumericColumnLayout,
     Profile,
     ProfileLayout,
+    categorical_values,
+    category_text,
     ks_binned,
     row_priorities,
 )
+from skewguard.stats.profile import factorize_categories
 
 NUM = ColumnKind.NUMERIC
 CAT = ColumnKind.CATEGORICAL
@@ -167,6 +170,24 @@ def test_categorical_values_are_normalised_the_same_whatever_the_dtype() -> None
     assert booleans.column("b").known == ("false", "true")  # type: ignore[union-attr]
     assert list(sketch.counts) == [0, 2, 0, 0]
     assert sketch.nulls == 1
+
+
+def test_integer_categories_above_two_to_the_53_stay_apart_on_every_path() -> None:
+    """Through float64, 2**53 and 2**53 + 1 were one category: hashed ids collapsed into each other."""
+    ids = [2**53, 2**53 + 1, 2**53 + 2, 2**63 - 1]
+    texts = [str(i) for i in ids]
+    assert list(categorical_values(pd.Series(ids))) == texts  # a training frame's int64 column
+    assert list(categorical_values(pd.Series(ids, dtype="Int64"))) == texts
+    assert list(categorical_values(pd.Series([*ids, None], dtype="Int64"))) == [*texts, None]
+    assert [category_text(i) for i in ids] == texts  # one value at a time (a joined class label)
+    assert category_text(np.int64(ids[1])) == texts[1] and category_text(3.0) == "3"
+    labels, categories = factorize_categories(np.asarray(ids, dtype=object))  # a decoded JSON column
+    assert list(categories[labels]) == texts
+    layout = ProfileLayout.fit(pd.DataFrame({"v": ids[:3] * 2}), [ColumnSpec("v", CAT)])
+    window = layout.profile(pd.DataFrame({"v": pd.Series([ids[1]] * 4, dtype=object)}))
+    known = layout.column("v").known  # type: ignore[union-attr]
+    counts = dict(zip(known, window.categorical("v").counts, strict=False))
+    assert counts == {texts[0]: 0, texts[1]: 4, texts[2]: 0}
 
 
 def test_missing_label_column_is_skipped_but_missing_feature_is_an_error(frame: pd.DataFrame) -> None:
