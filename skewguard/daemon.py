@@ -1519,13 +1519,17 @@ class MonitorDaemon:
                     {"check": f.check.value, "subject": f.subject, "reason": f.reason} for f in result.flagged
                 ],
             }
+        # Served from the HTTP thread while the poll loop changes these: copied in one step each (a
+        # Python-level loop over a dict another thread resizes can raise mid-way).
+        owned = tuple(self.owned)
+        dead_letters = dict(self.counters.dead_letters)
         return {
             "group": self.group,
-            "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in self.owned),
+            "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in owned),
             "records": self.counters.records,
-            "dead_letters": dict(self.counters.dead_letters),
+            "dead_letters": dead_letters,
             "models": latest,
-            "open_alerts": len(self.store.alerts(open_only=True)),
+            "open_alerts": self.store.open_alert_count(self.group),
         }
 
     @staticmethod

@@ -726,6 +726,17 @@ class Store:
         with self._reading() as conn:
             return JoinRows(conn, self.tables, group, self.insert).waiting(partition, request_ids)
 
+    def open_alert_count(self, group: str) -> int:
+        """How many alerts raised by ``group``'s windows are open (all of them: no page limit)."""
+        a, w = self.tables["alerts"], self.tables["windows"]
+        query = (
+            sa.select(sa.func.count())
+            .select_from(a.join(w, a.c.window_id == w.c.id))
+            .where(w.c.consumer_group == group, a.c.resolved.is_(False))
+        )
+        with self._reading() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def undelivered(self, group: str) -> list[UndeliveredAlert]:
         """The alerts in ``group``'s outbox (recorded, delivery never completed), oldest first."""
         o, a, w = self.tables["outbox"], self.tables["alerts"], self.tables["windows"]

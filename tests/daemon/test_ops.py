@@ -209,6 +209,7 @@ def test_metrics_health_status_and_webhook(kafka_broker: EmbeddedBroker, tmp_pat
         status, body = get(f"{base}/status")
         document = json.loads(body)
         assert document["models"]["ctr"]["records"] == 800
+        assert document["open_alerts"] == len(store.alerts(open_only=True)) >= 1  # (the skew alert)
         assert {"check": "skew", "subject": "hour_of_day_local"}.items() <= document["models"]["ctr"][
             "flagged"
         ][0].items()

@@ -152,6 +152,21 @@ def test_alerts_are_deduplicated_and_listed_newest_first(store: Store) -> None:
     assert alerts[0].window_start == NOW
 
 
+def test_open_alerts_are_counted_per_group_past_any_page_limit(store: Store) -> None:
+    with store.transaction() as tx:
+        ours = tx.finalise_window(GROUP, window("ctr", 40), now=NOW)
+        theirs = tx.finalise_window("other-group", window("ctr", 40), now=NOW)
+        assert ours is not None and theirs is not None
+        for i in range(105):
+            alert = NewAlert(f"ours/{i}", "ctr", Check.DRIFT, f"f{i}", Severity.WARNING, "m", {})
+            tx.add_alert(ours, alert, now=NOW)
+        tx.add_alert(theirs, NewAlert("theirs", "ctr", Check.DRIFT, "f0", Severity.WARNING, "m", {}), now=NOW)
+        tx.resolve_alerts(GROUP, "ctr", Stage.SERVING, {("drift", "f0")})
+    assert len(store.alerts(open_only=True)) == 100  # (a page)
+    assert store.open_alert_count(GROUP) == 104
+    assert store.open_alert_count("other-group") == 1
+
+
 def test_the_outbox_holds_an_alert_until_its_delivery_was_tried(store: Store) -> None:
     """What a crash between the commit and the delivery would lose is read back from the outbox."""
     counted_window = WindowResult(
