@@ -2,7 +2,7 @@
 
 Each command lives in its own module under ``skewguard.commands`` and registers itself here. Exit codes
 follow one convention across commands: 0 success / clean, 1 a finding (violations, a failed gate), 2 usage
-or configuration error.
+or configuration error, 3 the results store or the Kafka broker could not be used.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from skewguard.commands import (
     shadow,
     validate,
 )
-from skewguard.commands.common import EXIT_FINDING, EXIT_OK, EXIT_USAGE
+from skewguard.commands.common import EXIT_FINDING, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 
-__all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_USAGE", "app", "main"]
+__all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "app", "main"]
 
 app = typer.Typer(
     name="skewguard",

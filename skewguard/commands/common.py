@@ -12,7 +12,7 @@ from rich.console import Console
 
 from features import FeatureError, FeatureSet, FeatureState
 from skewguard.config import import_object
-from skewguard.errors import ConfigError, DataError, SkewguardError
+from skewguard.errors import BrokerError, ConfigError, DataError, SkewguardError, StoreError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -20,12 +20,13 @@ R = TypeVar("R")
 console = Console()
 err_console = Console(stderr=True)
 
-#: Exit codes shared by every command.
-EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+#: Exit codes shared by every command: a store or broker that cannot be used is neither a finding nor
+#: a usage error, and a pipeline must be able to tell "the gate failed the model" from "no database".
+EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn skewguard and feature errors into one red line and exit code 2, never a traceback."""
+    """Turn skewguard and feature errors into one red line and their exit code, never a traceback."""
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -34,6 +35,9 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except (ConfigError, DataError, FeatureError) as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
+        except (StoreError, BrokerError) as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_UNAVAILABLE) from None
         except SkewguardError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_FINDING) from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from skewguard.cli import app
+from skewguard.cli import EXIT_UNAVAILABLE, app
 from skewguard.results import Check, Severity, WindowKey, WindowResult
 from skewguard.store import NewAlert, Store
 
@@ -38,3 +38,16 @@ def test_status_lists_windows_by_span_or_number_and_open_alerts(tmp_path: Path) 
         "fraud" in line and "#41 2026-06-01 12:07–12:09" in line and "10,000" in line for line in lines
     )
     assert any("amount drifted" in line and "critical" in line for line in lines)
+
+
+def test_a_store_that_cannot_be_read_is_exit_3_not_a_finding(tmp_path: Path) -> None:
+    """Exit 1 means a finding (a failed gate, violations): a pipeline must not read "no database" so."""
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        'group_id = "g"\n[kafka]\nbootstrap_servers = ["k:9092"]\n'
+        '[store]\nurl = "postgresql+psycopg://nobody@127.0.0.1:1/none"\n'
+        '[[models]]\nname = "ctr"\nbaseline = "b"\nfeatures = "x:y"\n'
+    )
+    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    assert result.exit_code == EXIT_UNAVAILABLE == 3, result.output
+    assert "error:" in result.output and "reading the store failed" in result.output
