@@ -410,7 +410,7 @@ class MonitorDaemon:
         }
         # With no class model among them, every label must read as a number: one that does not ("n/a")
         # is refused as it arrives, not counted as a negative when it joins.
-        self._numeric_labels = all(
+        self._numeric_labels = bool(self.labelled) and all(
             self.monitors[name].baseline.prediction_kind is not PredictionKind.CLASS for name in self.labelled
         )
         self.consumer: RawConsumer | None = None

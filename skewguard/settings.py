@@ -80,7 +80,7 @@ class WindowConfig(_Section):
     into the window it arrived in."""
     idle_timeout_s: PositiveFloat = 60.0
     """A partition with no new records for this long, and no lag, no longer holds windows back."""
-    max_future_s: float = Field(3600.0, ge=0)
+    max_future_s: float = Field(3600.0, ge=0, allow_inf_nan=False)
     """A record or label whose event time is more than this far ahead of the monitor's clock is refused
     (dead-letter reason ``future``): folded, it would move its partition's watermark past every later
     record, which would then all be late. An hour, as Kafka's ``log.message.timestamp.after.max.ms``;

@@ -29,22 +29,27 @@ LABEL_WORDS_TEXT: Final = ", ".join(sorted(word for words in LABEL_WORDS.values(
 
 
 def label_to_float(label: LabelValue) -> float | None:
-    """A label as a number: booleans and :data:`LABEL_WORDS` as 1/0, numbers (or numeric text) as they are.
+    """A label as a number: booleans and :data:`LABEL_WORDS` as 1/0, finite numbers (or numeric text).
 
-    None for any other text: a label such as "n/a" or "unknown" says nothing of the outcome, and read
-    as 0 it would count as a negative.
+    None for anything else: a label such as "n/a", "unknown" or "nan" says nothing of the outcome, and
+    read as 0 (or NaN, which compares as 0) it would count as a negative.
     """
     if isinstance(label, bool):
         return 1.0 if label else 0.0
     if isinstance(label, int | float):
-        return float(label)
+        return _finite(float(label))
     if isinstance(label, str):
         text = label.strip().lower()
         try:
-            return float(text)
+            return _finite(float(text))
         except ValueError:
             return next((value for value, words in LABEL_WORDS.items() if text in words), None)
     return None
+
+
+def _finite(value: float) -> float | None:
+    """NaN or infinity says nothing of an outcome ("nan" compares as a negative in AUC and accuracy)."""
+    return value if math.isfinite(value) else None
 
 
 def label_outcome(label: LabelValue, kind: PredictionKind) -> Outcome:

@@ -27,6 +27,7 @@ from skewguard.store import Store
 from tests.daemon.helpers import (
     T0,
     WINDOW,
+    build_ctr_baseline,
     click_scores,
     closing_record,
     config_file,
@@ -412,6 +413,17 @@ def test_a_score_label_that_is_no_number_is_refused_not_counted_as_a_negative(
     waiting = WaitingPrediction("ctr", 0, 0.9, {}, to_us(T0) + 10**9)
     daemon._pair(tally, "w0-0", waiting, "n/a", to_us(T0), PredictionKind.SCORE)
     assert daemon.counters.unmatched_labels == 1 and not tally.ids
+    store.close()
+
+
+def test_with_no_labelled_model_a_text_label_is_not_refused_as_no_number(tmp_path: Path) -> None:
+    """Only when every labelled model reads numbers is a text label refused; with none, nothing is."""
+    baseline_dir = tmp_path / "unlabelled"
+    build_ctr_baseline(baseline_dir)  # (its baseline has no label: nothing is joined)
+    daemon, store, part = _offline_partition(baseline_dir, tmp_path)
+    assert not daemon.labelled
+    _fold_labels_into(daemon, part, [LabelRecord("w0-0", T0, "a class name")])
+    assert not daemon.counters.dead_letters and daemon.counters.labels == 1
     store.close()
 
 

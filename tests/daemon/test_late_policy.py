@@ -90,3 +90,14 @@ def test_an_unknown_late_policy_is_a_config_error_naming_the_key() -> None:
             models=[{"name": "m", "baseline": "b", "features": "x:y"}],
             window={"late_policy": "keep"},
         )
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_max_future_must_be_a_finite_number_of_seconds(value: str) -> None:
+    with pytest.raises(ConfigError, match="max_future_s"):
+        load_settings(
+            None,
+            kafka={"bootstrap_servers": "localhost:9092"},
+            models=[{"name": "m", "baseline": "b", "features": "x:y"}],
+            window={"max_future_s": float(value)},
+        )

@@ -81,6 +81,7 @@ def test_a_score_label_is_a_number_a_boolean_or_a_boolean_word_and_nothing_else(
     assert [label_to_float(label) for label in labels] == [1.0, 0.25, 1.0, 0.0, 1.0, 0.0, 0.0]
     # Text that says nothing of the outcome was read as 0, a negative: now it is no label at all.
     assert label_to_float("n/a") is None and label_to_float("unknown") is None
+    assert label_to_float("nan") is None and label_to_float(float("inf")) is None
     with pytest.raises(DataError, match=r"'n/a'.*noclick"):
         label_outcome("n/a", PredictionKind.SCORE)
     assert label_outcome("n/a", PredictionKind.CLASS) == "n/a"  # a class model's label is any class name
