@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from features import FeatureSet, FeatureState
-from skewguard.alerts import AlertDispatcher, WebhookSink, alert_payload
+from skewguard.alerts import AlertDispatcher, Answer, Sink, WebhookSink, alert_payload
 from skewguard.baseline import LABEL_COLUMN, Baseline, PredictionKind
 from skewguard.config import import_object
 from skewguard.errors import BrokerError, ConfigError, DataError, RecordError, StatisticsError, StoreError
@@ -442,7 +442,7 @@ class MonitorDaemon:
             group_id=self.group,
             max_poll_records=self.settings.max_poll_records,
         )
-        sinks: list[Callable[[dict[str, Any]], bool]] = [self._send_alert_to_topic]
+        sinks: list[Sink] = [self._send_alert_to_topic]
         if self.settings.alerts.webhook_url:
             hook = WebhookSink(
                 self.settings.alerts.webhook_url,
@@ -450,7 +450,7 @@ class MonitorDaemon:
                 retries=self.settings.alerts.webhook_retries,
             )
             sinks.append(hook.send)
-        self.dispatcher = AlertDispatcher(sinks, on_tried=self._alert_tried)
+        self.dispatcher = AlertDispatcher(sinks, on_settled=self._alert_settled)
         self.dispatcher.start()
         # Alerts a previous run recorded but never finished delivering (it crashed, or closed first).
         pending = self.store.undelivered(self.group)
@@ -1468,21 +1468,21 @@ class MonitorDaemon:
             tx.resolve_alerts(self.group, model, result.stage, resolved)
         return payloads
 
-    def _alert_tried(self, alert_id: int) -> None:
-        """Every sink has answered for this alert: out of the outbox (on the dispatcher's thread)."""
+    def _alert_settled(self, alert_id: int) -> None:
+        """Every sink delivered (or refused for good) this alert: out of the outbox (dispatcher's thread)."""
         self.store.delivered([alert_id])
 
-    def _send_alert_to_topic(self, payload: dict[str, Any]) -> bool:
+    def _send_alert_to_topic(self, payload: dict[str, Any]) -> Answer:
         producer = self.producer
-        if producer is None:
-            return False
+        if producer is None:  # closed (a shutdown overtook the delivery): sent again at the next start
+            return Answer.FAILED
         try:
             sent = producer.send(self.topics.alerts, json_bytes(payload), key=payload["model"].encode())
-            sent.wait(_ALERT_ACK_TIMEOUT_S)  # (on the dispatcher's thread) acknowledged, or tried again
-            return True
+            sent.wait(_ALERT_ACK_TIMEOUT_S)  # (on the dispatcher's thread) acknowledged, or sent again
+            return Answer.DELIVERED
         except BrokerError as exc:
             log.warning("alert %s not published: %s", payload["dedup_key"], exc)
-            return False
+            return Answer.FAILED
 
     # -- operations ----------------------------------------------------------------------------------
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from skewguard.alerts.delivery import AlertDispatcher, WebhookSink, alert_payload
+from skewguard.alerts.delivery import AlertDispatcher, Answer, Sink, WebhookSink, alert_payload
 
-__all__ = ["AlertDispatcher", "WebhookSink", "alert_payload"]
+__all__ = ["AlertDispatcher", "Answer", "Sink", "WebhookSink", "alert_payload"]

@@ -5,10 +5,11 @@ there by key), together with an outbox row; delivery happens after that commit, 
 thread. A webhook that is down is retried with exponential backoff and, if it stays down, counted as
 failed: the alert is still in the store and on the topic, and ``skewguard status`` shows it.
 
-Delivery is at least once: the outbox row goes only when every sink has answered for the alert
-(delivered, or failed after its retries). An alert a crash caught in memory, or one still queued when
-:meth:`AlertDispatcher.close` gives up, keeps its row and is delivered again at the daemon's next start;
-receivers tell a repeat by its ``dedup_key``.
+Delivery is at least once: the outbox row goes only when every sink has delivered the alert or
+refused it for good (a webhook's 4xx). An alert a sink could not take now (the broker or the webhook
+unreachable through its retries), one a crash caught in memory, and one still queued when
+:meth:`AlertDispatcher.close` gives up keep their rows and are delivered again at the daemon's next
+start; receivers tell a repeat by its ``dedup_key``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 from skewguard.results import WindowKey, json_bytes
 from skewguard.store import NewAlert
@@ -45,9 +47,25 @@ def alert_payload(alert: NewAlert, key: WindowKey) -> dict[str, Any]:
     }
 
 
+class Answer(Enum):
+    """What a sink did with one alert."""
+
+    DELIVERED = "delivered"
+    #: The receiver rejects this alert for good (HTTP 4xx): sending it again would not help.
+    REFUSED = "refused"
+    #: Not delivered now (unreachable, timed out, 5xx through every retry): to be sent again.
+    FAILED = "failed"
+
+
+#: A sink: one alert's payload in, its answer out (True / False read as DELIVERED / FAILED).
+Sink = Callable[[dict[str, Any]], Answer | bool]
+#: HTTP statuses that mean "not now" rather than "never": retried like a 5xx.
+_TRANSIENT_HTTP: Final = frozenset({408, 425, 429})
+
+
 @dataclass
 class WebhookSink:
-    """POST each alert as JSON; retry on errors and 5xx with exponential backoff."""
+    """POST each alert as JSON; retry on errors, 5xx and 408/425/429 with exponential backoff."""
 
     url: str
     timeout_s: float = 5.0
@@ -55,9 +73,9 @@ class WebhookSink:
     backoff_s: float = 0.5
     sleep: Callable[[float], None] = time.sleep
 
-    def send(self, payload: dict[str, Any]) -> bool:
-        """True when the endpoint accepted the alert (2xx) within the retries."""
-        body = json_bytes(payload)
+    def send(self, payload: dict[str, Any]) -> Answer:
+        """DELIVERED on a 2xx within the retries; REFUSED on any other 4xx; else FAILED."""
+        body, key = json_bytes(payload), payload.get("dedup_key")
         for attempt in range(self.retries + 1):
             request = urllib.request.Request(
                 self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
@@ -65,30 +83,36 @@ class WebhookSink:
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     if 200 <= response.status < 300:
-                        return True
+                        return Answer.DELIVERED
             except urllib.error.HTTPError as exc:
-                if exc.code < 500:  # the endpoint rejects the payload: retrying will not help
-                    log.warning("webhook refused alert %s: HTTP %s", payload.get("dedup_key"), exc.code)
-                    return False
+                if exc.code < 500 and exc.code not in _TRANSIENT_HTTP:  # retrying will not help
+                    log.warning("webhook refused alert %s: HTTP %s", key, exc.code)
+                    return Answer.REFUSED
+                log.info(
+                    "webhook attempt %d for %s: HTTP %s", attempt + 1, payload.get("dedup_key"), exc.code
+                )
             except (urllib.error.URLError, TimeoutError, OSError) as exc:
-                log.info("webhook attempt %d for %s failed: %s", attempt + 1, payload.get("dedup_key"), exc)
+                log.info("webhook attempt %d for %s failed: %s", attempt + 1, key, exc)
             if attempt < self.retries:
                 self.sleep(self.backoff_s * 2**attempt)
-        return False
+        return Answer.FAILED
 
 
 @dataclass
 class AlertDispatcher:
     """A background worker that hands alerts to the configured sinks in order."""
 
-    sinks: list[Callable[[dict[str, Any]], bool]]
-    #: Called (on the worker thread) with an alert's id once every sink has answered for it: the daemon
-    #: then takes it out of the store's outbox. An error in it is logged; the alert is sent again later.
-    on_tried: Callable[[int], None] | None = None
+    sinks: list[Sink]
+    #: Called (on the worker thread) with an alert's id once every sink has delivered or refused it: the
+    #: daemon then takes it out of the store's outbox. An error in it is logged; the alert is sent again.
+    on_settled: Callable[[int], None] | None = None
     delivered: int = 0
     failed: int = 0
     _queue: queue.Queue[tuple[dict[str, Any], int | None] | None] = field(default_factory=queue.Queue)
     _thread: threading.Thread | None = None
+    #: Set when close() stopped waiting: the worker settles nothing more (the daemon's producer and
+    #: store are closing under it) and leaves what is queued in the outbox.
+    _abandoned: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         """Start the worker thread (idempotent)."""
@@ -97,37 +121,45 @@ class AlertDispatcher:
             self._thread.start()
 
     def submit(self, payload: dict[str, Any], alert_id: int | None = None) -> None:
-        """Queue an alert for delivery; returns at once. ``alert_id`` is reported to ``on_tried``."""
+        """Queue an alert for delivery; returns at once. ``alert_id`` is reported to ``on_settled``."""
         self._queue.put((payload, alert_id))
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
+            if item is None or self._abandoned.is_set():
                 return
             payload, alert_id = item
-            self._deliver(payload)
-            if alert_id is not None and self.on_tried is not None:
-                try:
-                    self.on_tried(alert_id)
-                except Exception:  # (a store error): the alert stays in the outbox, sent again at start
-                    log.exception("alert %s delivered but still in the outbox", payload.get("dedup_key"))
+            settled = self._deliver(payload)
+            if not settled or alert_id is None or self.on_settled is None or self._abandoned.is_set():
+                continue  # (not settled: its outbox row stays, and the next start sends it again)
+            try:
+                self.on_settled(alert_id)
+            except Exception:  # (a store error): the alert stays in the outbox, sent again at start
+                log.exception("alert %s delivered but still in the outbox", payload.get("dedup_key"))
 
-    def _deliver(self, payload: dict[str, Any]) -> None:
+    def _deliver(self, payload: dict[str, Any]) -> bool:
+        """Hand the alert to every sink; True when none of them failed (delivered, or refused for good)."""
+        settled = True
         for sink in self.sinks:
             try:
-                ok = sink(payload)
+                answer = sink(payload)
             except Exception:  # a sink bug must not kill delivery of the others
                 log.exception("alert sink failed")
-                ok = False
-            if ok:
+                answer = Answer.FAILED
+            if answer is True or answer is Answer.DELIVERED:
                 self.delivered += 1
-            else:
-                self.failed += 1
+                continue
+            self.failed += 1
+            settled = settled and answer is Answer.REFUSED
+        return settled
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued (up to ``timeout_s``), then stop; what is left stays in the outbox."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                self._abandoned.set()
+                log.warning("alert delivery still busy at shutdown: the rest is delivered at the next start")
             self._thread = None

@@ -771,7 +771,7 @@ class Store:
             ]
 
     def delivered(self, alert_ids: Iterable[int]) -> None:
-        """Take these alerts out of the outbox: their delivery has been tried (see ``AlertDispatcher``)."""
+        """Take these alerts out of the outbox: delivered, or refused for good (see ``AlertDispatcher``)."""
         ids = list(alert_ids)
         if not ids:
             return

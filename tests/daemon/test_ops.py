@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from skewguard.alerts.delivery import AlertDispatcher, WebhookSink
+from skewguard.alerts.delivery import AlertDispatcher, Answer, WebhookSink
 from skewguard.baseline import Baseline
 from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import hour_in_utc_bug
@@ -40,9 +40,12 @@ def strict_json(token: str) -> Any:
 
 
 class Receiver:
-    """A local webhook endpoint that records what it is sent (and fails the first call, to test retries)."""
+    """A local webhook endpoint that records what it is sent.
 
-    def __init__(self) -> None:
+    It answers its first calls with ``statuses`` (by default one 503, to test retries), then 204.
+    """
+
+    def __init__(self, statuses: tuple[int, ...] = (503,)) -> None:
         self.payloads: list[dict[str, Any]] = []
         self.calls = 0
         receiver = self
@@ -51,8 +54,8 @@ class Receiver:
             def do_POST(self) -> None:
                 receiver.calls += 1
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                if receiver.calls == 1:
-                    self.send_response(503)  # first attempt fails: the sink must retry
+                if receiver.calls <= len(statuses):
+                    self.send_response(statuses[receiver.calls - 1])
                 else:
                     receiver.payloads.append(json.loads(body, parse_constant=strict_json))
                     self.send_response(204)
@@ -77,42 +80,63 @@ def test_the_webhook_posts_standard_json_even_for_non_finite_evidence() -> None:
             "dedup_key": "k",
             "evidence": {"ci_low": float("nan"), "effect": np.float64(np.inf), "n": 3},
         }
-        assert sink.send(payload)
+        assert sink.send(payload) is Answer.DELIVERED
         assert receiver.payloads == [{"dedup_key": "k", "evidence": {"ci_low": None, "effect": None, "n": 3}}]
     finally:
         receiver.server.shutdown()
         receiver.server.server_close()
 
 
-def test_the_dispatcher_reports_an_alert_tried_once_every_sink_has_answered() -> None:
-    """Only then may its outbox row go: an alert still queued or in a sink stays, to be sent again."""
-    tried: list[int] = []
+@pytest.mark.parametrize(
+    ("statuses", "answer", "calls"),
+    [((429, 503), Answer.DELIVERED, 3), ((400,), Answer.REFUSED, 1), ((503,) * 4, Answer.FAILED, 4)],
+)
+def test_the_webhook_retries_what_may_pass_later_and_gives_up_on_a_refusal(
+    statuses: tuple[int, ...], answer: Answer, calls: int
+) -> None:
+    receiver = Receiver(statuses)
+    try:
+        sink = WebhookSink(receiver.url, retries=3, sleep=lambda _s: None)
+        assert sink.send({"dedup_key": "k"}) is answer
+        assert receiver.calls == calls
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+def test_the_dispatcher_settles_an_alert_only_when_no_sink_failed_and_never_after_giving_up() -> None:
+    """Only then may its outbox row go: an alert not delivered now, or still queued, is sent again."""
+    settled: list[int] = []
     answers: list[tuple[str, str]] = []
 
-    def refusing(payload: dict[str, Any]) -> bool:
+    def refusing(payload: dict[str, Any]) -> Answer:  # (a webhook's 4xx: sending again would not help)
         answers.append(("refusing", payload["dedup_key"]))
-        return False
+        return Answer.REFUSED
 
-    def accepting(payload: dict[str, Any]) -> bool:
-        answers.append(("accepting", payload["dedup_key"]))
-        return True
+    def flaky(payload: dict[str, Any]) -> Answer:
+        answers.append(("flaky", payload["dedup_key"]))
+        return Answer.FAILED if payload["dedup_key"] == "b" else Answer.DELIVERED
 
-    dispatcher = AlertDispatcher([refusing, accepting], on_tried=tried.append)
+    dispatcher = AlertDispatcher([refusing, flaky], on_settled=settled.append)
     dispatcher.start()
     dispatcher.submit({"dedup_key": "a"}, 7)
-    dispatcher.submit({"dedup_key": "b"})  # no outbox row to report
+    dispatcher.submit({"dedup_key": "b"}, 8)  # the broker was down for this one: it stays in the outbox
+    dispatcher.submit({"dedup_key": "c"})  # no outbox row to report
     dispatcher.close()
-    assert answers == [("refusing", "a"), ("accepting", "a"), ("refusing", "b"), ("accepting", "b")]
-    assert tried == [7] and (dispatcher.delivered, dispatcher.failed) == (2, 2)
+    assert answers == [(sink, key) for key in "abc" for sink in ("refusing", "flaky")]
+    assert settled == [7] and (dispatcher.delivered, dispatcher.failed) == (2, 4)
 
     release = threading.Event()
-    stuck = AlertDispatcher([lambda _payload: release.wait(10)], on_tried=tried.append)
+    stuck = AlertDispatcher([lambda _payload: release.wait(10)], on_settled=settled.append)
     stuck.start()
-    stuck.submit({"dedup_key": "c"}, 8)
+    worker = stuck._thread
+    assert worker is not None
     stuck.submit({"dedup_key": "d"}, 9)
-    stuck.close(timeout_s=0.2)  # gives up while "c" is still in its sink
-    assert tried == [7]
-    release.set()
+    stuck.submit({"dedup_key": "e"}, 10)
+    stuck.close(timeout_s=0.2)  # gives up while "d" is still in its sink
+    release.set()  # ... which then answers: the daemon's producer and store are closing by now
+    worker.join(5)
+    assert not worker.is_alive() and settled == [7]  # neither "d" nor the queued "e" settled
 
 
 def get(url: str) -> tuple[int, bytes]:
