@@ -201,9 +201,8 @@ def soft_cross_entropy_floor(targets: torch.Tensor, class_dim: int, smoothing: f
     q = targets.detach().double()
     if bool((q < 0).any()):
         return None
-    if smoothing:
-        k = q.shape[class_dim]
-        q = (1.0 - smoothing) * q + smoothing * q.sum(dim=class_dim, keepdim=True) / k
+    if smoothing:  # as torch smooths soft targets: eps / K to every class, whatever the row sums to
+        q = (1.0 - smoothing) * q + smoothing / q.shape[class_dim]
     total = q.sum(dim=class_dim, keepdim=True)
     terms = torch.where(q > 0, q * torch.log(q / total.clamp_min(1e-300)), torch.zeros_like(q))
     return float(-terms.sum(dim=class_dim).mean())
@@ -691,16 +690,34 @@ def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
 
 
 def _axes_of(inputs: torch.Tensor, fed: torch.Tensor) -> list[int] | None:
-    """The permutation ``p`` with ``inputs.permute(p)`` equal to ``fed`` (identity first), or None.
+    """How an embedding's input lays out the ids' axes: ``p`` with ``fed`` being ``inputs.permute(p)``.
 
-    Only for the few axes ids have (<= 4): an embedding fed anything else is not fed the inputs.
+    In order: a view of the ids (``ids``, ``ids.t()``, ``ids.permute(...)``) is read from its strides,
+    exactly, whatever the values; ids of the ids' own shape are taken as they are, also when transformed
+    (``ids % buckets``, ``ids.clamp(...)``) — unless they are a permuted copy of the ids
+    (``ids.t().contiguous()`` of a square batch), found by content when exactly one permutation matches.
+    None: not the ids (a slice, another tensor), or a copy whose layout cannot be told (a symmetric batch).
     """
-    if fed.dim() != inputs.dim() or fed.dim() > _MAX_ID_AXES or fed.numel() != inputs.numel():
+    if fed.numel() != inputs.numel() or fed.dim() != inputs.dim():
         return None
-    for order in itertools.permutations(range(inputs.dim())):
-        arranged = inputs.permute(order)
-        if arranged.shape == fed.shape and torch.equal(arranged, fed):
-            return list(order)
+    axes = range(inputs.dim())
+    orders = list(itertools.permutations(axes)) if inputs.dim() <= _MAX_ID_AXES else [tuple(axes)]
+    if fed.data_ptr() == inputs.data_ptr():
+        for order in orders:
+            if all(
+                fed.shape[k] == inputs.shape[a] and (fed.shape[k] == 1 or fed.stride(k) == inputs.stride(a))
+                for k, a in enumerate(order)
+            ):
+                return list(order)
+    matching = [
+        list(order)
+        for order in orders
+        if inputs.permute(order).shape == fed.shape and torch.equal(inputs.permute(order), fed)
+    ]
+    if len(matching) == 1:
+        return matching[0]
+    if not matching and fed.shape == inputs.shape:
+        return list(axes)  # transformed ids (hashed, clamped): position for position, as they came
     return None
 
 

@@ -446,8 +446,8 @@ class _Run:
         """
         floor = self.options.loss_floor
         loss = self.loss_fn
-        if not isinstance(loss, nn.CrossEntropyLoss) or loss.reduction != "mean":
-            return floor, ""
+        if not isinstance(loss, nn.CrossEntropyLoss) or loss.reduction != "mean" or loss.weight is not None:
+            return floor, ""  # (class weights move the floor by the targets' mix: set loss_floor)
         smoothing = loss.label_smoothing
         if (
             self.layout.kind is TargetKind.CLASS_INDEX

@@ -66,6 +66,12 @@ def test_soft_target_floor_is_the_mean_scipy_entropy_and_the_minimum_of_cross_en
     worse = F.cross_entropy(logits + 0.3 * torch.randn(6, 5, generator=g), q, label_smoothing=eps)
     assert float(worse) > expected
     assert soft_cross_entropy_floor(q - 0.5, 1) is None  # negative "probabilities": no floor to give
+    # Rows that are no distribution (multi-hot, an all-zero padded row): still the minimum torch reaches.
+    multi = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    mixed = (1 - eps) * multi + eps / 3
+    best = torch.log((mixed / mixed.sum(1, keepdim=True).clamp_min(1e-300)).clamp_min(1e-300))  # p ∝ q
+    reached = float(F.cross_entropy(best, multi, label_smoothing=eps))
+    assert soft_cross_entropy_floor(multi, 1, eps) == pytest.approx(reached, abs=1e-9)
 
 
 def test_mse_on_one_hot_targets_reads_outputs_as_values_for_agreement_and_init_loss():
@@ -359,6 +365,40 @@ def test_batch_independence_traces_an_embedding_fed_the_ids_with_axes_swapped(mi
     assert not finding.result.skipped
     assert "embedding" in finding.result.detail
     assert finding.result.passed is not mix_batch
+
+
+class _HashedIdsBatchMean(nn.Module):
+    """The hashing trick (``embedding(ids % buckets)``) with a batch-mean bug after it."""
+
+    def __init__(self, transposed_copy: bool = False) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(5, 4)
+        self.transposed_copy = transposed_copy
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.transposed_copy:  # a permuted copy, not a view: found by its content
+            embedded: torch.Tensor = self.embedding(ids.t().contiguous())
+            return embedded.transpose(0, 1).sum(dim=1)
+        hidden: torch.Tensor = self.embedding(ids % 5).sum(dim=1)
+        return hidden - hidden.mean(dim=0)  # BUG: every example's output moves with the others
+
+
+def test_batch_independence_traces_transformed_ids_square_batches_and_permuted_copies():
+    hashed = seeded_build(0, _HashedIdsBatchMean).eval()
+    ids = torch.randint(0, 100, (4, 6), generator=torch.Generator().manual_seed(0))
+    finding = check_batch_independence(hashed, ids, allow_batch_coupling=False, seed=0)
+    assert not finding.result.skipped and not finding.result.passed
+    # A stride-1 sliding window over one stream is a symmetric square batch: ids equal ids.t(), so
+    # only the view's strides tell that the embedding was fed it transposed.
+    stream = torch.randint(0, 16, (15,), generator=torch.Generator().manual_seed(1))
+    square = stream.unfold(0, 8, 1).contiguous()
+    assert torch.equal(square, square.t())
+    model = seeded_build(7, lambda: TokenSequenceFirstGRUClassifier(mix_batch=False)).eval()
+    finding = check_batch_independence(model, square, allow_batch_coupling=False, seed=0)
+    assert not finding.result.skipped and finding.result.passed, finding.result.detail
+    copied = seeded_build(0, lambda: _HashedIdsBatchMean(transposed_copy=True)).eval()
+    finding = check_batch_independence(copied, ids % 5, allow_batch_coupling=False, seed=0)
+    assert not finding.result.skipped and finding.result.passed, finding.result.detail
 
 
 def test_causal_check_passes_a_prefix_sum_and_catches_a_suffix_sum():
