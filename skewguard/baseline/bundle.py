@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -160,11 +162,13 @@ class Baseline:
             msg = f"baseline {str(directory)!r}: feature_state.json does not match the hash in baseline.json"
             raise DataError(msg)
         kind = meta.get("prediction_kind")
+        profile = Profile.from_json(read("profile"))
+        _warn_of_float_spelled_ids(profile, directory)
         return cls(
             model=meta["model"],
             feature_set=meta["feature_set"],
             state=state,
-            profile=Profile.from_json(read("profile")),
+            profile=profile,
             calibration=Calibration.from_json(read("calibration")),
             prediction_kind=None if kind is None else PredictionKind(kind),
             has_label=bool(meta["has_label"]),
@@ -175,6 +179,32 @@ class Baseline:
             metrics={str(k): float(v) for k, v in meta.get("metrics", {}).items()},
             metric_errors=_metric_errors(meta.get("metric_errors", {}), directory),
         )
+
+
+log = logging.getLogger(__name__)
+
+#: How releases before 2026-11 spelled integer categories of 2**53 and above (through float64).
+_FLOAT_SPELLED_ID: Final = re.compile(r"-?\d{16,}\.0")
+
+
+def _warn_of_float_spelled_ids(profile: Profile, directory: Path) -> None:
+    """Warn of categories an earlier release spelled as floats: serving now spells those ids exactly.
+
+    Such a baseline still loads, but each of those ids reads as a category it never saw (drift). The
+    fix is to rebuild it from the training data.
+    """
+    for name in profile.layout.names:
+        column = profile.layout.column(name)
+        known = getattr(column, "known", ())
+        spelled = [text for text in known if _FLOAT_SPELLED_ID.fullmatch(text)]
+        if spelled:
+            log.warning(
+                "baseline %s: column %r holds integer categories spelled as floats (%s): built by an "
+                "earlier release, which merged ids above 2**53; rebuild it, or those ids read as unseen",
+                directory,
+                name,
+                ", ".join(spelled[:3]),
+            )
 
 
 def _metric_errors(stored: Any, directory: Path) -> dict[str, float]:

@@ -82,6 +82,24 @@ def test_round_trip_through_a_directory(raw: pd.DataFrame, tmp_path: Path) -> No
     assert {e["kwargs"]["column"] for e in suite["expectations"]} == set(CTR_FEATURES.features)
 
 
+def test_a_baseline_with_ids_spelled_as_floats_loads_with_a_warning_to_rebuild_it(
+    raw: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Releases before exact integer categories spelled ids above 2**53 as floats; serving no longer does."""
+    build(raw, 6_000).save(tmp_path)
+    assert "9007199254740992.0" not in (tmp_path / "profile.json").read_text()
+    with caplog.at_level("WARNING", logger="skewguard.baseline.bundle"):
+        Baseline.load(tmp_path)
+    assert not caplog.records
+    text = (tmp_path / "profile.json").read_text()
+    assert '"mobile"' in text  # a category of the device column
+    (tmp_path / "profile.json").write_text(text.replace('"mobile"', '"9007199254740992.0"'))
+    with caplog.at_level("WARNING", logger="skewguard.baseline.bundle"):
+        Baseline.load(tmp_path)
+    (record,) = caplog.records
+    assert "9007199254740992.0" in record.getMessage() and "rebuild" in record.getMessage()
+
+
 def test_tampered_state_is_refused_on_load(raw: pd.DataFrame, tmp_path: Path) -> None:
     build(raw, 6_000).save(tmp_path)
     meta = json.loads((tmp_path / "baseline.json").read_text())
