@@ -418,6 +418,7 @@ class MonitorDaemon:
         self.dispatcher: AlertDispatcher | None = None
         self.ops: OpsServer | None = None
         self._last_checkpoint = 0.0
+        self._last_alert_sweep = 0.0
         self._last_poll_ok = 0.0
         self._partition_count: int | None = None
         #: Dead letters refused by a fold, not yet handed to the producer / not yet acknowledged.
@@ -453,11 +454,8 @@ class MonitorDaemon:
         self.dispatcher = AlertDispatcher(sinks, on_settled=self._alert_settled)
         self.dispatcher.start()
         # Alerts a previous run recorded but never finished delivering (it crashed, or closed first).
-        pending = self.store.undelivered(self.group)
-        if pending:
-            log.info("delivering %d alerts recorded by a previous run but never delivered", len(pending))
-        for undelivered in pending:
-            self.dispatcher.submit(alert_payload(undelivered.alert, undelivered.key), undelivered.id)
+        self._resend_undelivered(None)
+        self._last_alert_sweep = self.clock()
         if self.spec.counted:  # each partition's share of a count window depends on how many there are
             self.spec = replace(self.spec, partitions=self._serving_partitions())
         if serve_http:
@@ -1081,6 +1079,7 @@ class MonitorDaemon:
         if self.dispatcher is not None:
             for payload, alert_id in deliveries:
                 self.dispatcher.submit(payload, alert_id)
+            self._sweep_outbox_if_due()
         self._spent("finalise", finalising)
         self._spent("checkpoint", time.perf_counter() - started - finalising)
         return finalised
@@ -1467,6 +1466,27 @@ class MonitorDaemon:
         if resolved:
             tx.resolve_alerts(self.group, model, result.stage, resolved)
         return payloads
+
+    def _resend_undelivered(self, created_before_us: int | None) -> int:
+        """Queue the group's outbox alerts (recorded before then) that are not in delivery already."""
+        dispatcher: AlertDispatcher = self._require(self.dispatcher)
+        pending = self.store.undelivered(self.group, created_before_us=created_before_us)
+        queued = sum(dispatcher.submit(alert_payload(u.alert, u.key), u.id) for u in pending)
+        if queued:
+            log.info("sending again %d alerts whose delivery never completed", queued)
+        return queued
+
+    def _sweep_outbox_if_due(self) -> None:
+        """Every ``alerts.retry_interval_s``: send again the alerts a sink could not take (that old)."""
+        interval = self.settings.alerts.retry_interval_s
+        now = self.clock()
+        if now - self._last_alert_sweep < interval:
+            return
+        self._last_alert_sweep = now
+        try:
+            self._resend_undelivered(int((now - interval) * 1e6))
+        except StoreError as exc:  # the next sweep tries again; the checkpoint itself is done
+            log.warning("outbox sweep failed: %s", exc)
 
     def _alert_settled(self, alert_id: int) -> None:
         """Every sink delivered (or refused for good) this alert: out of the outbox (dispatcher's thread)."""

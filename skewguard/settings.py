@@ -125,6 +125,9 @@ class AlertsConfig(_Section):
     """POSTed a JSON alert (with its evidence); retried with backoff."""
     webhook_timeout_s: PositiveFloat = 5.0
     webhook_retries: int = Field(3, ge=0)
+    retry_interval_s: float = Field(300.0, gt=0, allow_inf_nan=False)
+    """How often alerts a sink could not take (the broker or the webhook down) are sent again, once
+    they are this old; each start of the daemon also sends what its group left undelivered."""
 
 
 class LabelsConfig(_Section):

@@ -7,9 +7,10 @@ failed: the alert is still in the store and on the topic, and ``skewguard status
 
 Delivery is at least once: the outbox row goes only when every sink has delivered the alert or
 refused it for good (a webhook's 4xx). An alert a sink could not take now (the broker or the webhook
-unreachable through its retries), one a crash caught in memory, and one still queued when
-:meth:`AlertDispatcher.close` gives up keep their rows and are delivered again at the daemon's next
-start; receivers tell a repeat by its ``dedup_key``.
+unreachable through its retries) keeps its row and is sent again by the daemon's periodic sweep of
+the outbox (``alerts.retry_interval_s``); one a crash caught in memory, or one still queued when
+:meth:`AlertDispatcher.close` gives up, is sent by the next start. Receivers tell a repeat by its
+``dedup_key``.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ class AlertDispatcher:
     #: Set when close() stopped waiting: the worker settles nothing more (the daemon's producer and
     #: store are closing under it) and leaves what is queued in the outbox.
     _abandoned: threading.Event = field(default_factory=threading.Event)
+    #: Outbox ids queued or being delivered: a sweep of the outbox must not queue them a second time.
+    _in_flight: set[int] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
         """Start the worker thread (idempotent)."""
@@ -120,9 +124,18 @@ class AlertDispatcher:
             self._thread = threading.Thread(target=self._run, name="skewguard-alerts", daemon=True)
             self._thread.start()
 
-    def submit(self, payload: dict[str, Any], alert_id: int | None = None) -> None:
-        """Queue an alert for delivery; returns at once. ``alert_id`` is reported to ``on_settled``."""
+    def submit(self, payload: dict[str, Any], alert_id: int | None = None) -> bool:
+        """Queue an alert for delivery; returns at once. ``alert_id`` is reported to ``on_settled``.
+
+        False (nothing queued) when the alert of that outbox id is queued or being delivered already.
+        """
+        if alert_id is not None:
+            with self._lock:
+                if alert_id in self._in_flight:
+                    return False
+                self._in_flight.add(alert_id)
         self._queue.put((payload, alert_id))
+        return True
 
     def _run(self) -> None:
         while True:
@@ -130,13 +143,20 @@ class AlertDispatcher:
             if item is None or self._abandoned.is_set():
                 return
             payload, alert_id = item
-            settled = self._deliver(payload)
-            if not settled or alert_id is None or self.on_settled is None or self._abandoned.is_set():
-                continue  # (not settled: its outbox row stays, and the next start sends it again)
             try:
-                self.on_settled(alert_id)
-            except Exception:  # (a store error): the alert stays in the outbox, sent again at start
-                log.exception("alert %s delivered but still in the outbox", payload.get("dedup_key"))
+                self._settle(payload, alert_id, self._deliver(payload))
+            finally:
+                if alert_id is not None:
+                    with self._lock:
+                        self._in_flight.discard(alert_id)
+
+    def _settle(self, payload: dict[str, Any], alert_id: int | None, settled: bool) -> None:
+        if not settled or alert_id is None or self.on_settled is None or self._abandoned.is_set():
+            return  # (not settled: its outbox row stays, and a later sweep or start sends it again)
+        try:
+            self.on_settled(alert_id)
+        except Exception:  # (a store error): the alert stays in the outbox, sent again later
+            log.exception("alert %s delivered but still in the outbox", payload.get("dedup_key"))
 
     def _deliver(self, payload: dict[str, Any]) -> bool:
         """Hand the alert to every sink; True when none of them failed (delivered, or refused for good)."""

@@ -737,8 +737,11 @@ class Store:
         with self._reading() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def undelivered(self, group: str) -> list[UndeliveredAlert]:
-        """The alerts in ``group``'s outbox (recorded, delivery never completed), oldest first."""
+    def undelivered(self, group: str, *, created_before_us: int | None = None) -> list[UndeliveredAlert]:
+        """The alerts in ``group``'s outbox (recorded, delivery never completed), oldest first.
+
+        ``created_before_us``: only those recorded before then (epoch µs).
+        """
         o, a, w = self.tables["outbox"], self.tables["alerts"], self.tables["windows"]
         query = (
             sa.select(a, w.c.start_us, w.c.end_us, w.c.window_index)
@@ -747,6 +750,8 @@ class Store:
             .where(o.c.consumer_group == group)
             .order_by(a.c.id)
         )
+        if created_before_us is not None:
+            query = query.where(o.c.created_us < created_before_us)
         with self._reading() as conn:
             return [
                 UndeliveredAlert(

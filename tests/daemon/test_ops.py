@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -19,8 +20,11 @@ from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import hour_in_utc_bug
 from skewguard.io.broker import EmbeddedBroker
 from skewguard.ops import metric_names
-from skewguard.store import Store
+from skewguard.results import Check, Severity, WindowKey, WindowResult
+from skewguard.store import NewAlert, Store
 from tests.daemon.helpers import (
+    T0,
+    WINDOW,
     build_ctr_baseline,
     closing_record,
     produce,
@@ -131,12 +135,62 @@ def test_the_dispatcher_settles_an_alert_only_when_no_sink_failed_and_never_afte
     stuck.start()
     worker = stuck._thread
     assert worker is not None
-    stuck.submit({"dedup_key": "d"}, 9)
-    stuck.submit({"dedup_key": "e"}, 10)
+    assert stuck.submit({"dedup_key": "d"}, 9)
+    assert stuck.submit({"dedup_key": "e"}, 10)
+    assert not stuck.submit({"dedup_key": "e"}, 10)  # (a sweep of the outbox meeting it in flight)
     stuck.close(timeout_s=0.2)  # gives up while "d" is still in its sink
     release.set()  # ... which then answers: the daemon's producer and store are closing by now
     worker.join(5)
     assert not worker.is_alive() and settled == [7]  # neither "d" nor the queued "e" settled
+
+
+def test_an_alert_a_sink_could_not_take_is_sent_again_by_the_outbox_sweep(
+    baseline_dir: Path, tmp_path: Path
+) -> None:
+    """Not only at the next start: every alerts.retry_interval_s, once the alert is that old."""
+    now = [1_800_000_000.0]
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    settings = settings_for("127.0.0.1:1", baseline_dir, url, alerts={"retry_interval_s": 60.0})
+    store = Store(url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store, clock=lambda: now[0])  # never opened
+    group = settings.group_id
+    raised = dt.datetime.fromtimestamp(now[0], dt.UTC)
+    with store.transaction() as tx:
+        key = WindowKey("ctr", T0, T0 + WINDOW)
+        window_id = tx.finalise_window(group, WindowResult(key, 10), now=raised)
+        assert window_id is not None
+        alert = NewAlert("g/ctr/drift/x/0", "ctr", Check.DRIFT, "x", Severity.WARNING, "x drifted", {})
+        alert_id = tx.add_alert(window_id, alert, now=raised)
+        assert alert_id is not None
+        tx.hold_for_delivery(group, alert_id, now=raised)
+    answers, sent = [Answer.FAILED, Answer.DELIVERED], []
+
+    def broker_down_once(payload: dict[str, Any]) -> Answer:
+        sent.append(payload["dedup_key"])
+        return answers.pop(0)
+
+    daemon.dispatcher = AlertDispatcher([broker_down_once], on_settled=daemon._alert_settled)
+    daemon.dispatcher.start()
+    try:
+
+        def delivered(count: int) -> None:
+            deadline = time.monotonic() + 10
+            while (len(sent) < count or daemon.dispatcher._in_flight) and time.monotonic() < deadline:  # type: ignore[union-attr]
+                time.sleep(0.01)
+
+        daemon._last_alert_sweep = now[0]
+        assert daemon._resend_undelivered(None) == 1  # as at a start: the broker is down, the row stays
+        delivered(1)
+        assert [u.id for u in store.undelivered(group)] == [alert_id]
+        now[0] += 30.0
+        daemon._sweep_outbox_if_due()  # not due yet
+        now[0] += 31.0
+        daemon._sweep_outbox_if_due()  # due, and the alert is older than the interval
+        delivered(2)
+        assert sent == [alert.dedup_key] * 2 and store.undelivered(group) == []
+    finally:
+        daemon.dispatcher.close()
+        store.close()
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -162,7 +216,7 @@ def test_an_alert_a_crash_kept_from_delivery_is_delivered_at_the_next_start(
     receiver = Receiver()
     try:
         assert first.dispatcher is not None
-        first.dispatcher.submit = lambda *_args: None  # type: ignore[method-assign]  # lost, as in a SIGKILL
+        first.dispatcher.submit = lambda *_args: True  # type: ignore[method-assign]  # lost, as in a SIGKILL
         bug_rows = np.random.default_rng(1).random(800) < 0.5
         records = window_records(baseline, 0, 800, seed=7, bug=hour_in_utc_bug, bug_rows=bug_rows)
         produce(bootstrap, settings.topics.serving, records)
