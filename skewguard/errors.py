@@ -61,5 +61,12 @@ class StoreError(SkewguardError):
     """The results store failed (connection, schema, transaction)."""
 
 
+class StoreConfigError(ConfigError, StoreError):
+    """The store's URL names no usable store (not a URL, an unsupported backend, a missing folder).
+
+    A configuration error first (CLI exit 2), and still a StoreError to code that catches those.
+    """
+
+
 class GateError(SkewguardError):
     """The overfit gate was called wrongly (bad arguments); a model failing the gate is not an error."""

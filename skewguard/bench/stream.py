@@ -67,7 +67,7 @@ from features import Feature, FeatureKind, FeatureSet
 from features.inputs import InputColumns, InputType, RawInput
 from skewguard.baseline import Baseline, BaselineOptions, build_baseline
 from skewguard.daemon import MonitorDaemon
-from skewguard.errors import BrokerError, ConfigError
+from skewguard.errors import ConfigError, SkewguardError
 from skewguard.io.broker import EmbeddedBroker
 from skewguard.io.kafka import KafkaSettings, RawConsumer, RawProducer, ensure_topics
 from skewguard.monitor import ModelMonitor
@@ -88,7 +88,7 @@ _JOIN_POLL_MS: Final = 50
 _JOIN_TIMEOUT_S: Final = 120.0
 
 
-class BenchStreamError(BrokerError):
+class BenchStreamError(SkewguardError):
     """The streaming benchmark could not complete a measurement (a client never joined, records lost)."""
 
 

@@ -125,7 +125,7 @@ def _numeric_values(series: ColumnValues, name: str) -> FloatArray:
 def _format_floats(values: FloatArray) -> ObjectArray:
     # Integral floats print as the integers they are, up to int64: an int column that picked up a null
     # (float64 in pandas) spells an id as the same column without the null does, and as serving does.
-    integral = np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) < 2**63)
+    integral = np.isfinite(values) & (values == np.floor(values)) & (values >= -(2**63)) & (values < 2**63)
     out = values.astype(str).astype(object)
     if integral.any():
         out[integral] = values[integral].astype(np.int64).astype(str)

@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from skewguard.errors import StoreError
+from skewguard.errors import StoreConfigError, StoreError
 from skewguard.labels import EarlyLabel, WaitingPrediction
 from skewguard.records import from_us, to_us
 from skewguard.results import Check, Finding, Severity, Stage, WindowKey, WindowResult, json_bytes
@@ -546,18 +546,18 @@ class Store:
             parsed = sa.engine.make_url(url)
         except (SQLAlchemyError, ValueError) as exc:
             msg = f"store URL {url!r} is not a SQLAlchemy URL (e.g. sqlite:///results.db): {exc}"
-            raise StoreError(msg) from exc
+            raise StoreConfigError(msg) from exc
         shown = parsed.render_as_string(hide_password=True)
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
             backend = parsed.get_backend_name()
             msg = f"unsupported store backend {backend!r} in {shown!r}: use sqlite or postgresql"
-            raise StoreError(msg)
+            raise StoreConfigError(msg)
         database = parsed.database
         if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
             folder = Path(database).parent  # SQLite creates the file, never its folder
             if not folder.is_dir():
                 msg = f"cannot open store {shown!r}: its folder {str(folder)!r} does not exist"
-                raise StoreError(msg)
+                raise StoreConfigError(msg)
         try:
             self.engine: Engine = sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_text)
         except (SQLAlchemyError, ImportError, ValueError) as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from skewguard.cli import EXIT_UNAVAILABLE, app
+from skewguard.cli import EXIT_UNAVAILABLE, EXIT_USAGE, app
 from skewguard.results import Check, Severity, WindowKey, WindowResult
 from skewguard.store import NewAlert, Store
 
@@ -51,3 +51,15 @@ def test_a_store_that_cannot_be_read_is_exit_3_not_a_finding(tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["status", "--config", str(config)])
     assert result.exit_code == EXIT_UNAVAILABLE == 3, result.output
     assert "error:" in result.output and "reading the store failed" in result.output
+
+
+def test_a_store_url_that_names_no_store_is_a_config_error_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        'group_id = "g"\n[kafka]\nbootstrap_servers = ["k:9092"]\n'
+        f'[store]\nurl = "sqlite:///{tmp_path / "no-such-folder" / "x.db"}"\n'
+        '[[models]]\nname = "ctr"\nbaseline = "b"\nfeatures = "x:y"\n'
+    )
+    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "no-such-folder" in result.output and "does not exist" in result.output

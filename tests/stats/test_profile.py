@@ -180,8 +180,9 @@ def test_integer_categories_above_two_to_the_53_stay_apart_on_every_path() -> No
     assert list(categorical_values(pd.Series(ids, dtype="Int64"))) == texts
     assert list(categorical_values(pd.Series([*ids, None], dtype="Int64"))) == [*texts, None]
     # An int column that picked up a null is float64 in pandas: its ids spell the same (2**53 is exact).
-    floats = pd.Series([float(ids[0]), None, 2.5, 1e20])
-    assert list(categorical_values(floats)) == [texts[0], None, "2.5", "1e+20"]
+    floats = pd.Series([float(ids[0]), None, 2.5, 1e20, -(2.0**63), -0.0])
+    expected = [texts[0], None, "2.5", "1e+20", str(-(2**63)), "0"]
+    assert list(categorical_values(floats)) == expected
     assert [category_text(i) for i in ids] == texts  # one value at a time (a joined class label)
     assert category_text(np.int64(ids[1])) == texts[1] and category_text(3.0) == "3"
     labels, categories = factorize_categories(np.asarray(ids, dtype=object))  # a decoded JSON column
