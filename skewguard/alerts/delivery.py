@@ -60,13 +60,24 @@ class Answer(Enum):
 
 #: A sink: one alert's payload in, its answer out (True / False read as DELIVERED / FAILED).
 Sink = Callable[[dict[str, Any]], Answer | bool]
-#: HTTP statuses that mean "not now" rather than "never": retried like a 5xx.
-_TRANSIENT_HTTP: Final = frozenset({408, 425, 429})
+#: HTTP statuses that refuse this payload for good: sending it again would not help. Every other
+#: non-2xx is tried again (retries, then the outbox): 401/403/404 are often a token or a route being
+#: rotated, 408/429 and 5xx say "not now", and a 3xx is never followed (urllib would re-send a POST as
+#: a bodiless GET, whose 200 would count as delivered).
+_REFUSED_HTTP: Final = frozenset({400, 405, 409, 410, 413, 415, 422})
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None  # the 3xx is raised as an HTTPError instead
+
+
+_OPENER: Final = urllib.request.build_opener(_NoRedirects)
 
 
 @dataclass
 class WebhookSink:
-    """POST each alert as JSON; retry on errors, 5xx and 408/425/429 with exponential backoff."""
+    """POST each alert as JSON; retry with exponential backoff on anything but a 2xx or a refusal."""
 
     url: str
     timeout_s: float = 5.0
@@ -75,18 +86,18 @@ class WebhookSink:
     sleep: Callable[[float], None] = time.sleep
 
     def send(self, payload: dict[str, Any]) -> Answer:
-        """DELIVERED on a 2xx within the retries; REFUSED on any other 4xx; else FAILED."""
+        """DELIVERED on a 2xx within the retries, REFUSED on a status refusing the payload, else FAILED."""
         body, key = json_bytes(payload), payload.get("dedup_key")
         for attempt in range(self.retries + 1):
             request = urllib.request.Request(
                 self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
             )
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with _OPENER.open(request, timeout=self.timeout_s) as response:
                     if 200 <= response.status < 300:
                         return Answer.DELIVERED
             except urllib.error.HTTPError as exc:
-                if exc.code < 500 and exc.code not in _TRANSIENT_HTTP:  # retrying will not help
+                if exc.code in _REFUSED_HTTP:
                     log.warning("webhook refused alert %s: HTTP %s", key, exc.code)
                     return Answer.REFUSED
                 log.info(
@@ -167,7 +178,7 @@ class AlertDispatcher:
             except Exception:  # a sink bug must not kill delivery of the others
                 log.exception("alert sink failed")
                 answer = Answer.FAILED
-            if answer is True or answer is Answer.DELIVERED:
+            if answer is Answer.DELIVERED or (not isinstance(answer, Answer) and bool(answer)):
                 self.delivered += 1
                 continue
             self.failed += 1
