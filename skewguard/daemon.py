@@ -1477,13 +1477,24 @@ class MonitorDaemon:
         return queued
 
     def _sweep_outbox_if_due(self) -> None:
-        """Every ``alerts.retry_interval_s``: send again the alerts a sink could not take (that old)."""
+        """Every ``alerts.retry_interval_s``: resend what a sink could not take, drop what is too old.
+
+        Resent: the outbox alerts at least that old; dropped: those older than ``give_up_after_s``.
+        """
         interval = self.settings.alerts.retry_interval_s
         now = self.clock()
         if now - self._last_alert_sweep < interval:
             return
         self._last_alert_sweep = now
+        give_up = self.settings.alerts.give_up_after_s
         try:
+            expired = self.store.expire_outbox(self.group, int((now - give_up) * 1e6))
+            if expired:
+                log.warning(
+                    "gave up delivering %d alerts still undelivered after %g s (they stay in the store)",
+                    expired,
+                    give_up,
+                )
             self._resend_undelivered(int((now - interval) * 1e6))
         except StoreError as exc:  # the next sweep tries again; the checkpoint itself is done
             log.warning("outbox sweep failed: %s", exc)

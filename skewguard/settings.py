@@ -128,6 +128,9 @@ class AlertsConfig(_Section):
     retry_interval_s: float = Field(300.0, gt=0, allow_inf_nan=False)
     """How often alerts a sink could not take (the broker or the webhook down) are sent again, once
     they are this old; each start of the daemon also sends what its group left undelivered."""
+    give_up_after_s: float = Field(86_400.0, gt=0, allow_inf_nan=False)
+    """An alert still undelivered this long after it was raised is no longer sent (a warning says so;
+    it stays in the store, and ``skewguard status`` lists it while open)."""
 
 
 class LabelsConfig(_Section):

@@ -775,6 +775,17 @@ class Store:
                 for row in conn.execute(query)
             ]
 
+    def expire_outbox(self, group: str, created_before_us: int) -> int:
+        """Take out of ``group``'s outbox the alerts recorded before then (given up on); how many."""
+        o = self.tables["outbox"]
+        query = sa.delete(o).where(o.c.consumer_group == group, o.c.created_us < created_before_us)
+        try:
+            with self.engine.begin() as conn:
+                return int(conn.execute(query).rowcount or 0)
+        except SQLAlchemyError as exc:
+            msg = f"cannot expire the alert outbox of {group!r}: {exc}"
+            raise StoreError(msg) from exc
+
     def delivered(self, alert_ids: Iterable[int]) -> None:
         """Take these alerts out of the outbox: delivered, or refused for good (see ``AlertDispatcher``)."""
         ids = list(alert_ids)

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,8 @@ def test_an_alert_a_sink_could_not_take_is_sent_again_by_the_outbox_sweep(
     """Not only at the next start: every alerts.retry_interval_s, once the alert is that old."""
     now = [1_800_000_000.0]
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
-    settings = settings_for("127.0.0.1:1", baseline_dir, url, alerts={"retry_interval_s": 60.0})
+    alerts = {"retry_interval_s": 60.0, "give_up_after_s": 3600.0}
+    settings = settings_for("127.0.0.1:1", baseline_dir, url, alerts=alerts)
     store = Store(url)
     daemon = MonitorDaemon(settings, load_monitors(settings), store, clock=lambda: now[0])  # never opened
     group = settings.group_id
@@ -176,7 +178,7 @@ def test_an_alert_a_sink_could_not_take_is_sent_again_by_the_outbox_sweep(
         alert_id = tx.add_alert(window_id, alert, now=raised)
         assert alert_id is not None
         tx.hold_for_delivery(group, alert_id, now=raised)
-    answers, sent = [Answer.FAILED, Answer.DELIVERED], []
+    answers, sent = [Answer.FAILED, Answer.DELIVERED, Answer.FAILED, Answer.FAILED], []
 
     def broker_down_once(payload: dict[str, Any]) -> Answer:
         sent.append(payload["dedup_key"])
@@ -201,6 +203,19 @@ def test_an_alert_a_sink_could_not_take_is_sent_again_by_the_outbox_sweep(
         daemon._sweep_outbox_if_due()  # due, and the alert is older than the interval
         delivered(2)
         assert sent == [alert.dedup_key] * 2 and store.undelivered(group) == []
+        # One the sinks never take is given up on once it is give_up_after_s old (it stays an alert).
+        with store.transaction() as tx:
+            stuck = tx.add_alert(window_id, replace(alert, dedup_key="stuck"), now=raised)
+            assert stuck is not None
+            tx.hold_for_delivery(group, stuck, now=raised)
+        now[0] += 60.0
+        daemon._sweep_outbox_if_due()
+        delivered(3)
+        assert [u.id for u in store.undelivered(group)] == [stuck]
+        now[0] = raised.timestamp() + 3601.0
+        daemon._sweep_outbox_if_due()
+        assert store.undelivered(group) == [] and len(sent) == 3
+        assert len(store.alerts(open_only=False)) == 2  # given up on: out of the outbox, still an alert
     finally:
         daemon.dispatcher.close()
         store.close()
