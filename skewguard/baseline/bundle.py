@@ -183,8 +183,20 @@ class Baseline:
 
 log = logging.getLogger(__name__)
 
-#: How releases before 2026-11 spelled integer categories of 2**53 and above (through float64).
-_FLOAT_SPELLED_ID: Final = re.compile(r"-?\d{16,}\.0")
+
+def _float_spelled_id(text: str) -> bool:
+    """Whether a category reads as an integer of 2**53 or more written the way float64 prints it.
+
+    How releases before 2026-11 spelled such ids ('9007199254740992.0', '1.2345678901234568e+18');
+    an id category written as digits alone is spelled exactly, and anything else is no id.
+    """
+    if not _FLOAT_TEXT.fullmatch(text):
+        return False
+    value = float(text)
+    return math.isfinite(value) and value == math.floor(value) and abs(value) >= 2**53
+
+
+_FLOAT_TEXT: Final = re.compile(r"-?\d+(\.\d+)?(e\+?\d+)?")
 
 
 def _warn_of_float_spelled_ids(profile: Profile, directory: Path) -> None:
@@ -196,7 +208,7 @@ def _warn_of_float_spelled_ids(profile: Profile, directory: Path) -> None:
     for name in profile.layout.names:
         column = profile.layout.column(name)
         known = getattr(column, "known", ())
-        spelled = [text for text in known if _FLOAT_SPELLED_ID.fullmatch(text)]
+        spelled = [text for text in known if not text.lstrip("-").isdigit() and _float_spelled_id(text)]
         if spelled:
             log.warning(
                 "baseline %s: column %r holds integer categories spelled as floats (%s): built by an "

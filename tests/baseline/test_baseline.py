@@ -93,11 +93,19 @@ def test_a_baseline_with_ids_spelled_as_floats_loads_with_a_warning_to_rebuild_i
     assert not caplog.records
     text = (tmp_path / "profile.json").read_text()
     assert '"mobile"' in text  # a category of the device column
-    (tmp_path / "profile.json").write_text(text.replace('"mobile"', '"9007199254740992.0"'))
-    with caplog.at_level("WARNING", logger="skewguard.baseline.bundle"):
-        Baseline.load(tmp_path)
-    (record,) = caplog.records
-    assert "9007199254740992.0" in record.getMessage() and "rebuild" in record.getMessage()
+    for old_spelling in ("9007199254740992.0", "1.2345678901234568e+18"):  # as numpy printed them
+        (tmp_path / "profile.json").write_text(text.replace('"mobile"', f'"{old_spelling}"'))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="skewguard.baseline.bundle"):
+            Baseline.load(tmp_path)
+        (record,) = caplog.records
+        assert old_spelling in record.getMessage() and "rebuild" in record.getMessage()
+    for fine in ("9007199254740993", "1.5", "1e+3", "v1.0"):  # an exact id, small numbers, a name
+        (tmp_path / "profile.json").write_text(text.replace('"mobile"', f'"{fine}"'))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="skewguard.baseline.bundle"):
+            Baseline.load(tmp_path)
+        assert not caplog.records, fine
 
 
 def test_tampered_state_is_refused_on_load(raw: pd.DataFrame, tmp_path: Path) -> None:
