@@ -693,9 +693,9 @@ def _axes_of(inputs: torch.Tensor, fed: torch.Tensor) -> list[int] | None:
     """How an embedding's input lays out the ids' axes: ``p`` with ``fed`` being ``inputs.permute(p)``.
 
     In order: a view of the ids (``ids``, ``ids.t()``, ``ids.permute(...)``) is read from its strides,
-    exactly, whatever the values; ids of the ids' own shape are taken as they are, also when transformed
-    (``ids % buckets``, ``ids.clamp(...)``) — unless they are a permuted copy of the ids
-    (``ids.t().contiguous()`` of a square batch), found by content when exactly one permutation matches.
+    exactly, whatever the values; a permuted copy (``ids.t().contiguous()``) is found by content when
+    exactly one permutation matches; ids of the ids' own shape that are a function of them position by
+    position (``ids % buckets``, ``ids.clamp(...)``) are taken as they are.
     None: not the ids (a slice, another tensor), or a copy whose layout cannot be told (a symmetric batch).
     """
     if fed.numel() != inputs.numel() or fed.dim() != inputs.dim():
@@ -716,9 +716,23 @@ def _axes_of(inputs: torch.Tensor, fed: torch.Tensor) -> list[int] | None:
     ]
     if len(matching) == 1:
         return matching[0]
-    if not matching and fed.shape == inputs.shape:
+    if not matching and fed.shape == inputs.shape and _pointwise(inputs, fed):
         return list(axes)  # transformed ids (hashed, clamped): position for position, as they came
     return None
+
+
+def _pointwise(inputs: torch.Tensor, fed: torch.Tensor) -> bool:
+    """Whether ``fed`` can be a function of the ids position by position: equal ids, equal values.
+
+    Rolled, shifted or re-ordered ids (``torch.roll(ids, -1, 1)``, a sort) break this wherever an id
+    repeats, and read position for position they would hide a leak or invent a coupling. (With every
+    id distinct nothing tells them apart.)
+    """
+    ids, values = inputs.reshape(-1), fed.reshape(-1)
+    order = torch.argsort(ids, stable=True)
+    ids, values = ids[order], values[order]
+    repeats = ids[1:] == ids[:-1]
+    return bool((values[1:] == values[:-1])[repeats].all())
 
 
 _MAX_ID_AXES: Final = 4

@@ -383,6 +383,18 @@ class _HashedIdsBatchMean(nn.Module):
         return hidden - hidden.mean(dim=0)  # BUG: every example's output moves with the others
 
 
+class _RolledIdsPrefixSum(nn.Module):
+    """Embeds the ids shifted one step left (BUG: position t sees token t + 1), then a prefix sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(5, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        embedded: torch.Tensor = self.embedding(torch.roll(ids, -1, 1))
+        return embedded.cumsum(1)
+
+
 def test_batch_independence_traces_transformed_ids_square_batches_and_permuted_copies():
     hashed = seeded_build(0, _HashedIdsBatchMean).eval()
     ids = torch.randint(0, 100, (4, 6), generator=torch.Generator().manual_seed(0))
@@ -396,6 +408,11 @@ def test_batch_independence_traces_transformed_ids_square_batches_and_permuted_c
     model = seeded_build(7, lambda: TokenSequenceFirstGRUClassifier(mix_batch=False)).eval()
     finding = check_batch_independence(model, square, allow_batch_coupling=False, seed=0)
     assert not finding.result.skipped and finding.result.passed, finding.result.detail
+    # Rolled ids are no function of the ids position by position: read so, a one-step future leak
+    # would pass the causal check. Not traced, the check is skipped instead.
+    leak = seeded_build(0, _RolledIdsPrefixSum).eval()
+    rolled = check_causal_dependency(leak, ids % 5, causal=True, seed=0)
+    assert rolled.result.skipped and not rolled.result.passed
     copied = seeded_build(0, lambda: _HashedIdsBatchMean(transposed_copy=True)).eval()
     finding = check_batch_independence(copied, ids % 5, allow_batch_coupling=False, seed=0)
     assert not finding.result.skipped and finding.result.passed, finding.result.detail
