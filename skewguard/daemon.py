@@ -1420,7 +1420,7 @@ class MonitorDaemon:
     def _raise_alerts(self, tx: Any, window_id: int, result: WindowResult, now: float) -> list[_Delivery]:
         """Alert on a flag that persists (k of the last m windows) or is severe; once per episode.
 
-        A new alert is held in the store's outbox in the same transaction, until its delivery is tried.
+        A new alert is held in the store's outbox in the same transaction until its sinks have taken it.
         """
         policy = self.settings.policy
         model = result.key.model

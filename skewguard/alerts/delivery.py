@@ -2,15 +2,15 @@
 
 Alerts are first recorded in the store, in the transaction that finalises their window (deduplicated
 there by key), together with an outbox row; delivery happens after that commit, from a background
-thread. A webhook that is down is retried with exponential backoff and, if it stays down, counted as
-failed: the alert is still in the store and on the topic, and ``skewguard status`` shows it.
+thread. Each sink retries on its own (the webhook with exponential backoff; the topic waits for the
+broker's acknowledgement) and answers DELIVERED, REFUSED or FAILED.
 
 Delivery is at least once: the outbox row goes only when every sink has delivered the alert or
-refused it for good (a webhook's 4xx). An alert a sink could not take now (the broker or the webhook
-unreachable through its retries) keeps its row and is sent again by the daemon's periodic sweep of
-the outbox (``alerts.retry_interval_s``); one a crash caught in memory, or one still queued when
-:meth:`AlertDispatcher.close` gives up, is sent by the next start. Receivers tell a repeat by its
-``dedup_key``.
+refused it for good (a webhook saying the payload itself is wrong). An alert a sink could not take now
+(the broker or the webhook unreachable through its retries) keeps its row and is sent again by the
+daemon's periodic sweep of the outbox (``alerts.retry_interval_s``, until ``give_up_after_s``); one a
+crash caught in memory, or one still queued when :meth:`AlertDispatcher.close` gives up, is sent by
+the next start. Receivers tell a repeat by its ``dedup_key``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Answer(Enum):
     """What a sink did with one alert."""
 
     DELIVERED = "delivered"
-    #: The receiver rejects this alert for good (HTTP 4xx): sending it again would not help.
+    #: The receiver rejects this payload for good (HTTP 400, 422...): sending it again would not help.
     REFUSED = "refused"
     #: Not delivered now (unreachable, timed out, 5xx through every retry): to be sent again.
     FAILED = "failed"
@@ -100,9 +100,7 @@ class WebhookSink:
                 if exc.code in _REFUSED_HTTP:
                     log.warning("webhook refused alert %s: HTTP %s", key, exc.code)
                     return Answer.REFUSED
-                log.info(
-                    "webhook attempt %d for %s: HTTP %s", attempt + 1, payload.get("dedup_key"), exc.code
-                )
+                log.info("webhook attempt %d for %s: HTTP %s", attempt + 1, key, exc.code)
             except (urllib.error.URLError, TimeoutError, OSError) as exc:
                 log.info("webhook attempt %d for %s failed: %s", attempt + 1, key, exc)
             if attempt < self.retries:
