@@ -144,9 +144,9 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
         sa.Column("created_us", sa.BigInteger, nullable=False),
         sa.Column("resolved", sa.Boolean, nullable=False, default=False),
     )
-    # The alerts recorded but not yet handed to every sink: written in the transaction that records the
-    # alert, deleted once delivery has been tried, so an alert a crash caught in memory is sent again at
-    # the next start. A table of its own, so stores made before it simply gain it.
+    # The alerts recorded but not yet taken by every sink: written in the transaction that records the
+    # alert, deleted once every sink has taken (or refused) it or when it is given up on, so an alert a
+    # crash or an outage kept from its sinks is sent again. A table of its own: older stores gain it.
     outbox = sa.Table(
         "alert_outbox",
         metadata,
