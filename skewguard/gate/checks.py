@@ -20,6 +20,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Final
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from skewguard.errors import GateError
@@ -95,6 +96,8 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 #: Losses that compare outputs with targets as numbers: fitted to 0/1 targets, outputs are the values.
 _VALUE_LOSSES: Final = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+#: The same losses as functions (a lambda or a custom callable around them cannot be recognised).
+_VALUE_LOSS_FUNCTIONS: Final = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
 
 
 def infer_layout(task: Task, outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn) -> OutputLayout:
@@ -103,7 +106,7 @@ def infer_layout(task: Task, outputs: torch.Tensor, targets: torch.Tensor, loss_
         return OutputLayout(kind=TargetKind.VALUE)
     probabilities = isinstance(loss_fn, nn.BCELoss)
     log_probabilities = isinstance(loss_fn, nn.NLLLoss)
-    values = isinstance(loss_fn, _VALUE_LOSSES)
+    values = isinstance(loss_fn, _VALUE_LOSSES) or any(loss_fn is f for f in _VALUE_LOSS_FUNCTIONS)
     if not targets.is_floating_point() and targets.dtype is not torch.bool:
         if outputs.dim() == targets.dim() + 1:
             if outputs.shape[:-1] == targets.shape:

@@ -78,6 +78,8 @@ def test_mse_on_one_hot_targets_reads_outputs_as_values_for_agreement_and_init_l
     targets = F.one_hot(torch.tensor([0, 2, 1]), 3).float()
     layout = infer_layout(Task.CLASSIFICATION, torch.zeros(3, 3), targets, nn.MSELoss())
     assert layout.kind is TargetKind.BINARY and layout.values
+    assert infer_layout(Task.CLASSIFICATION, torch.zeros(3, 3), targets, F.mse_loss).values
+    assert infer_layout(Task.CLASSIFICATION, torch.zeros(3, 3), targets, F.l1_loss).values
     memorised = targets + torch.tensor([[-1e-4, 1e-4, -1e-4], [1e-4, 1e-4, -1e-4], [-1e-4, -1e-4, 1e-4]])
     assert agreement(memorised, targets, layout, -100) == 1.0  # zeros within 1e-4 of 0, either side
     logits = infer_layout(Task.CLASSIFICATION, torch.zeros(3, 3), targets, nn.BCEWithLogitsLoss())
