@@ -91,7 +91,7 @@ def status(
     alerts = Table(title="open alerts")
     for header in ("model", "check", "subject", "severity", "window", "message"):
         alerts.add_column(header)
-    for alert in store.alerts(model=model, open_only=True):
+    for alert in store.alerts(model=model, group=settings.group_id, open_only=True):
         alerts.add_row(
             alert.model,
             alert.check.value,

@@ -688,9 +688,9 @@ class Store:
         ]
 
     def alerts(
-        self, *, model: str | None = None, open_only: bool = True, limit: int = 100
+        self, *, model: str | None = None, group: str | None = None, open_only: bool = True, limit: int = 100
     ) -> list[StoredAlert]:
-        """Alerts, newest first."""
+        """Alerts (of one model, raised by one consumer group's windows), newest first."""
         a, w = self.tables["alerts"], self.tables["windows"]
         query = (
             sa.select(a, w.c.start_us, w.c.end_us)
@@ -700,6 +700,8 @@ class Store:
         )
         if model is not None:
             query = query.where(a.c.model == model)
+        if group is not None:
+            query = query.where(w.c.consumer_group == group)
         if open_only:
             query = query.where(a.c.resolved.is_(False))
         with self._reading() as conn:

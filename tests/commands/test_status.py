@@ -24,6 +24,11 @@ def test_status_lists_windows_by_span_or_number_and_open_alerts(tmp_path: Path) 
         assert window_id is not None
         alert = NewAlert("k", "fraud", Check.DRIFT, "amount", Severity.CRITICAL, "amount drifted", {})
         tx.add_alert(window_id, alert, now=T)
+        # Another consumer group's alert in the same store: not this group's to show.
+        theirs = tx.finalise_window("other", WindowResult(counted, 10, late_records=0), now=T)
+        assert theirs is not None
+        other = NewAlert("k2", "fraud", Check.DRIFT, "amount", Severity.CRITICAL, "their alert", {})
+        tx.add_alert(theirs, other, now=T)
     store.close()
     config = tmp_path / "monitor.toml"
     config.write_text(
@@ -38,6 +43,7 @@ def test_status_lists_windows_by_span_or_number_and_open_alerts(tmp_path: Path) 
         "fraud" in line and "#41 2026-06-01 12:07–12:09" in line and "10,000" in line for line in lines
     )
     assert any("amount drifted" in line and "critical" in line for line in lines)
+    assert not any("their alert" in line for line in lines)
 
 
 def test_a_store_that_cannot_be_read_is_exit_3_not_a_finding(tmp_path: Path) -> None:
