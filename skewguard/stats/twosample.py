@@ -19,7 +19,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -362,12 +362,11 @@ def paired_bootstrap_interval(
     so a window judged again gives the same interval.
 
     The percentiles are taken over the resamples where the statistic is defined (see
-    :func:`_defined_resamples`): scipy's own interval is NaN as soon as one resample is undefined — an
+    :func:`_defined_bootstrap`): scipy's own interval is NaN as soon as one resample is undefined — an
     AUC drawn without a positive, in a window with few — which left exactly the windows with the
     least evidence unjudged. With every resample defined this is scipy's interval.
     """
-    result = _paired_bootstrap(statistic, samples, resamples=resamples, seed=seed)
-    defined = _defined_resamples(result)
+    defined = _defined_bootstrap(statistic, samples, resamples=resamples, seed=seed)
     if defined is None:
         return math.nan, math.nan
     tail = (1.0 - confidence) / 2 * 100
@@ -388,10 +387,9 @@ def paired_bootstrap_standard_error(
     :func:`paired_bootstrap_interval` is. Resamples where the statistic is undefined (an AUC drawn
     without a positive, from a holdout with few) are left out rather than making the whole error
     undefined, which would judge the metric as exact exactly where its error is largest
-    (:func:`_defined_resamples`).
+    (:func:`_defined_bootstrap`).
     """
-    result = _paired_bootstrap(statistic, samples, resamples=resamples, seed=seed)
-    defined = _defined_resamples(result)
+    defined = _defined_bootstrap(statistic, samples, resamples=resamples, seed=seed)
     return math.nan if defined is None else float(np.std(defined, ddof=1))
 
 
@@ -399,38 +397,28 @@ def paired_bootstrap_standard_error(
 _MIN_DEFINED_SHARE: Final = 0.9
 
 
-def _defined_resamples(result: Any) -> npt.NDArray[np.float64] | None:
-    """The bootstrap distribution without its undefined (non-finite) resamples; None if too few remain.
-
-    Leaving them out conditions the bootstrap on draws where the statistic exists (for an AUC: draws
-    with both classes), the usual practice; when they are more than a tenth, the condition itself is
-    doing the work and no figure is given (None: under :data:`_MIN_DEFINED_SHARE` defined, or under two).
-    """
-    distribution = np.asarray(result.bootstrap_distribution, dtype=np.float64)
-    defined = distribution[np.isfinite(distribution)]
-    if len(defined) < max(2, _MIN_DEFINED_SHARE * len(distribution)):
-        return None
-    return defined
-
-
-def _paired_bootstrap(
+def _defined_bootstrap(
     statistic: Callable[..., float],
     samples: tuple[npt.NDArray[np.float64], ...],
     *,
     resamples: int,
     seed: int,
-) -> Any:
-    """The result of scipy's percentile bootstrap of ``statistic``: rows resampled together, seeded.
+) -> npt.NDArray[np.float64] | None:
+    """The percentile bootstrap of ``statistic`` (scipy; rows resampled together, seeded), defined part.
 
-    Callers read its ``bootstrap_distribution`` (see :func:`_defined_resamples`), not its interval.
+    The bootstrap distribution over the resamples where the statistic is defined; None if too few are.
+    Leaving undefined (non-finite) resamples out conditions the bootstrap on draws where the statistic
+    exists (for an AUC: draws with both classes), the usual practice; when they are more than a tenth,
+    the condition itself is doing the work and no figure is given (None: under
+    :data:`_MIN_DEFINED_SHARE` defined, or under two).
 
     Resampled in batches of :data:`_BOOTSTRAP_BATCH`: scipy otherwise draws every resample's row indices
     at once (resamples × rows integers: 1.6 GB for 200 resamples of a million-row holdout).
     """
     with warnings.catch_warnings():
-        # An undefined statistic on some resample is handled by the callers (scipy warns about it).
+        # An undefined statistic on some resample is left out below (scipy warns about it).
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        return stats.bootstrap(
+        result = stats.bootstrap(
             samples,
             statistic,
             paired=True,
@@ -440,6 +428,11 @@ def _paired_bootstrap(
             method="percentile",
             rng=np.random.default_rng(seed),
         )
+    distribution = np.asarray(result.bootstrap_distribution, dtype=np.float64)
+    defined = distribution[np.isfinite(distribution)]
+    if len(defined) < max(2, _MIN_DEFINED_SHARE * len(distribution)):
+        return None
+    return defined
 
 
 #: Resamples drawn per batch (bounds the bootstrap's index memory to this many × rows).
