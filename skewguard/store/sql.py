@@ -618,6 +618,16 @@ class Store:
             msg = f"store transaction failed: {exc}"
             raise StoreError(msg) from exc
 
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[Connection]:
+        """A connection for one write outside a checkpoint; database errors become StoreError naming it."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            msg = f"cannot {what}: {exc}"
+            raise StoreError(msg) from exc
+
     # -- reads ---------------------------------------------------------------------------------------
 
     @contextmanager
@@ -781,12 +791,8 @@ class Store:
         """Take out of ``group``'s outbox the alerts recorded before then (given up on); how many."""
         o = self.tables["outbox"]
         query = sa.delete(o).where(o.c.consumer_group == group, o.c.created_us < created_before_us)
-        try:
-            with self.engine.begin() as conn:
-                return int(conn.execute(query).rowcount or 0)
-        except SQLAlchemyError as exc:
-            msg = f"cannot expire the alert outbox of {group!r}: {exc}"
-            raise StoreError(msg) from exc
+        with self._writing(f"expire the alert outbox of {group!r}") as conn:
+            return int(conn.execute(query).rowcount or 0)
 
     def delivered(self, alert_ids: Iterable[int]) -> None:
         """Take these alerts out of the outbox: delivered, or refused for good (see ``AlertDispatcher``)."""
@@ -794,12 +800,8 @@ class Store:
         if not ids:
             return
         o = self.tables["outbox"]
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.delete(o).where(o.c.alert_id.in_(ids)))
-        except SQLAlchemyError as exc:
-            msg = f"cannot take alerts {ids} out of the outbox: {exc}"
-            raise StoreError(msg) from exc
+        with self._writing(f"take alerts {ids} out of the outbox") as conn:
+            conn.execute(sa.delete(o).where(o.c.alert_id.in_(ids)))
 
     def window_profile(self, window_id: int) -> Any:
         """The stored merged-profile state of a finalised window (``Profile.from_dict`` input), or None."""
