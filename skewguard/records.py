@@ -1179,11 +1179,7 @@ def _parse_time(value: Any, where: str, record_id: str) -> datetime:
             "such as '2024-05-01T12:00:00+00:00'"
         )
         raise RecordError(msg, reason=Reason.NAIVE_TIMESTAMP, record_id=record_id)
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:  # (9999-12-31T23:00-05:00 is past the last datetime in UTC)
-        msg = f"field '{where}event_time': {value!r} is outside the years 1 to 9999 in UTC"
-        raise RecordError(msg, reason=Reason.WRONG_TYPE, record_id=record_id) from None
+    return _aware_utc(parsed, f"{where}event_time", record_id)  # (refuses 9999-12-31T23:00-05:00)
 
 
 def _check_version(v: Any, where: str, *, required: bool, record_id: str | None) -> None:
@@ -1453,7 +1449,7 @@ def _aware_utc(value: Any, name: str, record_id: str | None) -> datetime:
         raise RecordError(msg, reason=Reason.NAIVE_TIMESTAMP, record_id=record_id)
     try:
         return value.astimezone(UTC)
-    except OverflowError:
+    except OverflowError:  # (9999-12-31T23:00-05:00 is past the last datetime in UTC)
         msg = f"field '{name}': {value.isoformat()} is outside the years 1 to 9999 in UTC"
         raise RecordError(msg, reason=Reason.WRONG_TYPE, record_id=record_id) from None
 

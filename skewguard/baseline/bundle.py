@@ -190,7 +190,7 @@ def _float_spelled_id(text: str) -> bool:
     How releases before 2026-11 spelled such ids ('9007199254740992.0', '1.2345678901234568e+18');
     an id category written as digits alone is spelled exactly, and anything else is no id.
     """
-    if not _FLOAT_TEXT.fullmatch(text):
+    if text.lstrip("-").isdigit() or not _FLOAT_TEXT.fullmatch(text):
         return False
     value = float(text)
     return math.isfinite(value) and value == math.floor(value) and abs(value) >= 2**53
@@ -208,7 +208,7 @@ def _warn_of_float_spelled_ids(profile: Profile, directory: Path) -> None:
     for name in profile.layout.names:
         column = profile.layout.column(name)
         known = getattr(column, "known", ())
-        spelled = [text for text in known if not text.lstrip("-").isdigit() and _float_spelled_id(text)]
+        spelled = [text for text in known if _float_spelled_id(text)]
         if spelled:
             log.warning(
                 "baseline %s: column %r holds integer categories spelled as floats (%s): built by an "
