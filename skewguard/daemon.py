@@ -443,15 +443,17 @@ class MonitorDaemon:
             group_id=self.group,
             max_poll_records=self.settings.max_poll_records,
         )
-        sinks: list[Sink] = [self._send_alert_to_topic]
+        sinks: dict[str, Sink] = {"topic": self._send_alert_to_topic}
         if self.settings.alerts.webhook_url:
             hook = WebhookSink(
                 self.settings.alerts.webhook_url,
                 timeout_s=self.settings.alerts.webhook_timeout_s,
                 retries=self.settings.alerts.webhook_retries,
             )
-            sinks.append(hook.send)
-        self.dispatcher = AlertDispatcher(sinks, on_settled=self._alert_settled)
+            sinks["webhook"] = hook.send
+        self.dispatcher = AlertDispatcher(
+            sinks, on_settled=self._alert_settled, on_answer=self.metrics.alert_answered
+        )
         self.dispatcher.start()
         # Alerts a previous run recorded but never finished delivering (it crashed, or closed first).
         self._resend_undelivered(None)
@@ -1490,9 +1492,10 @@ class MonitorDaemon:
         try:
             expired = self.store.expire_outbox(self.group, int((now - give_up) * 1e6))
             if expired:
+                self._require(self.dispatcher).forget(expired)
                 log.warning(
                     "gave up delivering %d alerts still undelivered after %g s (they stay in the store)",
-                    expired,
+                    len(expired),
                     give_up,
                 )
             self._resend_undelivered(int((now - interval) * 1e6))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -75,6 +76,12 @@ class Metrics:
         self.labels_joined = Counter(
             "skewguard_labels_joined", "Labels joined to their predictions", ["model"], registry=r
         )
+        self.alert_answers = Counter(
+            "skewguard_alert_deliveries",
+            "Alert delivery attempts by sink and answer (delivered, refused for good, failed for now)",
+            ["sink", "answer"],
+            registry=r,
+        )
         self.checkpoints = Counter("skewguard_checkpoints", "Checkpoint transactions committed", registry=r)
         self.broker_errors = Counter(
             "skewguard_broker_errors", "Broker calls that failed (polls, offset commits)", registry=r
@@ -85,6 +92,10 @@ class Metrics:
             ["phase"],
             registry=r,
         )
+
+    def alert_answered(self, sink: str, answer: Enum) -> None:
+        """Count one sink's answer to one alert (called from the alert workers: counters are thread-safe)."""
+        self.alert_answers.labels(sink, str(answer.value)).inc()
 
     def observe_window(self, result: WindowResult) -> None:
         """Publish a finalised window's findings as gauges."""

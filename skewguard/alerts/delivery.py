@@ -1,16 +1,17 @@
 """Deliver stored alerts to the alerts topic and a webhook, with retries, never blocking the poll loop.
 
 Alerts are first recorded in the store, in the transaction that finalises their window (deduplicated
-there by key), together with an outbox row; delivery happens after that commit, from a background
-thread. Each sink retries on its own (the webhook with exponential backoff; the topic waits for the
-broker's acknowledgement) and answers DELIVERED, REFUSED or FAILED.
+there by key), together with an outbox row; delivery happens after that commit, from one background
+thread per sink. Each sink retries on its own (the webhook with exponential backoff; the topic waits for
+the broker's acknowledgement) and answers DELIVERED, REFUSED or FAILED.
 
 Delivery is at least once: the outbox row goes only when every sink has delivered the alert or
 refused it for good (a webhook saying the payload itself is wrong). An alert a sink could not take now
-(the broker or the webhook unreachable through its retries) keeps its row and is sent again by the
-daemon's periodic sweep of the outbox (``alerts.retry_interval_s``, until ``give_up_after_s``); one a
-crash caught in memory, or one still queued when :meth:`AlertDispatcher.close` gives up, is sent by
-the next start. Receivers tell a repeat by its ``dedup_key``.
+(the broker or the webhook unreachable through its retries) keeps its row and is sent again, to the
+sinks that failed it, by the daemon's periodic sweep of the outbox (``alerts.retry_interval_s``, until
+``give_up_after_s``); one a crash caught in memory, or one still queued when
+:meth:`AlertDispatcher.close` gives up, is sent to every sink by the next start. Receivers tell a
+repeat by its ``dedup_key``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
@@ -108,87 +109,166 @@ class WebhookSink:
         return Answer.FAILED
 
 
-@dataclass
-class AlertDispatcher:
-    """A background worker that hands alerts to the configured sinks in order."""
+@dataclass(slots=True)
+class _Round:
+    """One submission of an alert: the sinks still to answer it."""
 
-    sinks: list[Sink]
-    #: Called (on the worker thread) with an alert's id once every sink has delivered or refused it: the
-    #: daemon then takes it out of the store's outbox. An error in it is logged; the alert is sent again.
-    on_settled: Callable[[int], None] | None = None
-    delivered: int = 0
-    failed: int = 0
-    _queue: queue.Queue[tuple[dict[str, Any], int | None] | None] = field(default_factory=queue.Queue)
-    _thread: threading.Thread | None = None
-    #: Set when close() stopped waiting: the worker settles nothing more (the daemon's producer and
-    #: store are closing under it) and leaves what is queued in the outbox.
-    _abandoned: threading.Event = field(default_factory=threading.Event)
-    #: Outbox ids queued or being delivered: a sweep of the outbox must not queue them a second time.
-    _in_flight: set[int] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    remaining: int
+
+
+class AlertDispatcher:
+    """Background workers, one per sink, that hand alerts to their sink in submission order.
+
+    One worker per sink, so a sink that hangs (a black-holed webhook: every attempt waits its timeout)
+    delays only its own deliveries, never the others'. An alert is settled (``on_settled``, and its
+    outbox row goes) once every sink has delivered it or refused it for good. The sinks that did are
+    remembered, so an alert submitted again (the outbox sweep) goes only to the sinks that failed it:
+    the alerts topic does not get a copy every sweep while the webhook is down. That memory lives in
+    this process: after a restart an unsettled alert goes to every sink again (at least once).
+    """
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink] | Mapping[str, Sink],
+        *,
+        on_settled: Callable[[int], None] | None = None,
+        on_answer: Callable[[str, Answer], None] | None = None,
+    ) -> None:
+        """``sinks`` by name (a plain sequence is named ``sink0``, ``sink1``...).
+
+        ``on_settled`` is called (on a worker thread) with an alert's id once every sink has delivered
+        or refused it: the daemon then takes it out of the store's outbox; an error in it is logged and
+        the alert is sent again later. ``on_answer`` is called with the sink's name and its answer for
+        every delivery attempt (for metrics).
+        """
+        named = dict(sinks) if isinstance(sinks, Mapping) else {f"sink{i}": s for i, s in enumerate(sinks)}
+        if not named:
+            msg = "AlertDispatcher: expected at least one sink"
+            raise ValueError(msg)
+        self.sinks: dict[str, Sink] = named
+        self.on_settled = on_settled
+        self.on_answer = on_answer
+        #: Answers given, over all sinks: delivered, or not (refused or failed).
+        self.delivered = 0
+        self.failed = 0
+        self._queues: dict[str, queue.SimpleQueue[tuple[dict[str, Any], int | None] | None]] = {
+            name: queue.SimpleQueue() for name in named
+        }
+        self._threads: list[threading.Thread] = []
+        #: Set when close() stopped waiting: the workers settle nothing more (the daemon's producer and
+        #: store are closing under them) and leave what is queued in the outbox.
+        self._abandoned = threading.Event()
+        #: Outbox ids being delivered (some sink has not answered yet): not to be queued a second time.
+        self._rounds: dict[int, _Round] = {}
+        #: For outbox ids not settled yet: the sinks that delivered or refused them already.
+        self._taken: dict[int, set[str]] = {}
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the worker thread (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="skewguard-alerts", daemon=True)
-            self._thread.start()
+        """Start the workers (idempotent)."""
+        if self._threads:
+            return
+        for name in self.sinks:
+            thread = threading.Thread(
+                target=self._run, args=(name,), name=f"skewguard-alerts-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def submit(self, payload: dict[str, Any], alert_id: int | None = None) -> bool:
-        """Queue an alert for delivery; returns at once. ``alert_id`` is reported to ``on_settled``.
+        """Queue an alert for the sinks that have not taken it yet; returns at once.
 
-        False (nothing queued) when the alert of that outbox id is queued or being delivered already.
+        ``alert_id`` (its outbox row) is reported to ``on_settled``. False (nothing queued) when the
+        alert of that id is being delivered already.
         """
+        targets = list(self.sinks)
         if alert_id is not None:
             with self._lock:
-                if alert_id in self._in_flight:
+                if alert_id in self._rounds:
                     return False
-                self._in_flight.add(alert_id)
-        self._queue.put((payload, alert_id))
+                taken = self._taken.get(alert_id, set())
+                targets = [name for name in targets if name not in taken]
+                if targets:
+                    self._rounds[alert_id] = _Round(len(targets))
+            if not targets:  # every sink took it before; only its settling failed (a store error)
+                self._settle(payload, alert_id)
+                return True
+        for name in targets:
+            self._queues[name].put((payload, alert_id))
         return True
 
-    def _run(self) -> None:
+    def in_flight(self) -> set[int]:
+        """Outbox ids queued or being delivered."""
+        with self._lock:
+            return set(self._rounds)
+
+    def forget(self, alert_ids: Iterable[int]) -> None:
+        """Drop what is remembered of these alerts (given up on: out of the outbox for good)."""
+        with self._lock:
+            for alert_id in alert_ids:
+                self._taken.pop(alert_id, None)
+
+    def _run(self, name: str) -> None:
+        sink, jobs = self.sinks[name], self._queues[name]
         while True:
-            item = self._queue.get()
+            item = jobs.get()
             if item is None or self._abandoned.is_set():
                 return
             payload, alert_id = item
-            try:
-                self._settle(payload, alert_id, self._deliver(payload))
-            finally:
-                if alert_id is not None:
-                    with self._lock:
-                        self._in_flight.discard(alert_id)
+            answer = self._answer(name, sink, payload)
+            if alert_id is None:
+                continue
+            with self._lock:
+                if answer is not Answer.FAILED:
+                    self._taken.setdefault(alert_id, set()).add(name)
+                this = self._rounds[alert_id]
+                this.remaining -= 1
+                if this.remaining:
+                    continue
+                del self._rounds[alert_id]
+                settled = len(self._taken.get(alert_id, ())) == len(self.sinks)
+            if settled:  # (else its outbox row stays, and a later sweep or start sends it again)
+                self._settle(payload, alert_id)
 
-    def _settle(self, payload: dict[str, Any], alert_id: int | None, settled: bool) -> None:
-        if not settled or alert_id is None or self.on_settled is None or self._abandoned.is_set():
-            return  # (not settled: its outbox row stays, and a later sweep or start sends it again)
+    def _answer(self, name: str, sink: Sink, payload: dict[str, Any]) -> Answer:
+        try:
+            given = sink(payload)
+        except Exception:  # a sink bug must not end its worker
+            log.exception("alert sink %s failed", name)
+            given = Answer.FAILED
+        answer = given if isinstance(given, Answer) else Answer.DELIVERED if given else Answer.FAILED
+        with self._lock:
+            if answer is Answer.DELIVERED:
+                self.delivered += 1
+            else:
+                self.failed += 1
+        if self.on_answer is not None:
+            try:
+                self.on_answer(name, answer)
+            except Exception:
+                log.exception("alert answer hook failed")
+        return answer
+
+    def _settle(self, payload: dict[str, Any], alert_id: int) -> None:
+        if self.on_settled is None or self._abandoned.is_set():
+            return
         try:
             self.on_settled(alert_id)
-        except Exception:  # (a store error): the alert stays in the outbox, sent again later
+        except Exception:  # (a store error): the alert stays in the outbox, settled at its next sweep
             log.exception("alert %s delivered but still in the outbox", payload.get("dedup_key"))
-
-    def _deliver(self, payload: dict[str, Any]) -> bool:
-        """Hand the alert to every sink; True when none of them failed (delivered, or refused for good)."""
-        settled = True
-        for sink in self.sinks:
-            try:
-                answer = sink(payload)
-            except Exception:  # a sink bug must not kill delivery of the others
-                log.exception("alert sink failed")
-                answer = Answer.FAILED
-            if answer is Answer.DELIVERED or (not isinstance(answer, Answer) and bool(answer)):
-                self.delivered += 1
-                continue
-            self.failed += 1
-            settled = settled and answer is Answer.REFUSED
-        return settled
+            return
+        self.forget([alert_id])
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued (up to ``timeout_s``), then stop; what is left stays in the outbox."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                self._abandoned.set()
-                log.warning("alert delivery still busy at shutdown: the rest is delivered at the next start")
-            self._thread = None
+        if not self._threads:
+            return
+        for jobs in self._queues.values():
+            jobs.put(None)
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            self._abandoned.set()
+            log.warning("alert delivery still busy at shutdown: the rest is delivered at the next start")
+        self._threads = []

@@ -787,12 +787,15 @@ class Store:
                 for row in conn.execute(query)
             ]
 
-    def expire_outbox(self, group: str, created_before_us: int) -> int:
-        """Take out of ``group``'s outbox the alerts recorded before then (given up on); how many."""
+    def expire_outbox(self, group: str, created_before_us: int) -> list[int]:
+        """Take out of ``group``'s outbox the alerts recorded before then (given up on); their ids."""
         o = self.tables["outbox"]
-        query = sa.delete(o).where(o.c.consumer_group == group, o.c.created_us < created_before_us)
+        old = sa.and_(o.c.consumer_group == group, o.c.created_us < created_before_us)
         with self._writing(f"expire the alert outbox of {group!r}") as conn:
-            return int(conn.execute(query).rowcount or 0)
+            ids = [int(i) for i in conn.execute(sa.select(o.c.alert_id).where(old)).scalars()]
+            if ids:
+                conn.execute(sa.delete(o).where(o.c.alert_id.in_(ids)))
+        return ids
 
     def delivered(self, alert_ids: Iterable[int]) -> None:
         """Take these alerts out of the outbox: delivered, or refused for good (see ``AlertDispatcher``)."""

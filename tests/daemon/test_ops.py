@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -141,14 +142,15 @@ def test_the_dispatcher_settles_an_alert_only_when_no_sink_failed_and_never_afte
     dispatcher.submit({"dedup_key": "b"}, 8)  # the broker was down for this one: it stays in the outbox
     dispatcher.submit({"dedup_key": "c"})  # no outbox row to report
     dispatcher.close()
-    assert answers == [(sink, key) for key in "abc" for sink in ("refusing", "flaky")]
+    # Each sink in submission order (each has its worker: their answers interleave)
+    for sink in ("refusing", "flaky"):
+        assert [key for name, key in answers if name == sink] == ["a", "b", "c"]
     assert settled == [7] and (dispatcher.delivered, dispatcher.failed) == (2, 4)
 
     release = threading.Event()
     stuck = AlertDispatcher([lambda _payload: release.wait(10)], on_settled=settled.append)
     stuck.start()
-    worker = stuck._thread
-    assert worker is not None
+    [worker] = stuck._threads
     assert stuck.submit({"dedup_key": "d"}, 9)
     assert stuck.submit({"dedup_key": "e"}, 10)
     assert not stuck.submit({"dedup_key": "e"}, 10)  # (a sweep of the outbox meeting it in flight)
@@ -156,6 +158,85 @@ def test_the_dispatcher_settles_an_alert_only_when_no_sink_failed_and_never_afte
     release.set()  # ... which then answers: the daemon's producer and store are closing by now
     worker.join(5)
     assert not worker.is_alive() and settled == [7]  # neither "d" nor the queued "e" settled
+
+
+def test_an_alert_sent_again_goes_only_to_the_sinks_that_failed_it() -> None:
+    """The alerts topic must not get a copy at every outbox sweep while the webhook is down."""
+    settled: list[int] = []
+    calls: list[tuple[str, str]] = []
+    webhook_up = threading.Event()
+
+    def topic(payload: dict[str, Any]) -> Answer:
+        calls.append(("topic", payload["dedup_key"]))
+        return Answer.DELIVERED
+
+    def webhook(payload: dict[str, Any]) -> Answer:
+        calls.append(("webhook", payload["dedup_key"]))
+        return Answer.DELIVERED if webhook_up.is_set() else Answer.FAILED
+
+    answers: list[tuple[str, Answer]] = []
+    dispatcher = AlertDispatcher(
+        {"topic": topic, "webhook": webhook},
+        on_settled=settled.append,
+        on_answer=lambda sink, answer: answers.append((sink, answer)),
+    )
+    dispatcher.start()
+    try:
+        assert dispatcher.submit({"dedup_key": "a"}, 1)
+        wait_until(lambda: not dispatcher.in_flight())
+        assert settled == [] and sorted(calls) == [("topic", "a"), ("webhook", "a")]
+        assert dispatcher.submit({"dedup_key": "a"}, 1)  # a sweep, the webhook still down
+        wait_until(lambda: not dispatcher.in_flight())
+        webhook_up.set()
+        assert dispatcher.submit({"dedup_key": "a"}, 1)  # the next sweep
+        wait_until(lambda: not dispatcher.in_flight() and settled == [1])
+        assert sorted(calls) == [("topic", "a"), *[("webhook", "a")] * 3]
+        delivered, failed = Answer.DELIVERED, Answer.FAILED
+        expected = [("topic", delivered), ("webhook", failed), ("webhook", failed), ("webhook", delivered)]
+        assert sorted(answers, key=str) == sorted(expected, key=str)
+        # Given up on (out of the outbox): forgotten, as once settled. An id is then a new outbox row.
+        webhook_up.clear()
+        assert dispatcher.submit({"dedup_key": "z"}, 2)
+        wait_until(lambda: not dispatcher.in_flight())
+        dispatcher.forget([2])
+        assert dispatcher.submit({"dedup_key": "z"}, 2)
+        wait_until(lambda: not dispatcher.in_flight())
+        assert calls.count(("topic", "z")) == 2 and settled == [1]
+        webhook_up.set()
+        # Settled: remembered no more, so an alert of that id (a new outbox row) goes everywhere again.
+        assert dispatcher.submit({"dedup_key": "b"}, 1)
+        wait_until(lambda: not dispatcher.in_flight() and settled == [1, 1])
+        assert calls.count(("topic", "b")) == calls.count(("webhook", "b")) == 1
+    finally:
+        dispatcher.close()
+
+
+def test_a_hanging_sink_does_not_hold_up_the_others() -> None:
+    """A black-holed webhook (each attempt waits out its timeout) must not delay the alerts topic."""
+    release = threading.Event()
+    published: list[str] = []
+
+    def topic(payload: dict[str, Any]) -> Answer:
+        published.append(payload["dedup_key"])
+        return Answer.DELIVERED
+
+    dispatcher = AlertDispatcher({"topic": topic, "webhook": lambda _payload: release.wait(10)})
+    dispatcher.start()
+    try:
+        for key in "abc":
+            dispatcher.submit({"dedup_key": key})
+        wait_until(lambda: len(published) == 3)
+        assert published == ["a", "b", "c"] and not release.is_set()
+    finally:
+        release.set()
+        dispatcher.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 def test_an_alert_a_sink_could_not_take_is_sent_again_by_the_outbox_sweep(
@@ -190,7 +271,7 @@ def test_an_alert_a_sink_could_not_take_is_sent_again_by_the_outbox_sweep(
 
         def delivered(count: int) -> None:
             deadline = time.monotonic() + 10
-            while (len(sent) < count or daemon.dispatcher._in_flight) and time.monotonic() < deadline:  # type: ignore[union-attr]
+            while (len(sent) < count or daemon.dispatcher.in_flight()) and time.monotonic() < deadline:  # type: ignore[union-attr]
                 time.sleep(0.01)
 
         daemon._last_alert_sweep = now[0]
@@ -308,6 +389,10 @@ def test_metrics_health_status_and_webhook(kafka_broker: EmbeddedBroker, tmp_pat
         assert 'skewguard_records_total{model="ctr"} 8' in text  # 800 (+ closers) folded
         assert 'skewguard_skew_mismatch_rate{feature="hour_of_day_local",model="ctr"}' in text
         assert "skewguard_windows_finalised_total" in text
+        assert 'skewguard_alert_deliveries_total{answer="delivered",sink="webhook"} 1.0' in text
+        # (the webhook's first 503 was retried inside the sink: one answer, delivered)
+        assert 'skewguard_alert_deliveries_total{answer="failed",sink="webhook"}' not in text
+        assert 'skewguard_alert_deliveries_total{answer="delivered",sink="topic"} 1.0' in text
         assert {"skewguard_records_total", "skewguard_effect_size"} <= metric_names(daemon.metrics)
 
         status, body = get(f"{base}/healthz")
