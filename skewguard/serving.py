@@ -39,6 +39,7 @@ from skewguard.io.kafka import (
     RawProducer,
     broker_reachable,
     partition_for_key,
+    topic_name_problem,
 )
 from skewguard.records import Prediction, ServingRecord, encode_records
 
@@ -146,8 +147,9 @@ class ServingLogger:
                 f"(the producer's max_request_size), got {max_message_bytes}"
             )
             raise ConfigError(msg)
-        if not topic:
-            msg = "ServingLogger topic: expected a topic name"
+        problem = topic_name_problem(topic) if isinstance(topic, str) else "expected a string"
+        if problem is not None:
+            msg = f"ServingLogger topic {topic!r}: {problem}"
             raise ConfigError(msg)
         self._settings = settings
         self._topic = topic
@@ -169,7 +171,6 @@ class ServingLogger:
         self._close_deadline = float("inf")
         self._producer: RawProducer | None = None
         self._consecutive_failures = 0
-        self._partition_count: int | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"skewguard-serving-logger-{topic}", daemon=True
         )
@@ -298,7 +299,12 @@ class ServingLogger:
                     self._flush_producer()
                 continue
             producer = self._ensure_producer()
-            if producer is None:
+            partitions = None if producer is None else self._partitions(producer)
+            if producer is None or partitions is None:
+                # No broker, or no metadata for the topic: keep the batch (rather than guess where its
+                # keys go) and try again after a backoff, until close() stops waiting.
+                if producer is not None:
+                    self._consecutive_failures += 1  # (enough of them rebuild the producer)
                 if self._closing.is_set() and time.monotonic() >= self._close_deadline:
                     break
                 self._wake.wait(min(backoff, self._until_close_deadline()))
@@ -307,7 +313,7 @@ class ServingLogger:
                 continue
             backoff = self._settings.reconnect_backoff_ms / 1000
             try:
-                self._send(producer, backlog, seq)
+                self._send(producer, backlog, seq, partitions)
             except Exception as exc:  # a bug here must not end the thread and strand every later record
                 # (the batch counts as failed; envelopes sent before the error may be counted twice)
                 log.exception("serving log: sending %d records failed", len(backlog))
@@ -368,22 +374,33 @@ class ServingLogger:
                 return None
         return self._producer
 
-    def _partitions(self, producer: RawProducer) -> int:
-        if self._partition_count is None:
-            try:
-                self._partition_count = max(1, len(producer.partitions_for(self._topic)))
-            except BrokerError:
-                return 1
-        return self._partition_count
+    def _partitions(self, producer: RawProducer) -> int | None:
+        """How many partitions the topic has now; None (the error noted) while metadata is unavailable.
 
-    def _send(self, producer: RawProducer, records: list[ServingRecord], first_seq: int) -> None:
+        Asked per batch (kafka-python answers from its metadata cache, refreshed every
+        ``metadata_max_age_ms``), so records follow partitions added to the topic as the labels'
+        producer does. Never guessed: a record sent to a partition its key does not hash to is
+        never joined with its label.
+        """
+        try:
+            partitions = producer.partitions_for(self._topic)
+        except BrokerError as exc:
+            self._note_error(f"no partitions known for topic {self._topic!r}: {exc}")
+            return None
+        if not partitions:
+            self._note_error(f"no partitions known for topic {self._topic!r}")
+            return None
+        return len(partitions)
+
+    def _send(
+        self, producer: RawProducer, records: list[ServingRecord], first_seq: int, partitions: int
+    ) -> None:
         """Send records as columnar envelopes, one or more per partition, never above the size limit.
 
         Each envelope holds records of ONE partition — the one each request id's own key hashes to — so
         the serving log stays co-partitioned with the labels topic (keyed by request id) and the monitor
         can join labels partition by partition.
         """
-        partitions = self._partitions(producer)
         keyed: list[tuple[int, ServingRecord]] = []
         for record in records:
             try:

@@ -18,6 +18,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -25,7 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from skewguard.config import describe_validation_error, read_config_document
 from skewguard.detect import DriftPolicy
 from skewguard.errors import ConfigError
-from skewguard.io.kafka import KafkaSettings
+from skewguard.io.kafka import KafkaSettings, topic_name_problem
 from skewguard.windows import LatePolicy
 
 
@@ -47,6 +48,14 @@ class TopicsConfig(_Section):
     create_partitions: PositiveInt | None = None
     """When set, missing topics are created with this many partitions (demo, tests); in production
     topics are usually provisioned by the platform, so the default creates nothing."""
+
+    @field_validator("serving", "labels", "dead_letter", "alerts")
+    @classmethod
+    def _legal_topic(cls, name: str) -> str:
+        problem = topic_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
 
 
 class StoreConfig(_Section):

@@ -334,5 +334,7 @@ def test_group_without_declared_defaults_is_a_configuration_error() -> None:
 def test_logger_and_fetcher_refuse_nonsense_settings() -> None:
     with pytest.raises(ConfigError, match="queue_size"):
         make_logger(dead_settings(), "t", queue_size=0)
+    with pytest.raises(ConfigError, match=r"'serving log'.*character other than"):
+        make_logger(dead_settings(), "serving log")
     with pytest.raises(ConfigError, match="timeout_s"):
         FeatureGroupFetcher({}, timeout_s=0)

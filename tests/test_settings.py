@@ -59,3 +59,19 @@ def test_count_windows_exclude_a_window_size(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SKEWGUARD_WINDOW__COUNT", "0")
     with pytest.raises(ConfigError, match="count"):
         load_settings(None, **MINIMAL)
+
+
+@pytest.mark.parametrize(
+    ("topic", "why"),
+    [
+        ("serving log", "character other than"),
+        ("", "non-empty"),
+        ("x" * 250, "longer than 249"),
+        ("..", '"."'),
+    ],
+)
+def test_a_topic_name_kafka_would_refuse_is_refused_with_the_key(topic: str, why: str) -> None:
+    """Not at the first send, where a background producer would only count failures."""
+    with pytest.raises(ConfigError, match=rf"'topics\.dead_letter'.*{why}"):
+        load_settings(None, **MINIMAL, topics={"dead_letter": topic})
+    assert load_settings(None, **MINIMAL, topics={"dead_letter": "a.b_c-9"}).topics.dead_letter == "a.b_c-9"

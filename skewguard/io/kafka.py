@@ -40,6 +40,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
+from kafka.util import ensure_valid_topic_name
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -77,6 +78,7 @@ __all__ = [
     "ensure_topics",
     "publish_dead_letter",
     "read_dead_letter",
+    "topic_name_problem",
     "wait_for_broker",
 ]
 
@@ -431,6 +433,21 @@ def _reachable(servers: Iterable[str], timeout_s: float) -> bool:
         except OSError:
             continue
     return False
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why Kafka would refuse ``name`` as a topic name, or None when it is a legal one.
+
+    Refused: empty, ``.`` or ``..``, over 249 characters, or a character other than ASCII letters,
+    digits, ``.``, ``_`` and ``-``. Checked where names are configured: kafka-python only finds out
+    at the first send or metadata request, with a ValueError that a background sender would count as
+    a failed batch, record after record.
+    """
+    try:
+        ensure_valid_topic_name(name)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def broker_reachable(settings: KafkaSettings, timeout_s: float = 1.0) -> bool:
