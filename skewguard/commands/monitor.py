@@ -69,7 +69,10 @@ def monitor(
 def status(
     config: Path = CONFIG_OPTION,
     model: str | None = typer.Option(None, "--model", help="Only this model."),
-    limit: int = typer.Option(10, "--limit", help="How many latest windows to show."),
+    limit: int = typer.Option(10, "--limit", min=1, help="How many latest windows to show."),
+    alerts_shown: int = typer.Option(
+        20, "--alerts", min=1, help="How many open alerts to show, newest first (the rest are counted)."
+    ),
 ) -> None:
     """Print the latest windows and the open alerts from the results store."""
     from skewguard.settings import load_settings
@@ -88,10 +91,12 @@ def status(
             span = f"#{result.key.index} {span}"
         windows.add_row(result.key.model, span, f"{result.records:,}", str(result.late_records), flagged)
     console.print(windows)
-    alerts = Table(title="open alerts")
+    shown = store.alerts(model=model, group=settings.group_id, open_only=True, limit=alerts_shown)
+    total = store.open_alert_count(settings.group_id, model) if len(shown) == alerts_shown else len(shown)
+    alerts = Table(title=f"open alerts ({total:,})")
     for header in ("model", "check", "subject", "severity", "window", "message"):
         alerts.add_column(header)
-    for alert in store.alerts(model=model, group=settings.group_id, open_only=True):
+    for alert in shown:
         alerts.add_row(
             alert.model,
             alert.check.value,
@@ -101,4 +106,8 @@ def status(
             alert.message,
         )
     console.print(alerts)
+    if total > len(shown):
+        hidden = total - len(shown)
+        noun = "alert" if hidden == 1 else "alerts"
+        console.print(f"{hidden:,} older open {noun} not shown (--alerts {total} shows every one)")
     store.close()

@@ -738,14 +738,16 @@ class Store:
         with self._reading() as conn:
             return JoinRows(conn, self.tables, group, self.insert).waiting(partition, request_ids)
 
-    def open_alert_count(self, group: str) -> int:
-        """How many alerts raised by ``group``'s windows are open (all of them: no page limit)."""
+    def open_alert_count(self, group: str, model: str | None = None) -> int:
+        """How many alerts raised by ``group``'s windows (of one model) are open (no page limit)."""
         a, w = self.tables["alerts"], self.tables["windows"]
         query = (
             sa.select(sa.func.count())
             .select_from(a.join(w, a.c.window_id == w.c.id))
             .where(w.c.consumer_group == group, a.c.resolved.is_(False))
         )
+        if model is not None:
+            query = query.where(a.c.model == model)
         with self._reading() as conn:
             return int(conn.execute(query).scalar_one())
 

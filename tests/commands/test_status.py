@@ -46,6 +46,36 @@ def test_status_lists_windows_by_span_or_number_and_open_alerts(tmp_path: Path) 
     assert not any("their alert" in line for line in lines)
 
 
+def test_status_shows_the_newest_open_alerts_and_counts_the_rest(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    store = Store(url)
+    with store.transaction() as tx:
+        for minute in range(3):
+            start = T + dt.timedelta(minutes=5 * minute)
+            key = WindowKey("ctr", start, start + dt.timedelta(minutes=5))
+            window_id = tx.finalise_window("g", WindowResult(key, 100), now=start)
+            assert window_id is not None
+            alert = NewAlert(
+                f"k{minute}", "ctr", Check.DRIFT, f"f{minute}", Severity.WARNING, f"f{minute} drifted", {}
+            )
+            tx.add_alert(window_id, alert, now=start)
+    store.close()
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f'group_id = "g"\n[kafka]\nbootstrap_servers = ["k:9092"]\n[store]\nurl = "{url}"\n'
+        '[[models]]\nname = "ctr"\nbaseline = "b"\nfeatures = "x:y"\n'
+    )
+    argv = ["status", "--config", str(config), "--alerts", "2"]
+    result = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "f2 drifted" in result.output and "f1 drifted" in result.output
+    assert "f0 drifted" not in result.output
+    assert "open alerts (3)" in result.output
+    assert "1 older open alert not shown (--alerts 3 shows every one)" in result.output
+    result = CliRunner().invoke(app, [*argv[:-1], "3"], env={"COLUMNS": "200"})
+    assert "f0 drifted" in result.output and "not shown" not in result.output
+
+
 def test_a_store_that_cannot_be_read_is_exit_3_not_a_finding(tmp_path: Path) -> None:
     """Exit 1 means a finding (a failed gate, violations): a pipeline must not read "no database" so."""
     config = tmp_path / "monitor.toml"
