@@ -14,6 +14,16 @@ from skewguard.store import NewAlert, Store
 T = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
 
+def write_config(folder: Path, store_url: str) -> Path:
+    """A monitor config of consumer group "g" over the store at ``store_url``."""
+    config = folder / "monitor.toml"
+    config.write_text(
+        f'group_id = "g"\n[kafka]\nbootstrap_servers = ["k:9092"]\n[store]\nurl = "{store_url}"\n'
+        '[[models]]\nname = "ctr"\nbaseline = "b"\nfeatures = "x:y"\n'
+    )
+    return config
+
+
 def test_status_lists_windows_by_span_or_number_and_open_alerts(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'results.db'}"
     store = Store(url)
@@ -30,11 +40,7 @@ def test_status_lists_windows_by_span_or_number_and_open_alerts(tmp_path: Path) 
         other = NewAlert("k2", "fraud", Check.DRIFT, "amount", Severity.CRITICAL, "their alert", {})
         tx.add_alert(theirs, other, now=T)
     store.close()
-    config = tmp_path / "monitor.toml"
-    config.write_text(
-        f'group_id = "g"\n[kafka]\nbootstrap_servers = ["k:9092"]\n[store]\nurl = "{url}"\n'
-        '[[models]]\nname = "ctr"\nbaseline = "b"\nfeatures = "x:y"\n'
-    )
+    config = write_config(tmp_path, url)
     result = CliRunner().invoke(app, ["status", "--config", str(config)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -60,11 +66,7 @@ def test_status_shows_the_newest_open_alerts_and_counts_the_rest(tmp_path: Path)
             )
             tx.add_alert(window_id, alert, now=start)
     store.close()
-    config = tmp_path / "monitor.toml"
-    config.write_text(
-        f'group_id = "g"\n[kafka]\nbootstrap_servers = ["k:9092"]\n[store]\nurl = "{url}"\n'
-        '[[models]]\nname = "ctr"\nbaseline = "b"\nfeatures = "x:y"\n'
-    )
+    config = write_config(tmp_path, url)
     argv = ["status", "--config", str(config), "--alerts", "2"]
     result = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
@@ -78,24 +80,14 @@ def test_status_shows_the_newest_open_alerts_and_counts_the_rest(tmp_path: Path)
 
 def test_a_store_that_cannot_be_read_is_exit_3_not_a_finding(tmp_path: Path) -> None:
     """Exit 1 means a finding (a failed gate, violations): a pipeline must not read "no database" so."""
-    config = tmp_path / "monitor.toml"
-    config.write_text(
-        'group_id = "g"\n[kafka]\nbootstrap_servers = ["k:9092"]\n'
-        '[store]\nurl = "postgresql+psycopg://nobody@127.0.0.1:1/none"\n'
-        '[[models]]\nname = "ctr"\nbaseline = "b"\nfeatures = "x:y"\n'
-    )
+    config = write_config(tmp_path, "postgresql+psycopg://nobody@127.0.0.1:1/none")
     result = CliRunner().invoke(app, ["status", "--config", str(config)])
     assert result.exit_code == EXIT_UNAVAILABLE == 3, result.output
     assert "error:" in result.output and "reading the store failed" in result.output
 
 
 def test_a_store_url_that_names_no_store_is_a_config_error_exit_2(tmp_path: Path) -> None:
-    config = tmp_path / "monitor.toml"
-    config.write_text(
-        'group_id = "g"\n[kafka]\nbootstrap_servers = ["k:9092"]\n'
-        f'[store]\nurl = "sqlite:///{tmp_path / "no-such-folder" / "x.db"}"\n'
-        '[[models]]\nname = "ctr"\nbaseline = "b"\nfeatures = "x:y"\n'
-    )
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}")
     result = CliRunner().invoke(app, ["status", "--config", str(config)])
     assert result.exit_code == EXIT_USAGE, result.output
     assert "no-such-folder" in result.output and "does not exist" in result.output
