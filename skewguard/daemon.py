@@ -551,8 +551,9 @@ class MonitorDaemon:
             # A rebalance's checkpoint read or a label join lookup failed (before its partition
             # changed): the consumer is already past this poll, so every partition not folded is read
             # again once the store answers.
+            assigned = consumer.assignment()  # (one revoked in this very poll is its new owner's)
             for tp, batch in by_partition.items():
-                if tp not in folded:
+                if tp not in folded and tp in assigned:
                     consumer.seek(tp, batch[0].offset)
             raise
         self._spent("fold", time.perf_counter() - polled)
