@@ -1493,18 +1493,19 @@ class MonitorDaemon:
         try:
             expired = self.store.expire_outbox(self.group, int((now - give_up) * 1e6))
             if expired:
-                self._require(self.dispatcher).forget(expired)
                 log.warning(
                     "gave up delivering %d alerts still undelivered after %g s (they stay in the store)",
-                    len(expired),
+                    expired,
                     give_up,
                 )
+            # What left the outbox (given up on, or settled by another replica) is forgotten.
+            self._require(self.dispatcher).retain(self.store.outbox_ids(self.group))
             self._resend_undelivered(int((now - interval) * 1e6))
         except StoreError as exc:  # the next sweep tries again; the checkpoint itself is done
             log.warning("outbox sweep failed: %s", exc)
 
     def _alert_settled(self, alert_id: int) -> None:
-        """Every sink delivered (or refused for good) this alert: out of the outbox (dispatcher's thread)."""
+        """Every sink delivered (or refused for good) this alert: out of the outbox (a dispatcher thread)."""
         self.store.delivered([alert_id])
 
     def _send_alert_to_topic(self, payload: dict[str, Any]) -> Answer:

@@ -116,6 +116,15 @@ class _Round:
     remaining: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One alert for one sink's worker; ``settle_only``: every sink took it, only report it settled."""
+
+    payload: dict[str, Any]
+    alert_id: int | None
+    settle_only: bool = False
+
+
 class AlertDispatcher:
     """Background workers, one per sink, that hand alerts to their sink in submission order.
 
@@ -136,10 +145,10 @@ class AlertDispatcher:
     ) -> None:
         """``sinks`` by name (a plain sequence is named ``sink0``, ``sink1``...).
 
-        ``on_settled`` is called (on a worker thread) with an alert's id once every sink has delivered
-        or refused it: the daemon then takes it out of the store's outbox; an error in it is logged and
-        the alert is sent again later. ``on_answer`` is called with the sink's name and its answer for
-        every delivery attempt (for metrics).
+        ``on_settled`` is called (on a worker thread, never the caller's) with an alert's id once every
+        sink has delivered or refused it: the daemon then takes it out of the store's outbox; an error
+        in it is logged and the alert is settled again at its next submission. ``on_answer`` is called
+        with the sink's name and its answer for every delivery attempt (for metrics).
         """
         named = dict(sinks) if isinstance(sinks, Mapping) else {f"sink{i}": s for i, s in enumerate(sinks)}
         if not named:
@@ -151,14 +160,14 @@ class AlertDispatcher:
         #: Answers given, over all sinks: delivered, or not (refused or failed).
         self.delivered = 0
         self.failed = 0
-        self._queues: dict[str, queue.SimpleQueue[tuple[dict[str, Any], int | None] | None]] = {
+        self._queues: dict[str, queue.SimpleQueue[_Job | None]] = {
             name: queue.SimpleQueue() for name in named
         }
         self._threads: list[threading.Thread] = []
         #: Set when close() stopped waiting: the workers settle nothing more (the daemon's producer and
         #: store are closing under them) and leave what is queued in the outbox.
         self._abandoned = threading.Event()
-        #: Outbox ids being delivered (some sink has not answered yet): not to be queued a second time.
+        #: Outbox ids being delivered or settled (not done yet): not to be queued a second time.
         self._rounds: dict[int, _Round] = {}
         #: For outbox ids not settled yet: the sinks that delivered or refused them already.
         self._taken: dict[int, set[str]] = {}
@@ -182,31 +191,35 @@ class AlertDispatcher:
         alert of that id is being delivered already.
         """
         targets = list(self.sinks)
+        settle_only = False
         if alert_id is not None:
             with self._lock:
                 if alert_id in self._rounds:
                     return False
                 taken = self._taken.get(alert_id, set())
                 targets = [name for name in targets if name not in taken]
-                if targets:
-                    self._rounds[alert_id] = _Round(len(targets))
-            if not targets:  # every sink took it before; only its settling failed (a store error)
-                self._settle(payload, alert_id)
-                return True
+                if not targets:  # every sink took it before; only its settling failed (a store error)
+                    targets, settle_only = list(self.sinks)[:1], True  # (settled on a worker, not here)
+                self._rounds[alert_id] = _Round(len(targets))
         for name in targets:
-            self._queues[name].put((payload, alert_id))
+            self._queues[name].put(_Job(payload, alert_id, settle_only))
         return True
 
     def in_flight(self) -> set[int]:
-        """Outbox ids queued or being delivered."""
+        """Outbox ids queued, being delivered or being settled."""
         with self._lock:
             return set(self._rounds)
 
-    def forget(self, alert_ids: Iterable[int]) -> None:
-        """Drop what is remembered of these alerts (given up on: out of the outbox for good)."""
+    def retain(self, alert_ids: Iterable[int]) -> None:
+        """Forget which sinks took the alerts not among these (the outbox's ids, read by a sweep).
+
+        An alert leaves the outbox also when it is given up on, or when another replica of the group
+        settles it: this keeps the memory as small as the outbox.
+        """
+        keep = set(alert_ids)
         with self._lock:
-            for alert_id in alert_ids:
-                self._taken.pop(alert_id, None)
+            for alert_id in [i for i in self._taken if i not in keep and i not in self._rounds]:
+                del self._taken[alert_id]
 
     def _run(self, name: str) -> None:
         sink, jobs = self.sinks[name], self._queues[name]
@@ -214,21 +227,24 @@ class AlertDispatcher:
             item = jobs.get()
             if item is None or self._abandoned.is_set():
                 return
-            payload, alert_id = item
-            answer = self._answer(name, sink, payload)
+            payload, alert_id = item.payload, item.alert_id
+            answer = None if item.settle_only else self._answer(name, sink, payload)
             if alert_id is None:
                 continue
             with self._lock:
-                if answer is not Answer.FAILED:
+                if answer is not None and answer is not Answer.FAILED:
                     self._taken.setdefault(alert_id, set()).add(name)
                 this = self._rounds[alert_id]
                 this.remaining -= 1
                 if this.remaining:
                     continue
-                del self._rounds[alert_id]
                 settled = len(self._taken.get(alert_id, ())) == len(self.sinks)
-            if settled:  # (else its outbox row stays, and a later sweep or start sends it again)
-                self._settle(payload, alert_id)
+            # (not settled: its outbox row stays, and a later sweep or start sends it again)
+            if settled and self._settle(payload, alert_id):
+                with self._lock:
+                    self._taken.pop(alert_id, None)
+            with self._lock:  # done only now: a sweep meanwhile must not queue it again
+                del self._rounds[alert_id]
 
     def _answer(self, name: str, sink: Sink, payload: dict[str, Any]) -> Answer:
         try:
@@ -249,15 +265,17 @@ class AlertDispatcher:
                 log.exception("alert answer hook failed")
         return answer
 
-    def _settle(self, payload: dict[str, Any], alert_id: int) -> None:
-        if self.on_settled is None or self._abandoned.is_set():
-            return
-        try:
-            self.on_settled(alert_id)
-        except Exception:  # (a store error): the alert stays in the outbox, settled at its next sweep
-            log.exception("alert %s delivered but still in the outbox", payload.get("dedup_key"))
-            return
-        self.forget([alert_id])
+    def _settle(self, payload: dict[str, Any], alert_id: int) -> bool:
+        """Report a settled alert; False when that failed (or close() gave up): it stays remembered."""
+        if self._abandoned.is_set():
+            return False
+        if self.on_settled is not None:
+            try:
+                self.on_settled(alert_id)
+            except Exception:  # (a store error): the alert stays in the outbox, settled at its next sweep
+                log.exception("alert %s delivered but still in the outbox", payload.get("dedup_key"))
+                return False
+        return True
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued (up to ``timeout_s``), then stop; what is left stays in the outbox."""

@@ -789,15 +789,21 @@ class Store:
                 for row in conn.execute(query)
             ]
 
-    def expire_outbox(self, group: str, created_before_us: int) -> list[int]:
-        """Take out of ``group``'s outbox the alerts recorded before then (given up on); their ids."""
+    def expire_outbox(self, group: str, created_before_us: int) -> int:
+        """Take out of ``group``'s outbox the alerts recorded before then (given up on); how many."""
         o = self.tables["outbox"]
-        old = sa.and_(o.c.consumer_group == group, o.c.created_us < created_before_us)
+        query = sa.delete(o).where(o.c.consumer_group == group, o.c.created_us < created_before_us)
         with self._writing(f"expire the alert outbox of {group!r}") as conn:
-            ids = [int(i) for i in conn.execute(sa.select(o.c.alert_id).where(old)).scalars()]
-            if ids:
-                conn.execute(sa.delete(o).where(o.c.alert_id.in_(ids)))
-        return ids
+            return int(conn.execute(query).rowcount or 0)
+
+    def outbox_ids(self, group: str) -> set[int]:
+        """The ids of the alerts in ``group``'s outbox."""
+        o = self.tables["outbox"]
+        with self._reading() as conn:
+            return {
+                int(i)
+                for i in conn.execute(sa.select(o.c.alert_id).where(o.c.consumer_group == group)).scalars()
+            }
 
     def delivered(self, alert_ids: Iterable[int]) -> None:
         """Take these alerts out of the outbox: delivered, or refused for good (see ``AlertDispatcher``)."""

@@ -194,11 +194,15 @@ def test_an_alert_sent_again_goes_only_to_the_sinks_that_failed_it() -> None:
         delivered, failed = Answer.DELIVERED, Answer.FAILED
         expected = [("topic", delivered), ("webhook", failed), ("webhook", failed), ("webhook", delivered)]
         assert sorted(answers, key=str) == sorted(expected, key=str)
-        # Given up on (out of the outbox): forgotten, as once settled. An id is then a new outbox row.
+        # Out of the outbox (given up on, or settled by another replica): forgotten at the next sweep.
         webhook_up.clear()
         assert dispatcher.submit({"dedup_key": "z"}, 2)
+        assert dispatcher.submit({"dedup_key": "y"}, 3)
         wait_until(lambda: not dispatcher.in_flight())
-        dispatcher.forget([2])
+        dispatcher.retain({3})  # the outbox's ids
+        assert dispatcher.submit({"dedup_key": "y"}, 3)
+        wait_until(lambda: not dispatcher.in_flight())
+        assert calls.count(("topic", "y")) == 1  # still remembered
         assert dispatcher.submit({"dedup_key": "z"}, 2)
         wait_until(lambda: not dispatcher.in_flight())
         assert calls.count(("topic", "z")) == 2 and settled == [1]
@@ -208,6 +212,42 @@ def test_an_alert_sent_again_goes_only_to_the_sinks_that_failed_it() -> None:
         wait_until(lambda: not dispatcher.in_flight() and settled == [1, 1])
         assert calls.count(("topic", "b")) == calls.count(("webhook", "b")) == 1
     finally:
+        dispatcher.close()
+
+
+def test_a_settled_alert_is_reported_once_off_the_callers_thread_and_again_if_reporting_failed() -> None:
+    """Settling (the store's outbox delete) runs on a worker; the alert is in flight until it is done."""
+    reported: list[tuple[int, str]] = []
+    sent: list[str] = []
+    store_down, release = threading.Event(), threading.Event()
+    store_down.set()
+
+    def settle(alert_id: int) -> None:
+        release.wait(10)
+        if store_down.is_set():
+            msg = "store unavailable"
+            raise RuntimeError(msg)
+        reported.append((alert_id, threading.current_thread().name))
+
+    def topic(payload: dict[str, Any]) -> Answer:
+        sent.append(payload["dedup_key"])
+        return Answer.DELIVERED
+
+    dispatcher = AlertDispatcher({"topic": topic}, on_settled=settle)
+    dispatcher.start()
+    try:
+        assert dispatcher.submit({"dedup_key": "a"}, 5)
+        wait_until(lambda: sent == ["a"])
+        assert not dispatcher.submit({"dedup_key": "a"}, 5)  # delivered, still being settled: in flight
+        release.set()
+        wait_until(lambda: not dispatcher.in_flight())
+        assert reported == []  # the store refused: its outbox row stays
+        store_down.clear()
+        assert dispatcher.submit({"dedup_key": "a"}, 5)  # the next sweep settles it, sending nothing
+        wait_until(lambda: not dispatcher.in_flight())
+        assert sent == ["a"] and reported == [(5, "skewguard-alerts-topic")]
+    finally:
+        release.set()
         dispatcher.close()
 
 
