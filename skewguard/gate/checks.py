@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skewguard.errors import GateError
-from skewguard.gate.report import CheckName, CheckResult, Signature, Task
+from skewguard.gate.report import CheckName, CheckResult, Outputs, Signature, Task
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 
@@ -96,18 +96,85 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 #: Losses that compare outputs with targets as numbers: fitted to 0/1 targets, outputs are the values.
 _VALUE_LOSSES: Final = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
-#: The same losses as functions (a lambda or a custom callable around them cannot be recognised).
+#: The same losses as functions.
 _VALUE_LOSS_FUNCTIONS: Final = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
+#: Losses of other kinds the gate knows: a callable that is none of these is probed (``_probe_outputs``).
+_KNOWN_LOSSES: Final = (*_VALUE_LOSSES, nn.BCELoss, nn.BCEWithLogitsLoss, nn.CrossEntropyLoss, nn.NLLLoss)
+_KNOWN_LOSS_FUNCTIONS: Final = (
+    *_VALUE_LOSS_FUNCTIONS,
+    F.binary_cross_entropy,
+    F.binary_cross_entropy_with_logits,
+    F.cross_entropy,
+    F.nll_loss,
+)
+#: Which declarations fit which targets (integer class indices, or floats of the outputs' shape).
+_CLASS_INDEX_OUTPUTS: Final = frozenset({Outputs.AUTO, Outputs.LOGITS, Outputs.LOG_PROBABILITIES})
+_FLOAT_TARGET_OUTPUTS: Final = frozenset(
+    {Outputs.AUTO, Outputs.LOGITS, Outputs.PROBABILITIES, Outputs.VALUES}
+)
 
 
-def infer_layout(task: Task, outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn) -> OutputLayout:
-    """Work out how outputs and targets line up; raises GateError when they cannot be compared."""
+def _is(loss_fn: LossFn, functions: Sequence[Callable[..., Any]]) -> bool:
+    return any(loss_fn is f for f in functions)
+
+
+def _probe_outputs(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor) -> Outputs:
+    """What an unknown loss on 0/1 targets takes, from its value at three predictions.
+
+    A loss that is zero when the outputs equal the targets (and not when they are the opposite) reads
+    outputs as the targets' own scale: probabilities when p = 0.5 costs exactly ln 2 (binary cross
+    entropy, mean reduction), else values (MSE, L1, Huber, or sums of them). A loss on logits costs
+    ln 2 / ln(1 + e^-1) at logits equal to 0/1 targets, so it stays LOGITS, as does a loss the probe
+    cannot evaluate. This keeps a lambda around ``F.mse_loss`` from being read as logits, where a
+    memorised 0 sits at ±1e-4 and half of them count as wrong.
+    """
+    y = targets.detach().to(outputs.dtype)  # (predictions as the model gives them; targets as they are)
+    try:
+        with torch.no_grad():
+            at_targets = float(loss_fn(y.clone(), targets))
+            at_opposite = float(loss_fn(1.0 - y, targets))
+            at_half = float(loss_fn(torch.full_like(y, 0.5), targets))
+    except Exception:
+        return Outputs.LOGITS
+    if not (math.isfinite(at_targets) and math.isfinite(at_opposite) and math.isfinite(at_half)):
+        return Outputs.LOGITS
+    if abs(at_targets) > 1e-9 * max(1.0, abs(at_opposite)) or at_opposite <= 0:
+        return Outputs.LOGITS
+    return Outputs.PROBABILITIES if math.isclose(at_half, math.log(2), rel_tol=1e-6) else Outputs.VALUES
+
+
+def infer_layout(
+    task: Task,
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: LossFn,
+    declared: Outputs = Outputs.AUTO,
+) -> OutputLayout:
+    """Work out how outputs and targets line up; raises GateError when they cannot be compared.
+
+    ``declared``: what the outputs are, as the caller says (AUTO: read from the loss's type, and for
+    a callable the gate does not know, on 0/1 targets, probed).
+    """
     if task is Task.REGRESSION:
+        if declared not in {Outputs.AUTO, Outputs.VALUES}:
+            msg = f"outputs={declared.value!r} with task='regression': expected 'auto' or 'values'"
+            raise GateError(msg)
         return OutputLayout(kind=TargetKind.VALUE)
-    probabilities = isinstance(loss_fn, nn.BCELoss)
-    log_probabilities = isinstance(loss_fn, nn.NLLLoss)
-    values = isinstance(loss_fn, _VALUE_LOSSES) or any(loss_fn is f for f in _VALUE_LOSS_FUNCTIONS)
+    if declared is Outputs.AUTO:
+        probabilities = isinstance(loss_fn, nn.BCELoss) or _is(loss_fn, (F.binary_cross_entropy,))
+        log_probabilities = isinstance(loss_fn, nn.NLLLoss) or _is(loss_fn, (F.nll_loss,))
+        values = isinstance(loss_fn, _VALUE_LOSSES) or _is(loss_fn, _VALUE_LOSS_FUNCTIONS)
+    else:
+        probabilities = declared is Outputs.PROBABILITIES
+        log_probabilities = declared is Outputs.LOG_PROBABILITIES
+        values = declared is Outputs.VALUES
     if not targets.is_floating_point() and targets.dtype is not torch.bool:
+        if declared not in _CLASS_INDEX_OUTPUTS:
+            msg = (
+                f"outputs={declared.value!r} with integer class targets: expected one of "
+                f"{sorted(o.value for o in _CLASS_INDEX_OUTPUTS)}"
+            )
+            raise GateError(msg)
         if outputs.dim() == targets.dim() + 1:
             if outputs.shape[:-1] == targets.shape:
                 class_dim = outputs.dim() - 1
@@ -129,8 +196,20 @@ def infer_layout(task: Task, outputs: torch.Tensor, targets: torch.Tensor, loss_
         )
         raise GateError(msg)
     if outputs.shape == targets.shape:
-        if isinstance(loss_fn, nn.CrossEntropyLoss) and outputs.dim() >= 2:
+        if declared not in _FLOAT_TARGET_OUTPUTS:
+            msg = (
+                f"outputs={declared.value!r} with floating targets: expected one of "
+                f"{sorted(o.value for o in _FLOAT_TARGET_OUTPUTS)}"
+            )
+            raise GateError(msg)
+        soft = isinstance(loss_fn, nn.CrossEntropyLoss) or _is(loss_fn, (F.cross_entropy,))
+        if soft and outputs.dim() >= 2 and declared in {Outputs.AUTO, Outputs.LOGITS}:
             return OutputLayout(kind=TargetKind.SOFT_LABEL, class_dim=1, num_classes=int(outputs.shape[1]))
+        binary = bool(((targets == 0) | (targets == 1)).all())
+        unknown = not isinstance(loss_fn, _KNOWN_LOSSES) and not _is(loss_fn, _KNOWN_LOSS_FUNCTIONS)
+        if declared is Outputs.AUTO and unknown and binary:
+            probed = _probe_outputs(loss_fn, outputs, targets)
+            probabilities, values = probed is Outputs.PROBABILITIES, probed is Outputs.VALUES
         return OutputLayout(kind=TargetKind.BINARY, probabilities=probabilities, values=values)
     msg = (
         f"task={task.value!r} with floating targets of shape {tuple(targets.shape)}: expected outputs of "

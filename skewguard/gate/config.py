@@ -49,7 +49,7 @@ from skewguard.gate.gate import (
     preserved_random_state,
     seed_everything,
 )
-from skewguard.gate.report import GateReport, Task
+from skewguard.gate.report import GateReport, Outputs, Task
 
 _SPEC_HELP = "'module:callable' (e.g. 'my_pipeline:build_model')"
 
@@ -123,6 +123,8 @@ class GateConfig(BaseModel):
     allow_batch_coupling: bool = False
     ignore_index: int = -100
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: What the model's outputs are to the loss; "auto" reads it from the loss (a custom loss: probed).
+    outputs: Outputs = Outputs.AUTO
     gate: GateSection = Field(default_factory=GateSection)
 
     @field_validator("model", "batch", "train_step", "optimizer")
@@ -297,6 +299,7 @@ def run_gate_from_config(path: str | Path) -> GateReport:
             pretrained=config.pretrained,
             allow_batch_coupling=config.allow_batch_coupling,
             ignore_index=config.ignore_index,
+            outputs=config.outputs,
         )
     except GateError as exc:
         msg = f"config {Path(path).name}: {exc}"

@@ -71,6 +71,7 @@ from skewguard.gate.report import (
     CheckName,
     CheckResult,
     GateReport,
+    Outputs,
     OverfitAttempt,
     Signature,
     Task,
@@ -176,13 +177,23 @@ class OverfitGate:
         pretrained: bool = False,
         allow_batch_coupling: bool = False,
         ignore_index: int = -100,
+        outputs: Outputs | str = Outputs.AUTO,
     ) -> GateReport:
-        """Run every check on deep copies of ``model`` and one cached batch; see the module docstring."""
+        """Run every check on deep copies of ``model`` and one cached batch; see the module docstring.
+
+        ``outputs``: what the model's outputs are to ``loss_fn`` (logits, probabilities,
+        log_probabilities, values); "auto" reads it from the loss, and probes a loss it does not know.
+        """
         started = time.perf_counter()
         try:
             parsed_task = Task(task)
         except ValueError as exc:
             msg = f"task={task!r}: expected one of {[t.value for t in Task]}"
+            raise GateError(msg) from exc
+        try:
+            declared = Outputs(outputs)
+        except ValueError as exc:
+            msg = f"outputs={outputs!r}: expected one of {[o.value for o in Outputs]}"
             raise GateError(msg) from exc
         _validate_arguments(model, inputs, targets, loss_fn, train_step)
         try:
@@ -202,6 +213,7 @@ class OverfitGate:
             pretrained=pretrained,
             allow_batch_coupling=allow_batch_coupling,
             ignore_index=ignore_index,
+            declared=declared,
         )
         with preserved_random_state(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -343,6 +355,7 @@ class _Run:
     pretrained: bool
     allow_batch_coupling: bool
     ignore_index: int
+    declared: Outputs
     layout: OutputLayout = field(init=False)
     floor: float = field(init=False)
     plateaus: list[tuple[Signature, float]] = field(init=False)
@@ -371,7 +384,7 @@ class _Run:
         with torch.no_grad():
             output = _forward(probe, self.inputs)
             # Layout first: a shape/task mismatch deserves its own message, not the loss's traceback.
-            self.layout = infer_layout(self.task, output, self.targets, self.loss_fn)
+            self.layout = infer_layout(self.task, output, self.targets, self.loss_fn, self.declared)
             initial = _scalar(self.loss_fn(output, self.targets))
         self.floor, floor_note = self._floor()
         self.plateaus = known_plateaus(self.layout, self.targets)

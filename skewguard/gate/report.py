@@ -28,6 +28,17 @@ class Task(StrEnum):
     SEQUENCE = "sequence"
 
 
+class Outputs(StrEnum):
+    """What the model's outputs are to its loss; AUTO reads it from the loss (see ``infer_layout``)."""
+
+    AUTO = "auto"
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
+    LOG_PROBABILITIES = "log_probabilities"
+    #: The outputs approximate the targets themselves (MSE / L1 / Huber fitted to 0/1 or one-hot targets).
+    VALUES = "values"
+
+
 class CheckName(StrEnum):
     """Stable names of the gate's checks; CLIs, dashboards and tests refer to checks by these."""
 

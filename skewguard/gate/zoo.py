@@ -19,7 +19,7 @@ from torch import nn
 
 from skewguard.gate.checks import LossFn, smoothed_cross_entropy_floor
 from skewguard.gate.gate import GateOptions, OverfitGate, TrainStep
-from skewguard.gate.report import CheckName, GateReport, Task
+from skewguard.gate.report import CheckName, GateReport, Outputs, Task
 
 N_EXAMPLES = 16
 N_FEATURES = 8
@@ -43,6 +43,7 @@ class ZooCase:
     pretrained: bool = False
     allow_batch_coupling: bool = False
     ignore_index: int = -100
+    outputs: Outputs = Outputs.AUTO
     options: GateOptions = field(default_factory=GateOptions)
 
 
@@ -70,6 +71,7 @@ def run_case(case: ZooCase) -> GateReport:
         pretrained=case.pretrained,
         allow_batch_coupling=case.allow_batch_coupling,
         ignore_index=case.ignore_index,
+        outputs=case.outputs,
     )
 
 

@@ -116,6 +116,11 @@ def test_builtin_loss_names_build_the_matching_torch_losses(tmp_path: Path):
             r"\[gate\] determinism_steps=900",
         ),
         ('model = "a:b"\nbatch = \n', r"invalid TOML"),
+        (BASE + 'loss = "cross_entropy"\ntask = "classification"\noutputs = "scores"\n', r"key 'outputs'"),
+        (
+            BASE + 'loss = "cross_entropy"\ntask = "classification"\noutputs = "values"\n',
+            r"outputs='values' with integer class targets",
+        ),
         (
             BASE
             + 'loss = "cross_entropy"\ntask = "classification"\n[gate]\nseed = 99999999999999999999999\n',

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
@@ -19,6 +21,7 @@ from skewguard.gate import (
     CheckResult,
     CheckStatus,
     GateReport,
+    Outputs,
     OverfitGate,
     Task,
     render_report_table,
@@ -224,3 +227,53 @@ def test_misuse_raises_gate_error_naming_the_argument():
         OverfitGate().check(
             model, inputs, targets, nn.CrossEntropyLoss(reduction="none"), task="classification"
         )
+
+
+def failed_checks(report: GateReport) -> set[CheckName]:
+    return {check.name for check in report.checks if check.status is CheckStatus.FAILED}
+
+
+def test_a_custom_loss_is_probed_for_what_it_takes_and_a_declaration_wins():
+    """A lambda around F.mse_loss takes values: read as logits, memorised zeros (±1e-4) count as wrong."""
+    case = replace(zoo_entry("mse_one_hot_classifier").build(), loss_fn=lambda out, y: F.mse_loss(out, y))
+    assert run_case(case).passed
+    assert run_case(replace(case, outputs=Outputs.VALUES)).passed
+    wrong = run_case(replace(case, outputs=Outputs.LOGITS))  # what it was read as before the probe
+    assert not wrong.passed and CheckName.OVERFIT in failed_checks(wrong)
+
+
+def test_a_custom_loss_on_probabilities_is_read_at_one_half():
+    """A sigmoid head under a lambda around F.binary_cross_entropy: probabilities, not logits."""
+    inputs, labels = classification_batch()
+    targets = (labels % 2).float().unsqueeze(1)
+    model = seeded_build(10, lambda: nn.Sequential(MLP(out_features=1), nn.Sigmoid()))
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy(out, y)
+
+    report = OverfitGate().check(model, inputs, targets, loss, task="classification")
+    assert report.passed, report.diagnosis
+    assert "ln 2 (p = 0.5)" in report.check(CheckName.INIT_LOSS).detail  # (not E[y²] of a zero output)
+    declared = OverfitGate().check(model, inputs, targets, loss, task="classification", outputs="logits")
+    assert not declared.passed  # (a probability above 0 is a "1" when read as a logit)
+
+
+@pytest.mark.parametrize(
+    ("batch", "task", "outputs", "expected"),
+    [
+        ("classes", "classification", "values", "outputs='values' with integer class targets"),
+        ("binary", "classification", "log_probabilities", "outputs='log_probabilities' with floating"),
+        ("binary", "regression", "probabilities", "outputs='probabilities' with task='regression'"),
+        ("classes", "classification", "scores", "outputs='scores': expected one of"),
+    ],
+)
+def test_an_output_declaration_that_cannot_fit_the_targets_is_refused(
+    batch: str, task: str, outputs: str, expected: str
+):
+    inputs, labels = classification_batch()
+    targets = labels if batch == "classes" else (labels % 2).float().unsqueeze(1)
+    width = 4 if batch == "classes" else 1
+    model = seeded_build(1, lambda: MLP(out_features=width))
+    loss = nn.CrossEntropyLoss() if batch == "classes" else nn.MSELoss()
+    with pytest.raises(GateError, match=expected):
+        OverfitGate().check(model, inputs, targets, loss, task=task, outputs=outputs)
