@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from skewguard.detect.policy import Method
 from skewguard.errors import StatisticsError
 from skewguard.stats import (
+    CategoricalColumnLayout,
     CategoricalSketch,
     NumericSketch,
     Sketch,
@@ -121,6 +123,31 @@ def null_rate_check(reference: Sketch, window: Sketch) -> tuple[CheckMeasurement
     return check, test.p_value
 
 
+def tail_counts(sketch: CategoricalSketch) -> npt.NDArray[np.int64]:
+    """A categorical sketch's counts as compared: the vocabulary, then one tail bin (OTHER + UNSEEN).
+
+    The reference never holds an unseen value (its own categories define "seen"), while a window of
+    the same distribution meets new values at the reference's missing mass (Good–Turing: about the
+    share of its singletons). Compared bin by bin that reads as 0 % -> k %, which chi-square calls
+    certain and Jensen-Shannon large: a long-tailed column (a Zipf over thousands of cities) flagged
+    every window, severely. In the tail, a new value counts as what it is, a rare one; a shift to new
+    values still raises the tail's share (and a column whose reference has no tail flags any new
+    value). The unseen share is reported on its own (``unseen_share``).
+    """
+    counts = np.asarray(sketch.counts, dtype=np.int64)
+    other, unseen = sketch.layout.other_bin, sketch.layout.unseen_bin
+    merged = counts[:unseen].copy()
+    merged[other] += counts[unseen]
+    return merged
+
+
+def _change_label(layout: CategoricalColumnLayout, position: int, reference: CategoricalSketch) -> str:
+    """The label of a compared bin; the tail's says whether the reference had values there at all."""
+    if position != layout.other_bin:
+        return layout.bin_labels()[position]
+    return "<other or unseen>" if reference.counts[layout.other_bin] else "<unseen>"
+
+
 def null_effects(reference: Sketch, window: Sketch) -> list[tuple[Method, float, float]]:
     """Effects only — ``(method, effect, n_eff)`` per check — for calibration, where p-values are unused."""
     out: list[tuple[Method, float, float]] = []
@@ -136,7 +163,7 @@ def null_effects(reference: Sketch, window: Sketch) -> list[tuple[Method, float,
         and reference.count
         and window.count
     ):
-        effect = js_distance(reference.counts, window.counts)
+        effect = js_distance(tail_counts(reference), tail_counts(window))
         out.append((Method.JENSEN_SHANNON, effect, _n_eff(reference.count, window.count)))
     if reference.total and window.total:
         difference = abs(window.nulls / window.total - reference.nulls / reference.total)
@@ -222,20 +249,21 @@ def _measure_categorical(
     if n == 0 or m == 0:
         check = CheckMeasurement(Method.JENSEN_SHANNON, 0.0, 1.0, m, 0.0)
         return ColumnMeasurement((check, null_check), base)
-    effect = js_distance(reference.counts, window.counts)
-    chi = chi_square(reference.counts, window.counts)
-    p_ref = reference.counts / n
-    p_win = window.counts / m
+    ref_counts, win_counts = tail_counts(reference), tail_counts(window)
+    effect = js_distance(ref_counts, win_counts)
+    chi = chi_square(ref_counts, win_counts)
+    p_ref = ref_counts / n
+    p_win = win_counts / m
     largest = int(np.argmax(np.abs(p_win - p_ref)))
     check = CheckMeasurement(Method.JENSEN_SHANNON, effect, chi.p_value, m, _n_eff(n, m))
     statistics = replace(
         base,
-        psi=psi(reference.counts, window.counts),
+        psi=psi(ref_counts, win_counts),
         jensen_shannon=effect,
         chi_square=chi.statistic,
         chi_square_p_value=chi.p_value,
-        linf=linf_distance(reference.counts, window.counts),
-        largest_change=layout.bin_labels()[largest],
+        linf=linf_distance(ref_counts, win_counts),
+        largest_change=_change_label(layout, largest, reference),
         largest_change_reference_share=float(p_ref[largest]),
         largest_change_window_share=float(p_win[largest]),
     )
