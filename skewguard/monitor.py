@@ -266,6 +266,7 @@ class ModelMonitor:
         if self._kinds[name] is FeatureKind.NUMERIC:
             a = np.asarray([np.nan if v is None else v for v in logged], dtype=float)
             b = pd.to_numeric(replayed, errors="coerce").to_numpy(dtype=float)
+            b = np.where(np.isfinite(b), b, np.nan)  # as the logged side reads them: ±inf is logged null
             both_null = np.isnan(a) & np.isnan(b)
             diff = np.abs(a - b)
             close = diff <= self.options.skew_atol + self.options.skew_rtol * np.abs(b)

@@ -7,7 +7,14 @@ others. The functions in :mod:`skewguard.stats.twosample` compare two samples or
 
 from __future__ import annotations
 
-from skewguard.stats.columns import CategoricalDomain, ColumnKind, ColumnRole, ColumnSpec, NumericDomain
+from skewguard.stats.columns import (
+    MAX_MAGNITUDE,
+    CategoricalDomain,
+    ColumnKind,
+    ColumnRole,
+    ColumnSpec,
+    NumericDomain,
+)
 from skewguard.stats.profile import (
     CategoricalColumnLayout,
     CategoricalSketch,
@@ -43,6 +50,7 @@ from skewguard.stats.twosample import (
 )
 
 __all__ = [
+    "MAX_MAGNITUDE",
     "CategoricalColumnLayout",
     "CategoricalDomain",
     "CategoricalSketch",

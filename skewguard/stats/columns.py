@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from skewguard.errors import ConfigError
+
+#: Numbers larger in magnitude count as null, as NaN and ±inf do: their squares, summed over a window
+#: (variance, M2, sums of squares), would overflow float64 to inf, which JSON cannot carry, so a
+#: checkpoint holding one could not be restored. No feature or score is legitimately this large.
+MAX_MAGNITUDE: Final = 1e100
 
 
 class ColumnKind(StrEnum):

@@ -14,8 +14,8 @@ overflow above the reference maximum), the sum of values per bin (so a bin's cen
 makes the binned Wasserstein distance follow shifts inside a bin and in the open tails), null count,
 count / mean / M2 merged with Chan's parallel update, min, max, and out-of-domain count. Per
 categorical column: counts of the vocabulary, of "other" (known to the reference but not in the top-K),
-of "unseen" (never seen in the reference), nulls and out-of-domain. Non-finite numbers (NaN, ±inf) and
-missing values count as null.
+of "unseen" (never seen in the reference), nulls and out-of-domain. Non-finite numbers (NaN, ±inf),
+numbers beyond ±``MAX_MAGNITUDE`` (1e100) and missing values count as null.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import orjson
 import pandas as pd
 
 from skewguard.errors import ConfigError, DataError, StatisticsError
-from skewguard.stats.columns import ColumnKind, ColumnRole, ColumnSpec
+from skewguard.stats.columns import MAX_MAGNITUDE, ColumnKind, ColumnRole, ColumnSpec
 from skewguard.stats.reservoir import Reservoir, row_priorities
 
 FORMAT = "skewguard.profile/1"
@@ -118,7 +118,7 @@ def _numeric_values(series: ColumnValues, name: str) -> FloatArray:
             msg = f"column {name!r} is declared numeric but holds non-numeric values ({exc})"
             raise DataError(msg) from exc
     values = np.array(converted, dtype=np.float64, copy=True)
-    values[~np.isfinite(values)] = np.nan
+    values[~(np.abs(values) <= MAX_MAGNITUDE)] = np.nan  # (NaN and ±inf too)
     return values
 
 

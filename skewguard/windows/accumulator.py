@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from skewguard.stats import CategoricalColumnLayout, Profile, ProfileLayout
+from skewguard.stats import MAX_MAGNITUDE, CategoricalColumnLayout, Profile, ProfileLayout
 
 FloatArray = npt.NDArray[np.float64]
 ObjectArray = npt.NDArray[np.object_]
@@ -71,10 +71,11 @@ class SkewTally:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SkewTally:
         """Inverse of :meth:`to_dict`."""
+        largest = data["max_difference"]  # an infinite difference was written as JSON null
         return cls(
             int(data["compared"]),
             int(data["mismatched"]),
-            float(data["max_difference"]),
+            math.inf if largest is None else float(largest),
             list(data["examples"]),
         )
 
@@ -103,9 +104,15 @@ class ShadowTally:
     classes: bool = False
 
     def add(self, production: FloatArray, candidate: FloatArray, edges: FloatArray) -> None:
-        """Fold paired predictions (NaN where a model gave none) into the tally."""
-        usable = ~np.isnan(production) & ~np.isnan(candidate)
-        self.missing += int((~np.isnan(production) & np.isnan(candidate)).sum())
+        """Fold paired predictions (NaN where a model gave none) into the tally.
+
+        A prediction beyond ±``MAX_MAGNITUDE`` (or ±inf) counts as none: its square would overflow the
+        sums to inf, which a checkpoint (JSON) cannot carry.
+        """
+        has_production = np.abs(production) <= MAX_MAGNITUDE
+        has_candidate = np.abs(candidate) <= MAX_MAGNITUDE
+        usable = has_production & has_candidate
+        self.missing += int((has_production & ~has_candidate).sum())
         x, y = production[usable], candidate[usable]
         self.compared += len(x)
         self.agree += int(((x >= 0.5) == (y >= 0.5)).sum())

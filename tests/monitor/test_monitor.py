@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import FeatureKind
 from features.ctr import CTR_FEATURES
 from skewguard.baseline import Baseline, BaselineOptions, build_baseline
 from skewguard.demo.traffic import TrafficShape, generate_requests, hour_in_utc_bug, serving_records
@@ -153,3 +154,15 @@ def test_span_drift_compares_with_the_previous_window(monitor: ModelMonitor, bas
     span = {f.subject for f in result.findings if f.check is Check.SPAN_DRIFT and f.flagged}
     assert span == {"ad_position"}
     assert pd.notna(result.records)
+
+
+def test_a_feature_that_is_infinite_on_both_sides_is_not_skew(monitor: ModelMonitor) -> None:
+    """The codec logs ±inf as null (JSON has none), so a replayed ±inf must read as null too.
+
+    Otherwise a feature that is legitimately -inf (log of 0) counted as a mismatch at every request,
+    with an infinite largest difference.
+    """
+    name = next(n for n, f in CTR_FEATURES.features.items() if f.kind is FeatureKind.NUMERIC)
+    replayed = pd.Series([-np.inf, np.inf, 2.0, 3.0])
+    mismatched, largest = monitor._mismatches(name, [None, None, 2.0, 4.0], replayed, np.ones(4, dtype=bool))
+    assert mismatched.tolist() == [False, False, False, True] and largest == 1.0

@@ -36,3 +36,21 @@ def test_class_tallies_count_agreement_and_merge_exactly() -> None:
     assert finding.detail["agreement"] == pytest.approx(whole.agree / 360)
     assert finding.detail["correlation"] is None and finding.detail["mean_abs_difference"] is None
     assert finding.effect == pytest.approx(js_distance(whole.production_hist, whole.candidate_hist))
+
+
+def test_tallies_survive_the_checkpoint_codec_whatever_the_values() -> None:
+    """JSON has no inf: a sum of squares overflowed by one huge score, or an infinite skew difference,
+    came back as null and the partition's checkpoint could no longer be restored."""
+    from skewguard.store.sql import pack_state, unpack_state
+    from skewguard.windows import SkewTally
+
+    shadow = ShadowTally()
+    production = np.array([0.2, 1e200, 0.7, np.inf])
+    candidate = np.array([0.3, 0.5, 1e300, 0.1])
+    shadow.add(production, candidate, np.array([0.5]))
+    assert (shadow.compared, shadow.missing) == (1, 1)  # (a huge score counts as no score)
+    assert ShadowTally.from_dict(unpack_state(pack_state(shadow.to_dict()))) == shadow
+
+    skew = SkewTally()
+    skew.add(3, ["r1"], float("inf"))  # (a logged 1e308 against a replayed -1e308)
+    assert SkewTally.from_dict(unpack_state(pack_state(skew.to_dict()))) == skew

@@ -19,6 +19,7 @@ from skewguard.stats import (
     ColumnRole,
     ColumnSpec,
     NumericColumnLayout,
+    NumericSketch,
     Profile,
     ProfileLayout,
     categorical_values,
@@ -383,3 +384,23 @@ def test_a_malformed_layout_is_an_error_every_time_it_is_read(frame: pd.DataFram
             ProfileLayout.from_dict(data)
     with pytest.raises(DataError, match="malformed profile layout"):
         ProfileLayout.from_dict({"columns": "nope"})
+
+
+def test_numbers_too_large_to_square_count_as_null_so_the_profile_stays_serialisable() -> None:
+    """One 1e200 made M2 inf: JSON cannot carry it, and a checkpoint holding it could not be restored."""
+    reference = pd.DataFrame({"x": np.random.default_rng(0).normal(size=1000)})
+    layout = ProfileLayout.fit(reference, [ColumnSpec("x", NUM)])
+    profile = layout.profile(pd.DataFrame({"x": [1.0, 2.0, 1e200, -1.7e308, 3.0]}))
+    sketch = numeric(profile, "x")
+    assert (sketch.count, sketch.nulls) == (3, 2)
+    assert sketch.mean == pytest.approx(2.0) and math.isfinite(sketch.m2)
+    restored = numeric(Profile.from_json(profile.to_json()), "x")
+    assert restored.m2 == sketch.m2 and restored.nulls == 2
+    big = layout.profile(pd.DataFrame({"x": [1e99, -1e99]}))  # within MAX_MAGNITUDE: kept
+    assert numeric(big, "x").count == 2 and math.isfinite(numeric(Profile.from_json(big.to_json()), "x").m2)
+
+
+def numeric(profile: Profile, name: str) -> NumericSketch:
+    sketch = profile.sketches[name]
+    assert isinstance(sketch, NumericSketch)
+    return sketch
