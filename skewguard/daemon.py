@@ -1257,13 +1257,14 @@ class MonitorDaemon:
             key = self._labelled_key(tx, (model, start))
             if key is None:
                 continue  # a count window whose serving stage is not stored yet: its end is unknown
-            end = to_us(key.end)
+            # The horizon is over in a labels partition once its label watermark passed it; an idle one
+            # (caught up, no label for idle_timeout_s) has no watermark to move, so the wall clock
+            # stands in for it. Idle alone is not enough: labels that come seldom (one every few
+            # minutes, an hour's horizon) would leave a window judged on a few of them, the rest lost.
+            over = to_us(key.end) + self.horizon_us + self.spec.lateness_us
             ready = all(
                 (serving_idle or part.windows.passed((model, start)))
-                and (
-                    labels_idle
-                    or (max_label is not None and max_label - self.spec.lateness_us >= end + self.horizon_us)
-                )
+                and ((labels_idle and now_us >= over) or (max_label is not None and max_label >= over))
                 for part, serving_idle, max_label, labels_idle in partitions
             )
             if not ready:

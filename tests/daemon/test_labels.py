@@ -179,6 +179,52 @@ def test_labels_join_late_and_give_a_per_window_metric(
     store.close()
 
 
+def test_an_idle_labels_partition_does_not_cut_the_horizon_short(
+    kafka_broker: EmbeddedBroker, labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    """Labels that come seldom: idle (caught up, none for idle_timeout_s) is not "the horizon is over".
+
+    An idle labels partition counted as past every horizon: with an hour's horizon the window was
+    judged a minute after its last label so far, and every later label of it was lost.
+    """
+    from skewguard.baseline import Baseline
+
+    directory, _ = labelled_baseline
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = settings_for(
+        bootstrap,
+        directory,
+        f"sqlite:///{tmp_path / 'idle.db'}",
+        partitions=1,
+        window={"size_s": WINDOW.total_seconds(), "lateness_s": 5.0, "idle_timeout_s": 1.0},
+        labels={"horizon_s": 3600.0, "min_pairs": 50},
+    )
+    now = [(T0 + 10 * WINDOW).timestamp()]
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store, clock=lambda: now[0])
+    daemon.open()
+    try:
+        baseline = Baseline.load(directory)
+        records, labels = window(baseline.state, 0, 200, 70, good=True)
+        produce_labels(bootstrap, settings.topics.labels, labels[:100])
+        produce(bootstrap, settings.topics.serving, records, batch=20)
+        produce(bootstrap, settings.topics.serving, closing_record(baseline, 9), batch=1)
+        step_until(daemon, lambda: daemon.counters.windows >= 1 and daemon.counters.labels_joined >= 100)
+        now[0] += 600.0  # ten minutes without a label: idle, and the horizon still has 50 minutes to go
+        daemon.step()
+        daemon.checkpoint()
+        assert daemon.counters.label_windows == 0
+        produce_labels(bootstrap, settings.topics.labels, labels[100:])
+        step_until(daemon, lambda: daemon.counters.labels_joined >= 200)
+        now[0] = (T0 + WINDOW).timestamp() + 3600.0 + 5.0 + 1.0  # past the end + horizon + lateness
+        step_until(daemon, lambda: daemon.counters.label_windows >= 1)
+    finally:
+        daemon.close()
+    [first] = [w.result for w in store.windows(stage=Stage.LABELS, limit=50) if w.result.key.start == T0]
+    assert first.context["pairs"] == 200
+    store.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # a class model: accuracy per window, class label drift, a shadow candidate judged on the same labels
 
