@@ -437,6 +437,8 @@ class MonitorDaemon:
             t = self.topics
             ensure_topics(kafka, dict.fromkeys((t.serving, t.labels, t.dead_letter, t.alerts), partitions))
         self.producer = RawProducer(kafka)
+        if self.labelled:
+            self._check_co_partitioned()
         self.consumer = RawConsumer(
             kafka,
             [self.topics.serving, self.topics.labels],
@@ -1320,6 +1322,25 @@ class MonitorDaemon:
             return self._window_key(window)
         bounds = tx.window_bounds(self.group, window[0], window[1])
         return None if bounds is None else self._window_key(window, (bounds[0], bounds[1] - 1))
+
+    def _check_co_partitioned(self) -> None:
+        """Labels join predictions partition by partition: both topics need the same partition count.
+
+        Else some serving partition has no labels partner, its label horizon never passes, and its
+        windows' performance is never judged while their join state grows (a ConfigError: exit 2).
+        """
+        producer = self._require(self.producer)
+        labels = len(producer.partitions_for(self.topics.labels))
+        serving = self._serving_partitions()
+        if labels != serving:
+            producer.close(timeout_s=1.0)
+            self.producer = None
+            msg = (
+                f"topics.labels ({self.topics.labels!r}) has {labels} partition(s) and topics.serving "
+                f"({self.topics.serving!r}) {serving}: labels are joined to predictions partition by "
+                "partition (both keyed by request id), so the two topics need the same partition count"
+            )
+            raise ConfigError(msg)
 
     def _serving_partitions(self) -> int:
         if self._partition_count is None:

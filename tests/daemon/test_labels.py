@@ -18,8 +18,9 @@ from features.ctr import CTR_FEATURES
 from skewguard.daemon import LabelPartition, MonitorDaemon, OwnedPartition, load_monitors
 from skewguard.demo.labels import publish_labels
 from skewguard.demo.traffic import ctr_baseline, generate_requests, serving_records
+from skewguard.errors import ConfigError
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.io.kafka import KafkaSettings, RawMessage, RawProducer, TopicPartition
+from skewguard.io.kafka import KafkaSettings, RawMessage, RawProducer, TopicPartition, ensure_topics
 from skewguard.records import LabelRecord, ServingRecord, encode_labels, from_us, to_us
 from skewguard.results import Check, Stage
 from skewguard.settings import MonitorSettings
@@ -223,6 +224,28 @@ def test_an_idle_labels_partition_does_not_cut_the_horizon_short(
     [first] = [w.result for w in store.windows(stage=Stage.LABELS, limit=50) if w.result.key.start == T0]
     assert first.context["pairs"] == 200
     store.close()
+
+
+def test_a_labels_topic_partitioned_unlike_the_serving_log_is_refused_at_open(
+    kafka_broker: EmbeddedBroker, labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    """A serving partition without a labels partner would never pass its horizon: no verdict, ever."""
+    directory, _ = labelled_baseline
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = settings_for(bootstrap, directory, f"sqlite:///{tmp_path / 'parts.db'}", partitions=2)
+    ensure_topics(
+        KafkaSettings.local(bootstrap), {settings.topics.labels: 1}
+    )  # (the daemon adds 2 for serving)
+    store = Store(settings.store.url)
+    daemon = MonitorDaemon(settings, load_monitors(settings), store)
+    try:
+        with pytest.raises(
+            ConfigError, match=r"topics\.labels .* has 1 partition\(s\) and topics\.serving .* 2"
+        ):
+            daemon.open()
+    finally:
+        daemon.close()
+        store.close()
 
 
 # --------------------------------------------------------------------------------------------------
