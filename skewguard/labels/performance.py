@@ -44,9 +44,14 @@ def auc(scores: FloatArray, labels: FloatArray) -> float:
 
 
 def log_loss(scores: FloatArray, labels: FloatArray) -> float:
-    """Mean binary cross-entropy of the scores (clipped away from 0 and 1)."""
+    """Mean binary cross-entropy of the scores (clipped away from 0 and 1).
+
+    Labels are read as AUC and accuracy read them, positive above 0.5: labels coded -1/+1 (or 0/5
+    stars...) gave a negative, meaningless loss that was then compared with the holdout's.
+    """
     p = np.clip(scores, _EPS, 1 - _EPS)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    positive = labels > 0.5
+    return float(-np.mean(np.where(positive, np.log(p), np.log(1 - p))))
 
 
 def accuracy(scores: FloatArray, labels: FloatArray) -> float:

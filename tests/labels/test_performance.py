@@ -490,3 +490,17 @@ def test_a_small_holdouts_luck_no_longer_raises_false_alarms_and_real_degradatio
     assert alarms["exact"] >= 0.15 * trials, alarms  # the problem the error term fixes
     assert alarms["with_error"] <= 0.05 * trials, alarms
     assert alarms["degraded"] >= 0.9 * (trials // 4), alarms
+
+
+def test_binary_log_loss_reads_labels_as_auc_and_accuracy_do() -> None:
+    """Labels coded -1/+1 gave a negative log-loss; they are positives above 0.5, as for the AUC."""
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    from skewguard.labels.performance import log_loss
+
+    scores = np.array([0.9, 0.2, 0.6, 0.4, 0.05])
+    zero_one = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    minus_plus = 2 * zero_one - 1
+    expected = sk_log_loss(zero_one, scores)
+    assert log_loss(scores, zero_one) == pytest.approx(expected, rel=1e-12)
+    assert log_loss(scores, minus_plus) == pytest.approx(expected, rel=1e-12)
