@@ -225,6 +225,17 @@ def test_null_rate_change_matches_scipy_chi2_contingency_on_the_2x2_table() -> N
     assert result.difference == pytest.approx(0.01)
 
 
+def test_null_rate_change_with_few_expected_nulls_is_fisher_exact_not_the_normal_approximation() -> None:
+    """3 nulls in 200 against 200 in 100 000 (one expected): z says 4e-5, the truth is ~0.008."""
+    result = null_rate_change(200, 100_000, 3, 200)
+    expected = stats.fisher_exact([[3, 197], [200, 99_800]])
+    assert result.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    assert 0.005 < result.p_value < 0.02
+    assert result.statistic == pytest.approx(
+        (3 / 200 - 0.002) / math.sqrt(203 / 100_200 * (1 - 203 / 100_200) * (1 / 100_000 + 1 / 200))
+    )
+
+
 def test_null_rate_change_without_any_null_has_no_evidence() -> None:
     result = null_rate_change(0, 1000, 0, 500)
     assert (result.statistic, result.p_value, result.difference) == (0.0, 1.0, 0.0)
