@@ -831,16 +831,19 @@ class MonitorDaemon:
         waiting = part.awaiting.pop(request_id, None)
         if waiting is not None and isinstance(stored.get(request_id), WaitingPrediction):
             part.settled.add(request_id)  # the stored prediction this repeated one replaced goes too
+        # A repeated label never replaces the first: the first joins, as it does when the prediction
+        # is already waiting, so the pairs do not depend on how the two topics interleave (a replay).
         if waiting is None and request_id not in part.settled and request_id in stored:
             found = stored[request_id]
-            part.settled.add(request_id)
             if isinstance(found, EarlyLabel):
-                self.counters.unmatched_labels += 1  # a repeated label: the one before never joined
-            else:
-                waiting = found
+                self.counters.unmatched_labels += 1  # a repeated label: the stored first one waits on
+                return
+            part.settled.add(request_id)
+            waiting = found
         if waiting is None:
             if request_id in part.pending:
-                self.counters.unmatched_labels += 1  # a repeated label: the one before never joined
+                self.counters.unmatched_labels += 1  # a repeated label: the first one waits on
+                return
             part.pending[request_id] = EarlyLabel(label.label, event_us, True)
             return
         monitor = self.monitors.get(waiting.model)

@@ -842,6 +842,37 @@ def test_a_prediction_is_looked_up_only_when_its_early_label_is_stored(
     store.close()
 
 
+def test_a_repeated_label_never_replaces_the_first_whatever_the_arrival_order(
+    labelled_baseline: tuple[Path, float], tmp_path: Path
+) -> None:
+    """The first label of a request wins, as it does when its prediction is already waiting.
+
+    Two labels arriving before their prediction made the last one win (in memory, and over a stored
+    one), so a replay that interleaved the two topics differently stored different pairs.
+    """
+    from skewguard.baseline import Baseline
+    from skewguard.records import ServingBatch
+
+    directory, _auc = labelled_baseline
+    daemon, store, part = _offline_partition(directory, tmp_path)
+    records = window(Baseline.load(directory).state, 0, 2, seed=3, good=True)[0]
+    in_memory, in_store = (r.request_id for r in records)
+    at = T0 + dt.timedelta(seconds=50)
+    _fold_labels_into(daemon, part, [LabelRecord(in_store, at, 0)])
+    with store.transaction() as tx:  # a checkpoint stores that first label
+        _evicted, part.stored_labels = daemon._save_join(tx.joins(daemon.group), 0, part, part.detach_join())
+    _fold_labels_into(daemon, part, [LabelRecord(in_store, at, 1)])
+    _fold_labels_into(daemon, part, [LabelRecord(in_memory, at, 0), LabelRecord(in_memory, at, 1)])
+    assert daemon.counters.unmatched_labels == 2  # the repeats
+    batch = ServingBatch.from_records(records)
+    key = ("ctr", to_us(T0))
+    early = daemon._stored_early_labels(0, part, batch)
+    daemon._await_labels(part, key, batch, daemon.monitors["ctr"], early)
+    tally = part.tallies[key]
+    assert dict(zip(tally.ids, tally.labels, strict=True)) == {in_memory: 0.0, in_store: 0.0}
+    store.close()
+
+
 def test_an_early_label_waits_while_its_prediction_can_still_fall_into_an_open_window(
     labelled_baseline: tuple[Path, float], tmp_path: Path
 ) -> None:
