@@ -171,6 +171,8 @@ class ServingLogger:
         self._close_deadline = float("inf")
         self._producer: RawProducer | None = None
         self._consecutive_failures = 0
+        #: Record ranges of the batch in hand already given to the ledger (or to a delivery callback).
+        self._handed: list[tuple[int, int]] = []
         self._thread = threading.Thread(
             target=self._run, name=f"skewguard-serving-logger-{topic}", daemon=True
         )
@@ -298,28 +300,29 @@ class ServingLogger:
                 if self._flush_requested.is_set():
                     self._flush_producer()
                 continue
-            producer = self._ensure_producer()
-            partitions = None if producer is None else self._partitions(producer)
-            if producer is None or partitions is None:
-                # No broker, or no metadata for the topic: keep the batch (rather than guess where its
-                # keys go) and try again after a backoff, until close() stops waiting.
-                if producer is not None:
-                    self._consecutive_failures += 1  # (enough of them rebuild the producer)
-                if self._closing.is_set() and time.monotonic() >= self._close_deadline:
-                    break
-                self._wake.wait(min(backoff, self._until_close_deadline()))
-                self._wake.clear()
-                backoff = min(backoff * 2, self._settings.reconnect_backoff_max_ms / 1000)
-                continue
-            backoff = self._settings.reconnect_backoff_ms / 1000
+            self._handed = []
             try:
+                producer = self._ensure_producer()
+                partitions = None if producer is None else self._partitions(producer)
+                if producer is None or partitions is None:
+                    # No broker, or no metadata for the topic: keep the batch (rather than guess where
+                    # its keys go) and try again after a backoff, until close() stops waiting.
+                    if producer is not None:
+                        self._consecutive_failures += 1  # (enough of them rebuild the producer)
+                    if self._closing.is_set() and time.monotonic() >= self._close_deadline:
+                        break
+                    self._wake.wait(min(backoff, self._until_close_deadline()))
+                    self._wake.clear()
+                    backoff = min(backoff * 2, self._settings.reconnect_backoff_max_ms / 1000)
+                    continue
+                backoff = self._settings.reconnect_backoff_ms / 1000
                 self._send(producer, backlog, seq, partitions)
             except Exception as exc:  # a bug here must not end the thread and strand every later record
-                # (the batch counts as failed; envelopes sent before the error may be counted twice)
+                # The records not yet handed to the ledger count as failed; those handed stay as they are
+                # (resolving a range twice would wedge flush(), which waits for contiguous ranges).
                 log.exception("serving log: sending %d records failed", len(backlog))
-                self._ledger.resolve(
-                    seq, seq + len(backlog), failed=len(backlog), error=f"send failed: {exc!r}"
-                )
+                for start, end in _gaps(self._handed, seq, seq + len(backlog)):
+                    self._ledger.resolve(start, end, failed=end - start, error=f"send failed: {exc!r}")
             seq += len(backlog)
             backlog = []
             if self._flush_requested.is_set() and self._ledger.in_queue == 0:
@@ -411,6 +414,7 @@ class ServingLogger:
                     self._ledger.invalid_queued += 1
                     self._ledger.last_error = f"refused record {rid!r}: the request id must be UTF-8 text"
         if len(keyed) < len(records):
+            self._handed.append((first_seq + len(keyed), first_seq + len(records)))
             self._ledger.resolve(first_seq + len(keyed), first_seq + len(records))
         keyed.sort(key=operator.itemgetter(0))  # (stable: a partition's records keep their order)
         targets = [target for target, _record in keyed]
@@ -440,6 +444,7 @@ class ServingLogger:
             with self._ledger.cond:
                 self._ledger.invalid_queued += 1
                 self._ledger.last_error = f"refused record {records[0].request_id!r}: {exc}"
+            self._handed.append((first_seq, first_seq + 1))
             self._ledger.resolve(first_seq, first_seq + 1)
             return
         self._send_envelope(producer, message, len(records), first_seq, partition)
@@ -448,9 +453,10 @@ class ServingLogger:
         self, producer: RawProducer, message: bytes, count: int, start: int, partition: int
     ) -> None:
         end = start + count
+        self._handed.append((start, end))
         try:
             delivery = producer.send(self._topic, message, partition=partition)
-        except BrokerError as exc:
+        except Exception as exc:  # (BrokerError, or anything kafka-python should not have raised)
             self._consecutive_failures += 1
             self._ledger.resolve(start, end, failed=count, error=str(exc))
             return
@@ -470,7 +476,7 @@ class ServingLogger:
         if self._producer is not None:
             try:
                 self._producer.flush(timeout_s=self._until_close_deadline(default=30.0))
-            except BrokerError as exc:
+            except Exception as exc:  # (BrokerError; anything else must not end the thread either)
                 self._note_error(str(exc))
 
     def _shutdown(self, backlog: list[ServingRecord], seq: int) -> None:
@@ -500,6 +506,19 @@ class ServingLogger:
     def _note_error(self, error: str) -> None:
         with self._ledger.cond:
             self._ledger.last_error = error
+
+
+def _gaps(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of ``[start, end)`` that no range of ``covered`` (disjoint ranges) covers."""
+    gaps: list[tuple[int, int]] = []
+    position = start
+    for first, last in sorted(covered):
+        if first > position:
+            gaps.append((position, first))
+        position = max(position, last)
+    if position < end:
+        gaps.append((position, end))
+    return gaps
 
 
 def _utc_now() -> datetime:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from skewguard.errors import ConfigError
 from skewguard.io.broker import EmbeddedBroker
@@ -98,6 +99,49 @@ def test_ten_thousand_logged_records_arrive_exactly_once_in_batch_envelopes(
     assert sample.features == {"x": 4321 * 0.5, "plan": "pro", "flag": False}
     assert (sample.model, sample.model_version, sample.feature_state_hash) == ("churn", "v3", "3f2a")
     assert sample.event_time == T0 + timedelta(milliseconds=4321)
+
+
+class FailingOnce(ServingLogger):
+    """A logger whose own code fails once mid-batch (a bug, or a library raising what it should not):
+    after sending the first partition's envelope, the second partition's run raises."""
+
+    failed = False
+
+    def _send_run(self, producer: Any, records: list[ServingRecord], first_seq: int, partition: int) -> None:
+        if self._handed and not FailingOnce.failed:
+            FailingOnce.failed = True
+            msg = "a bug in the sender"
+            raise RuntimeError(msg)
+        super()._send_run(producer, records, first_seq, partition)
+
+
+@pytest.mark.kafka
+def test_an_error_mid_batch_fails_only_the_unsent_records_and_the_logger_goes_on(
+    kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
+) -> None:
+    """The whole batch was resolved as failed over ranges already sent: flush() then waited forever."""
+    settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
+    topic = kafka_topic(partitions=2)
+    FailingOnce.failed = False
+    logger = FailingOnce(settings, topic, model="churn", model_version="v3", feature_state_hash="3f2a")
+    with logger:
+        assert all(log_n(logger, 40))
+        assert logger.flush(timeout_s=30)
+        first = logger.stats()
+        assert FailingOnce.failed and first.sent > 0 and first.failed > 0
+        assert first.sent + first.failed == 40 and first.queued == 0
+        assert "a bug in the sender" in (first.last_error or "")
+        assert all(log_n(logger, 10, start=40))  # the thread lives on
+        assert logger.flush(timeout_s=30)
+        assert logger.stats().sent == first.sent + 10
+    assert len(decoded(read_all(settings, topic, 2, first.sent + 10))) == first.sent + 10
+
+
+def test_bootstrap_servers_are_checked_when_configured_not_at_the_first_connection() -> None:
+    with pytest.raises(ValidationError, match=r"bootstrap server 'localhost:90x2'.*port in 1\.\.65535"):
+        KafkaSettings.local("localhost:90x2")
+    with pytest.raises(ValidationError, match="port in 1"):
+        KafkaSettings.local("k1:9092,k2:0")
 
 
 @pytest.mark.kafka

@@ -212,6 +212,17 @@ class KafkaSettings(BaseModel):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, servers: list[str]) -> list[str]:
+        # Here, not at the first connection: a logger's background thread would only count failures.
+        for server in servers:
+            try:
+                _parse_server(server)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return servers
+
     @model_validator(mode="before")
     @classmethod
     def _apply_profile(cls, data: Any) -> Any:
@@ -417,11 +428,11 @@ def _parse_server(server: str) -> tuple[str, int]:
     if not sep:
         return server, 9092
     host = host.strip("[]")  # IPv6 literal
-    try:
-        return host, int(port)
-    except ValueError:
-        msg = f"bootstrap server {server!r}: expected host:port"
-        raise ConfigError(msg) from None
+    number = int(port) if port.isdigit() else -1
+    if not host or not 1 <= number <= 65535:
+        msg = f"bootstrap server {server!r}: expected host:port with a port in 1..65535"
+        raise ConfigError(msg)
+    return host, number
 
 
 def _reachable(servers: Iterable[str], timeout_s: float) -> bool:
@@ -608,7 +619,8 @@ class RawProducer:
                 headers=list(headers) if headers else None,
                 partition=partition,
             )
-        except kafka_errors.KafkaError as exc:
+        except (kafka_errors.KafkaError, ValueError, AssertionError) as exc:
+            # (kafka-python raises ValueError/AssertionError for a partition its metadata no longer has)
             action = f"send to {topic!r}"
             raise _broker_error(action, exc) from exc
         return Delivery(future)
