@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -309,6 +310,19 @@ def _shadow_values(shadows: dict[str, Prediction], kind: PredictionKind) -> dict
     # prediction_values gives floats, or class names for a class model: already what the join keeps.
     pairs = zip(versions, values.tolist(), strict=True)
     return {v: x for v, x in pairs if x is not None and x == x}
+
+
+def _rebuilt(message: RawMessage, batch: ServingBatch, row: int) -> bytes | None:
+    """One refused record of a message, re-encoded on its own for its dead letter.
+
+    When it cannot be (re-encoded it is over the codec's size limit — ``Z`` spelled ``+00:00`` grows a
+    record at the limit — or nested too deep for orjson), the message's own bytes go instead: raising
+    here would leave the partition half-folded, and the same message would fail it again after a restart.
+    """
+    try:
+        return encode_record(batch.record(row), max_bytes=sys.maxsize)
+    except (RecordError, TypeError, ValueError):
+        return message.value
 
 
 def _group_by_window(
@@ -645,7 +659,10 @@ class MonitorDaemon:
                     f"record {batch.request_ids[row]!r}: model {batch.models[row]!r} is not monitored here"
                 )
                 self._dead_letter(
-                    messages[message_of[row]], encode_record(batch.record(row)), UNKNOWN_MODEL, detail
+                    messages[message_of[row]],
+                    _rebuilt(messages[message_of[row]], batch, row),
+                    UNKNOWN_MODEL,
+                    detail,
                 )
             batch, message_of = batch.take(known), message_of[known]
         horizon = self._future_limit_us()
@@ -654,7 +671,9 @@ class MonitorDaemon:
             for row in np.flatnonzero(ahead).tolist():
                 record = batch.record(row)
                 detail = f"record {record.request_id!r}: {self._future_detail(record.event_time)}"
-                self._dead_letter(messages[message_of[row]], encode_record(record), FUTURE, detail)
+                self._dead_letter(
+                    messages[message_of[row]], _rebuilt(messages[message_of[row]], batch, row), FUTURE, detail
+                )
             kept = np.flatnonzero(~ahead)
             batch, message_of = batch.take(kept.tolist()), message_of[kept]
         if not len(batch):
@@ -686,7 +705,8 @@ class MonitorDaemon:
                             f"the window starting {from_us(int(starts[row])).isoformat()}, which this "
                             f"partition had already closed (lateness {self.settings.window.lateness_s:g} s)"
                         )
-                        self._dead_letter(messages[message_of[row]], encode_record(record), LATE, detail)
+                        origin = messages[message_of[row]]
+                        self._dead_letter(origin, _rebuilt(origin, batch, row), LATE, detail)
                 groups = {key: np.asarray(rows, dtype=np.intp) for key, rows in rows_of.items()}
         for key, rows in groups.items():
             monitor = self.monitors[key[0]]
@@ -702,7 +722,7 @@ class MonitorDaemon:
                 refused = monitor.refused(members)
                 for row, why in refused:
                     origin = messages[message_of[rows[row]]]
-                    self._dead_letter(origin, encode_record(members.record(row)), "wrong_type", why)
+                    self._dead_letter(origin, _rebuilt(origin, members, row), "wrong_type", why)
                 bad = {row for row, _why in refused}
                 members = members.take([row for row in range(len(members)) if row not in bad])
                 monitor.fold(accumulator, members)
@@ -891,7 +911,8 @@ class MonitorDaemon:
             self._dead_letter(message, message.value, result.reason, str(result))
             return []
         for rejected in result.rejected:
-            self._dead_letter(message, rejected.raw, rejected.error.reason, str(rejected.error))
+            raw = message.value if rejected.raw is None else rejected.raw
+            self._dead_letter(message, raw, rejected.error.reason, str(rejected.error))
         return result.records
 
     def _future_limit_us(self) -> int | None:

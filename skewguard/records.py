@@ -44,6 +44,7 @@ import binascii
 import importlib.resources
 import math
 import operator
+import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -172,12 +173,13 @@ class LabelRecord:
 class RejectedRecord:
     """A record inside a batch envelope that could not be used; the rest of the batch still was.
 
-    ``raw`` is the record re-encoded on its own, so it can be dead-lettered without its neighbours.
+    ``raw`` is the record re-encoded on its own, so it can be dead-lettered without its neighbours;
+    None when it cannot be (nested too deep for orjson): the whole message is dead-lettered then.
     """
 
     index: int
     error: RecordError
-    raw: bytes
+    raw: bytes | None
 
 
 T = TypeVar("T", ServingRecord, LabelRecord)
@@ -684,7 +686,7 @@ def _rows_batch(
             records.append(_parse_serving(row, where, False))
             keep.append(position)
         except RecordError as exc:
-            raw = None if member is None else orjson.dumps(row)
+            raw = None if member is None else _alone(row)
             refused.append(Refusal(message, member, exc, raw))
     return ServingBatch.from_records(records), keep
 
@@ -914,7 +916,7 @@ def _columns_batch(columns: Any, message: int, refused: list[Refusal]) -> tuple[
         except RecordError as exc:
             if event_us is not None and "event_time" not in obj:
                 obj["event_time"] = int(event_us[row])
-            refused.append(Refusal(message, row, exc, orjson.dumps(obj)))
+            refused.append(Refusal(message, row, exc, _alone(obj)))
     return ServingBatch.from_records(records), len(records)
 
 
@@ -1032,7 +1034,7 @@ def _decode(raw: bytes | None, max_bytes: int, parse: Callable[[Any, str, bool],
         try:
             records.append(parse(item, f"batch[{index}].", False))
         except RecordError as exc:
-            rejected.append(RejectedRecord(index, exc, orjson.dumps(item)))
+            rejected.append(RejectedRecord(index, exc, _alone(item)))
     return DecodeResult(records, rejected)
 
 
@@ -1212,9 +1214,26 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+#: Previews of refused values are bounded in depth and length: a value nested a thousand levels deep
+#: (orjson reads up to 1024) made ``repr`` raise RecursionError, out of the decoder.
+_PREVIEW: Final = reprlib.Repr()
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxother = 4, 60, 60
+
+
 def _preview(value: Any) -> str:
-    text = repr(value)
+    text = _PREVIEW.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _alone(value: Any) -> bytes | None:
+    """A refused member of a batch re-encoded on its own; None when orjson cannot.
+
+    (Over 255 levels deep: its dead letter then carries the whole message.)
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # (orjson.JSONEncodeError is one)
+        return None
 
 
 _JSON_TYPE_NAMES: Final = {

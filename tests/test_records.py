@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -112,11 +114,21 @@ records = st.builds(
     shadow_predictions=st.dictionaries(names, predictions, max_size=3),
     defaulted=st.lists(names, max_size=3),
 )
+
+
+def _not_a_non_finite_number(text: str) -> bool:
+    """Texts such as "INFINITY" are refused as labels (they would read as a NaN metric)."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return True
+
+
 labels = st.builds(
     LabelRecord,
     request_id=names,
     event_time=aware_times,
-    label=st.one_of(finite, int64, names, st.booleans()),
+    label=st.one_of(finite, int64, names.filter(_not_a_non_finite_number), st.booleans()),
 )
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -302,7 +314,7 @@ def test_batch_with_bad_records_keeps_the_good_ones_and_reports_each_bad_one() -
     ]
     assert "batch[1].prediction" in str(result.rejected[0].error)
     assert result.rejected[0].error.record_id == "req-1"
-    assert orjson.loads(result.rejected[1].raw) == missing
+    assert orjson.loads(result.rejected[1].raw or b"") == missing
 
 
 def test_batch_member_with_wrong_version_is_rejected_alone() -> None:
@@ -390,7 +402,7 @@ def test_bad_values_in_a_columnar_envelope_refuse_only_their_records() -> None:
     assert "columns[1].prediction" in str(result.rejected[0].error)
     assert result.rejected[0].error.record_id == "req-1"
     assert "columns[3].features['plan']" in str(result.rejected[2].error)
-    assert orjson.loads(result.rejected[1].raw)["request_id"] == "req-2"  # dead-lettered alone
+    assert orjson.loads(result.rejected[1].raw or b"")["request_id"] == "req-2"  # dead-lettered alone
     obj["columns"]["features"]["plan"][3] = "pro"
     kept = decode_message(orjson.dumps(obj)).records
     assert kept[-1].event_time == datetime(2024, 5, 1, 12, 0, 3, tzinfo=UTC)
@@ -470,7 +482,7 @@ def test_bad_values_in_packed_columns_refuse_only_their_records() -> None:
     assert "columns[2].event_time" in str(result.rejected[1].error)
     assert "years 1 to 9999" in str(result.rejected[1].error)
     assert result.rejected[1].error.record_id == "req-2"
-    assert orjson.loads(result.rejected[1].raw)["event_time"] == 2**62  # dead-lettered as it came
+    assert orjson.loads(result.rejected[1].raw or b"")["event_time"] == 2**62  # dead-lettered as it came
 
 
 def test_packed_columns_stay_arrays_through_concat_and_take_and_become_lists_when_mixed() -> None:
@@ -777,3 +789,52 @@ def test_a_bad_record_in_a_run_of_logger_envelopes_is_refused_alone() -> None:
     assert run.batch.request_ids == [f"req-{i}" for i in range(9) if i != 4]
     assert run.message_of.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
     assert [(r.message, r.member, r.error.reason) for r in run.refused] == [(1, 1, "wrong_type")]
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+def test_values_nested_deeper_than_orjson_writes_or_repr_reads_are_refused_not_raised() -> None:
+    """A prediction 1000 arrays deep made the error message's repr raise RecursionError out of the
+    decoder; a batch member 300 deep could not be re-encoded for its dead letter (orjson writes 255
+    levels). Either way the daemon's step raised, and a restart met the same message again."""
+    good = '"request_id": "ok", "event_time": "2024-05-01T12:00:00+00:00", "model": "m", '
+    good += '"model_version": "v", "feature_state_hash": "h", "features": {"x": 1.0}, "prediction": 0.5'
+    deep = ('{"v": 1, ' + good.replace('"prediction": 0.5', f'"prediction": {_nested(1000)}') + "}").encode()
+    run = decode_serving([deep])
+    [refusal] = run.refused
+    assert len(run.batch) == 0 and refusal.error.reason is Reason.WRONG_TYPE and refusal.raw is None
+    member = (
+        "{"
+        + good.replace('"request_id": "ok"', '"request_id": "deep"').replace(
+            '"features": {"x": 1.0}', f'"features": {{"x": {_nested(300)}}}'
+        )
+        + "}"
+    )
+    envelope = ('{"v": 1, "batch": [{' + good + "}, " + member + "]}").encode()
+    run = decode_serving([envelope])
+    assert run.batch.request_ids == ["ok"]
+    [refusal] = run.refused
+    assert refusal.member == 1 and refusal.raw is None  # (its dead letter carries the message)
+    stamp = '"event_time": "2024-05-01T12:00:00+00:00"'
+    labels = f'{{"v": 1, "batch": [{{"request_id": "a", {stamp}, "label": 1}}, '
+    labels += f'{{"request_id": "b", {stamp}, "label": {_nested(300)}}}]}}'
+    result = decode_label_message(labels.encode())
+    assert [r.request_id for r in result.records] == ["a"]
+    [rejected] = result.rejected
+    assert rejected.index == 1 and rejected.raw is None
+
+
+def test_a_refused_record_that_cannot_be_re_encoded_is_dead_lettered_as_its_message() -> None:
+    from skewguard.daemon import _rebuilt
+    from skewguard.io.kafka import RawMessage
+
+    record = ServingRecord(
+        "r1", T0, "m", "v", "h", {"x": 1.0}, 0.5, raw_inputs={"deep": orjson.loads(_nested(300))}
+    )
+    message = RawMessage("serving", 0, 7, None, b"the original bytes", 0, [])
+    assert _rebuilt(message, ServingBatch.from_records([record]), 0) == b"the original bytes"
+    plain = dataclasses.replace(record, raw_inputs={"x": 1})
+    rebuilt = _rebuilt(message, ServingBatch.from_records([plain]), 0)
+    assert rebuilt is not None and orjson.loads(rebuilt)["request_id"] == "r1"
