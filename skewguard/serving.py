@@ -544,7 +544,10 @@ class FeatureGroupFetcher:
     fetcher raises, returns something other than a mapping, or is still running at ``timeout_s`` gets
     its defaults; a feature missing from a group's answer gets its own default. A slow fetcher keeps
     its worker thread until it returns (threads cannot be stopped), so size ``max_workers`` for the
-    stragglers you expect.
+    stragglers you expect: with every worker busy and as many fetches waiting, a group gets its
+    defaults at once instead of queueing behind fetchers that may hang (an unbounded queue of
+    cancelled work, and every request paying the full timeout). After :meth:`close`, every group
+    gets its defaults.
     """
 
     def __init__(
@@ -563,6 +566,8 @@ class FeatureGroupFetcher:
         self._defaults = {group: dict(values) for group, values in defaults.items()}
         self._timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="skewguard-fetch")
+        #: Fetches submitted and not finished: at most twice the workers (see the class docstring).
+        self._slots = threading.BoundedSemaphore(2 * max_workers)
 
     def fetch(self, fetchers: Mapping[str, Callable[[], Mapping[str, Any]]]) -> FetchResult:
         """Run every group's fetcher; return merged features and the names of defaulted ones."""
@@ -572,19 +577,29 @@ class FeatureGroupFetcher:
             msg = f"feature group(s) {unknown} have no declared defaults; known groups: {known}"
             raise ConfigError(msg)
         deadline = time.monotonic() + self._timeout_s
-        futures: dict[str, Future[Mapping[str, Any]]] = {
-            group: self._pool.submit(fetch) for group, fetch in fetchers.items()
-        }
+        futures: dict[str, Future[Mapping[str, Any]]] = {}
+        failed: dict[str, str] = {}
+        for group, fetch in fetchers.items():
+            started = self._submit(fetch)
+            if isinstance(started, str):
+                failed[group] = started
+            else:
+                futures[group] = started
         wait_futures(list(futures.values()), timeout=max(0.0, deadline - time.monotonic()))
         features: dict[str, Any] = {}
         defaulted: list[str] = []
-        failed: dict[str, str] = {}
-        for group, future in futures.items():
+        for group in fetchers:
             declared = self._defaults[group]
             answer: Any = None
-            if not future.done():
-                future.cancel()  # if it never started, it never will
+            future = futures.get(group)
+            if future is None:
+                pass  # not started (its reason is in failed already)
+            elif not future.done():
+                # Not cancelled: a cancelled fetch would stay in the pool's queue all the same, but free
+                # its slot at once, so the queue could grow without bound behind hanging fetchers.
                 failed[group] = f"timed out after {self._timeout_s:g} s"
+            elif future.cancelled():
+                failed[group] = "cancelled (the fetcher was closed)"
             elif future.exception() is not None:
                 error = future.exception()
                 failed[group] = f"{type(error).__name__}: {error}"
@@ -609,8 +624,20 @@ class FeatureGroupFetcher:
             log.debug("feature group %s fell back to defaults: %s", group, failed[group])
         return FetchResult(features, defaulted, failed)
 
+    def _submit(self, fetch: Callable[[], Mapping[str, Any]]) -> Future[Mapping[str, Any]] | str:
+        """Start one fetch, or say why it was not started (every worker busy and as many waiting; closed)."""
+        if not self._slots.acquire(blocking=False):
+            return "not started: every fetch worker is busy and as many fetches wait"
+        try:
+            future = self._pool.submit(fetch)
+        except RuntimeError:  # (the pool is shut down)
+            self._slots.release()
+            return "not started: the fetcher is closed"
+        future.add_done_callback(lambda _future: self._slots.release())
+        return future
+
     def close(self) -> None:
-        """Stop accepting work; running fetchers finish in the background."""
+        """Stop accepting work (later fetches get the defaults); running fetchers finish in the background."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Self:

@@ -351,6 +351,34 @@ def test_slow_and_raising_groups_fall_back_to_defaults_and_are_named(release: th
     assert "feature store unavailable" in result.failed_groups["fraud"]
 
 
+def test_hanging_fetchers_do_not_pile_up_and_a_closed_fetcher_gives_defaults(
+    release: threading.Event,
+) -> None:
+    """Every worker stuck: fetches queued behind them without bound, each request paying the timeout."""
+
+    def hangs() -> Mapping[str, Any]:
+        release.wait(10)
+        return {"age": 1.0}
+
+    fetcher = FeatureGroupFetcher({"profile": {"age": 30.0}}, timeout_s=0.05, max_workers=2)
+    reasons = [fetcher.fetch({"profile": hangs}).failed_groups["profile"] for _ in range(6)]
+    assert reasons[:4] == ["timed out after 0.05 s"] * 4  # two running, two waiting behind them
+    assert all("every fetch worker is busy" in reason for reason in reasons[4:])
+    started = time.perf_counter()
+    result = fetcher.fetch({"profile": hangs})
+    assert time.perf_counter() - started < 0.04 and result.features == {"age": 30.0}  # at once
+    assert fetcher._pool._work_queue.qsize() <= 2
+    release.set()
+    deadline = time.monotonic() + 5
+    while "busy" in fetcher.fetch({"profile": lambda: {"age": 2.0}}).failed_groups.get("profile", ""):
+        assert time.monotonic() < deadline, "the slots of finished fetches must come back"
+        time.sleep(0.01)
+    assert fetcher.fetch({"profile": lambda: {"age": 2.0}}).features == {"age": 2.0}
+    fetcher.close()
+    closed = fetcher.fetch({"profile": lambda: {"age": 3.0}})  # (it raised RuntimeError before)
+    assert closed.features == {"age": 30.0} and "closed" in closed.failed_groups["profile"]
+
+
 def test_missing_feature_in_an_answer_is_defaulted_alone() -> None:
     with FeatureGroupFetcher({"profile": {"age": 30.0, "plan": "free"}}, timeout_s=1.0) as fetcher:
         result = fetcher.fetch({"profile": lambda: {"age": 52.0}})

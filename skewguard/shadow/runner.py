@@ -340,8 +340,10 @@ class ShadowRunner:
     ) -> Any:
         """Production's prediction for one request, returned synchronously; shadow scoring is queued.
 
-        Raises only what production itself raises (counted, nothing logged). ``features`` and
-        ``raw_inputs`` are copied one level deep, so the caller may reuse its dicts at once.
+        Raises only what production itself raises (counted, nothing logged); arguments that cannot be
+        recorded (``raw_inputs`` that are no mapping) count as ``log_refused``, the answer still
+        returned. ``features`` and ``raw_inputs`` are copied one level deep, so the caller may reuse
+        its dicts at once.
         ``event_time`` defaults to now (UTC), taken here rather than when the record is logged.
         """
         started = time.perf_counter_ns()
@@ -353,16 +355,24 @@ class ShadowRunner:
                 self._production_errors += 1
             raise
         elapsed = time.perf_counter_ns() - started
-        job = _Job(
-            request_id,
-            dict(features),
-            prediction,
-            dict(raw_inputs) if raw_inputs is not None else None,
-            list(defaulted),
-            event_time if event_time is not None else self._clock(),
-            model_version,
-            time.monotonic() + self._deadline_s,
-        )
+        try:
+            job = _Job(
+                request_id,
+                dict(features),
+                prediction,
+                dict(raw_inputs) if raw_inputs is not None else None,
+                list(defaulted),
+                event_time if event_time is not None else self._clock(),
+                model_version,
+                time.monotonic() + self._deadline_s,
+            )
+        except Exception:  # (raw_inputs that are no mapping, a clock that raises): production answered
+            log.warning("shadow: a request could not be recorded (its answer is returned)", exc_info=True)
+            with self._cond:
+                self._requests += 1
+                self._production_ns += elapsed
+                self._log_refused += 1
+            return prediction
         with self._cond:
             self._requests += 1
             self._production_ns += elapsed

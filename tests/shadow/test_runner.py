@@ -80,6 +80,19 @@ def test_production_exception_propagates_unchanged_and_nothing_is_logged_for_it(
     assert sorted(log.by_request()) == ["a", "c"]
 
 
+def test_arguments_that_cannot_be_recorded_are_counted_and_production_still_answers() -> None:
+    """After production answered, copying raw_inputs that are no mapping raised into the request path."""
+    log = MemoryLog()
+    with ShadowRunner(production_score, {"v2": candidate_score}, log) as runner:
+        answer = runner.predict("a", features_for(1), raw_inputs=[("x", 1), 2])  # type: ignore[arg-type]
+        assert answer == production_score(features_for(1))
+        assert runner.predict("b", features_for(2)) == production_score(features_for(2))
+        assert runner.flush(10.0)
+        stats = runner.stats()
+    assert (stats.requests, stats.production_errors, stats.logged, stats.log_refused) == (2, 0, 1, 1)
+    assert sorted(log.by_request()) == ["b"]
+
+
 def test_slow_candidate_with_tiny_queue_drops_and_counts_and_never_blocks() -> None:
     blocked = BlockedCandidate()
     log = MemoryLog()
