@@ -312,6 +312,14 @@ def _shadow_values(shadows: dict[str, Prediction], kind: PredictionKind) -> dict
     return {v: x for v, x in pairs if x is not None and x == x}
 
 
+def _refusal_detail(error: RecordError) -> str:
+    """A refusal's dead-letter detail, naming its record as the daemon's own refusals do."""
+    text = str(error)
+    if error.record_id is None or repr(error.record_id) in text:
+        return text
+    return f"record {error.record_id!r}: {text}"
+
+
 def _rebuilt(message: RawMessage, batch: ServingBatch, row: int) -> bytes | None:
     """One refused record of a message, re-encoded on its own for its dead letter.
 
@@ -650,7 +658,7 @@ class MonitorDaemon:
         for refusal in run.refused:
             message = messages[refusal.message]
             raw = message.value if refusal.raw is None else refusal.raw
-            self._dead_letter(message, raw, refusal.error.reason, str(refusal.error))
+            self._dead_letter(message, raw, refusal.error.reason, _refusal_detail(refusal.error))
         batch, message_of = run.batch, run.message_of
         if not set(batch.models) <= self.monitors.keys():
             known = [row for row, model in enumerate(batch.models) if model in self.monitors]
@@ -908,11 +916,11 @@ class MonitorDaemon:
     ) -> list[LabelRecord]:
         """The labels of one decoded message; dead-letters the refused message or batch members."""
         if isinstance(result, RecordError):
-            self._dead_letter(message, message.value, result.reason, str(result))
+            self._dead_letter(message, message.value, result.reason, _refusal_detail(result))
             return []
         for rejected in result.rejected:
             raw = message.value if rejected.raw is None else rejected.raw
-            self._dead_letter(message, raw, rejected.error.reason, str(rejected.error))
+            self._dead_letter(message, raw, rejected.error.reason, _refusal_detail(rejected.error))
         return result.records
 
     def _future_limit_us(self) -> int | None:

@@ -166,6 +166,9 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
         good[9].request_id,
     }
     assert any("columns[1].prediction" in letter.detail for letter in wrong)
+    # Every refusal of a record with a readable request id names it, as the daemon's own refusals do.
+    assert any(letter.detail.startswith("record 'wrong': field 'features'") for letter in wrong)
+    assert by_reason["naive_timestamp"].detail.startswith("record 'naive': ")
 
 
 def test_after_an_unexpected_error_in_a_step_close_leaves_the_last_checkpoint_alone(
