@@ -137,6 +137,19 @@ def test_an_error_mid_batch_fails_only_the_unsent_records_and_the_logger_goes_on
     assert len(decoded(read_all(settings, topic, 2, first.sent + 10))) == first.sent + 10
 
 
+@pytest.mark.kafka
+def test_one_defaulted_feature_named_as_a_string_is_logged_as_that_name(
+    kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
+) -> None:
+    settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
+    topic = kafka_topic(partitions=1)
+    with make_logger(settings, topic) as logger:
+        assert logger.log(request_id="r", features={"plan": "free"}, prediction=0.5, defaulted="plan")
+        assert logger.flush(timeout_s=30)
+    [record] = decoded(read_all(settings, topic, 1, 1))
+    assert record.defaulted == ["plan"]  # (not ["p", "l", "a", "n"])
+
+
 def test_bootstrap_servers_are_checked_when_configured_not_at_the_first_connection() -> None:
     with pytest.raises(ValidationError, match=r"bootstrap server 'localhost:90x2'.*port in 1\.\.65535"):
         KafkaSettings.local("localhost:90x2")

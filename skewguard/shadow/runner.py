@@ -361,7 +361,7 @@ class ShadowRunner:
                 dict(features),
                 prediction,
                 dict(raw_inputs) if raw_inputs is not None else None,
-                list(defaulted),
+                [defaulted] if isinstance(defaulted, str) else list(defaulted),
                 event_time if event_time is not None else self._clock(),
                 model_version,
                 time.monotonic() + self._deadline_s,

@@ -93,6 +93,14 @@ def test_arguments_that_cannot_be_recorded_are_counted_and_production_still_answ
     assert sorted(log.by_request()) == ["b"]
 
 
+def test_one_defaulted_feature_named_as_a_string_is_that_name_not_its_letters() -> None:
+    log = MemoryLog()
+    with ShadowRunner(production_score, {}, log) as runner:
+        runner.predict("a", features_for(1), defaulted="plan")
+        assert runner.flush(10.0)
+    assert log.by_request()["a"]["defaulted"] == ["plan"]
+
+
 def test_slow_candidate_with_tiny_queue_drops_and_counts_and_never_blocks() -> None:
     blocked = BlockedCandidate()
     log = MemoryLog()
