@@ -167,7 +167,12 @@ class ServingLogger:
         self._ledger = _Ledger()
         self._closing = threading.Event()
         self._wake = threading.Event()
-        self._flush_requested = threading.Event()
+        #: A flush wants every record accepted before it handed to the producer and acknowledged: the
+        #: number of records accepted at the latest flush() call, and that of the last one served.
+        #: (A count, not an event: an event set under steady traffic stayed set, because it was cleared
+        #: only when the queue happened to be empty, and every later batch skipped its linger.)
+        self._flush_target = 0
+        self._flushed_to = 0
         self._close_deadline = float("inf")
         self._producer: RawProducer | None = None
         self._consecutive_failures = 0
@@ -251,7 +256,7 @@ class ServingLogger:
         ledger = self._ledger
         with ledger.cond:
             target = ledger.accepted
-        self._flush_requested.set()
+            self._flush_target = max(self._flush_target, target)
         self._wake.set()
         with ledger.cond:
             while ledger.resolved_below < target:
@@ -297,8 +302,7 @@ class ServingLogger:
             if not backlog:
                 if self._closing.is_set():
                     break
-                if self._flush_requested.is_set():
-                    self._flush_producer()
+                self._flush_if_due(seq)
                 continue
             self._handed = []
             try:
@@ -325,8 +329,7 @@ class ServingLogger:
                     self._ledger.resolve(start, end, failed=end - start, error=f"send failed: {exc!r}")
             seq += len(backlog)
             backlog = []
-            if self._flush_requested.is_set() and self._ledger.in_queue == 0:
-                self._flush_producer()
+            self._flush_if_due(seq)
         self._shutdown(backlog, seq)
 
     def _take_batch(self) -> list[ServingRecord]:
@@ -350,7 +353,7 @@ class ServingLogger:
             except queue.Empty:
                 pass
             remaining = linger_end - time.monotonic()
-            hurry = self._flush_requested.is_set() or self._closing.is_set()
+            hurry = self._flush_target > self._flushed_to or self._closing.is_set()
             if len(batch) >= self._batch_records or hurry or remaining <= 0:
                 break
             self._wake.wait(remaining)
@@ -471,8 +474,14 @@ class ServingLogger:
 
         delivery.on_done(settled)
 
+    def _flush_if_due(self, taken: int) -> None:
+        """Flush the producer once every record a pending flush() waits for has been taken (and sent)."""
+        target = self._flush_target
+        if target > self._flushed_to and taken >= target:
+            self._flush_producer()
+            self._flushed_to = target
+
     def _flush_producer(self) -> None:
-        self._flush_requested.clear()
         if self._producer is not None:
             try:
                 self._producer.flush(timeout_s=self._until_close_deadline(default=30.0))

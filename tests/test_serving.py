@@ -137,6 +137,39 @@ def test_an_error_mid_batch_fails_only_the_unsent_records_and_the_logger_goes_on
     assert len(decoded(read_all(settings, topic, 2, first.sent + 10))) == first.sent + 10
 
 
+class TrafficDuringSend(ServingLogger):
+    """Five more records arrive while the first batch is being sent (steady traffic, in one test)."""
+
+    arrived = False
+
+    def _send(self, producer: Any, records: list[ServingRecord], first_seq: int, partitions: int) -> None:
+        if not TrafficDuringSend.arrived:
+            TrafficDuringSend.arrived = True
+            log_n(self, 5, start=1000)
+        super()._send(producer, records, first_seq, partitions)
+
+
+@pytest.mark.kafka
+def test_after_a_flush_under_traffic_batches_linger_again(
+    kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
+) -> None:
+    """A flush asked while records kept arriving stayed pending until the queue happened to be empty:
+    meanwhile every batch skipped its linger, so steady traffic went out in tiny envelopes."""
+    settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
+    topic = kafka_topic(partitions=1)
+    TrafficDuringSend.arrived = False
+    logger = TrafficDuringSend(
+        settings, topic, model="churn", model_version="v3", feature_state_hash="3f2a", linger_ms=600_000
+    )
+    with logger:
+        assert all(log_n(logger, 10))
+        assert logger.flush(timeout_s=30)  # the ten logged before it
+        time.sleep(0.5)
+        assert TrafficDuringSend.arrived and logger.stats().sent == 10  # the five wait for their linger
+        assert logger.flush(timeout_s=30)
+        assert logger.stats().sent == 15
+
+
 @pytest.mark.kafka
 def test_one_defaulted_feature_named_as_a_string_is_logged_as_that_name(
     kafka_broker: EmbeddedBroker, kafka_topic: Callable[..., str]
