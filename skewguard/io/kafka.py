@@ -1070,12 +1070,16 @@ def read_dead_letter(message: RawMessage) -> DeadLetter:
         )
         raise BrokerError(msg)
     text = {name: value.decode("utf-8", "replace") for name, value in found.items()}
-    return DeadLetter(
-        reason=text["skewguard.reason"],
-        detail=text["skewguard.detail"],
-        source_topic=text["skewguard.source_topic"],
-        source_partition=int(text["skewguard.source_partition"]),
-        source_offset=int(text["skewguard.source_offset"]),
-        value=message.value,
-        value_omitted=next((int(v) for name, v in message.headers if name == VALUE_OMITTED_HEADER), None),
-    )
+    try:
+        return DeadLetter(
+            reason=text["skewguard.reason"],
+            detail=text["skewguard.detail"],
+            source_topic=text["skewguard.source_topic"],
+            source_partition=int(text["skewguard.source_partition"]),
+            source_offset=int(text["skewguard.source_offset"]),
+            value=message.value,
+            value_omitted=next((int(v) for name, v in message.headers if name == VALUE_OMITTED_HEADER), None),
+        )
+    except ValueError as exc:  # (a number header that is no number: not one of ours)
+        msg = f"message {message.topic}[{message.partition}]@{message.offset} is not a dead letter: {exc}"
+        raise BrokerError(msg) from None

@@ -258,6 +258,10 @@ def test_reading_an_ordinary_message_as_dead_letter_is_refused() -> None:
     plain = RawMessage("t", 0, 5, None, b"x", 0, [])
     with pytest.raises(BrokerError, match="not a dead letter"):
         read_dead_letter(plain)
+    names = ("reason", "detail", "source_topic", "source_partition", "source_offset")
+    headers = [(f"skewguard.{name}", b"x") for name in names]  # (a partition that is no number)
+    with pytest.raises(BrokerError, match="not a dead letter: invalid literal"):  # (was ValueError)
+        read_dead_letter(RawMessage("t", 0, 6, None, b"x", 0, headers))
 
 
 # ---------------------------------------------------------------------------------- settings
