@@ -25,7 +25,9 @@ What the request path pays, and what it never pays:
   taken in ``predict``. One record rather than a production record now and a shadow record later,
   because the monitor then counts every request exactly once and needs no join inside its windows; a
   record waits at most the deadline, and event-time windows do not care when it arrives. A candidate
-  whose turn comes after the deadline is skipped for that request and counted as **expired**.
+  whose turn comes after the deadline is skipped for that request and counted as **expired**; one still
+  running when the deadline passes (a hanging model) is counted expired too, and a watchdog logs the
+  requests it holds without waiting for it.
 
 Counting contract (:meth:`ShadowRunner.stats`): every answered request ends up in exactly one of
 ``logged`` (the logger accepted the record), ``log_refused`` (the logger dropped or refused it) or
@@ -320,6 +322,13 @@ class ShadowRunner:
         ]
         for thread in self._workers:
             thread.start()
+        self._watchdog = (
+            threading.Thread(target=self._watch, name="skewguard-deadline-watch", daemon=True)
+            if self._workers
+            else None
+        )
+        if self._watchdog is not None:
+            self._watchdog.start()
 
     @property
     def versions(self) -> list[str]:
@@ -434,6 +443,8 @@ class ShadowRunner:
             self._stop.set()
         for thread in self._workers:
             thread.join(max(0.0, self._close_deadline - time.monotonic()))
+        if self._watchdog is not None:
+            self._watchdog.join(max(0.0, self._close_deadline - time.monotonic()))
         # what no worker will log any more: jobs left in the queue and jobs held by a stuck worker
         leftovers: list[_Job] = []
         while True:
@@ -480,6 +491,21 @@ class ShadowRunner:
             for job in batch:
                 self._finish(job)
             self._in_hand[index] = []
+
+    def _watch(self) -> None:
+        """Log the requests a worker holds past their deadline while a candidate still runs.
+
+        Workers check the deadline only between candidates, so a candidate that hangs held its batch's
+        records (and every ``flush``) until close. ``_finish`` logs a job once whoever calls it, and the
+        worker, when its candidate returns, counts nothing more for a job already logged.
+        """
+        period = min(max(self._deadline_s / 4, 0.005), 0.25)
+        while not self._stop.wait(period):
+            now = time.monotonic()
+            for held in list(self._in_hand):
+                for job in list(held):
+                    if job.due <= now and not job.done:
+                        self._finish(job)
 
     def _take_batch(self, polling: bool) -> list[_Job]:
         """The next batch: up to ``batch_size`` requests, gathered for at most ``batch_wait_ms``.

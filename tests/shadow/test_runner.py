@@ -148,22 +148,21 @@ def test_candidate_past_the_deadline_is_skipped_counted_expired_and_the_record_s
         for i in range(5):
             runner.predict(f"r{i}", features_for(i), event_time=event_time(i))
         assert blocked.entered.wait(PROMPT_S)
-        time.sleep(0.2)  # every request is now past its 50 ms deadline
-        blocked.release.set()
+        # Past their 50 ms deadline the records are logged while the candidate still hangs: a record
+        # waits at most the deadline (it waited until the candidate returned, or until close).
         assert runner.flush(10.0)
-        stats = runner.stats()
+        assert not blocked.release.is_set()
+        blocked.release.set()
     finally:
         blocked.release.set()
-        runner.close(5.0)
+        stats = runner.close(5.0)  # (its late answers belong to records already logged: not counted)
     slow, after = stats.candidates["slow"], stats.candidates["next"]
     assert (after.scored, after.expired) == (0, 5)
-    assert slow.scored >= 1  # the batch it was stuck in
-    assert slow.scored + slow.expired == 5
+    assert (slow.scored, slow.expired) == (0, 5)
     assert stats.logged == 5
     logged = log.by_request()
     assert sorted(logged) == [f"r{i}" for i in range(5)]
-    assert sum(1 for call in logged.values() if call["shadow_predictions"] == {"slow": 0.5}) == slow.scored
-    assert all(set(call["shadow_predictions"]) <= {"slow"} for call in logged.values())
+    assert all(call["shadow_predictions"] == {} for call in logged.values())
     assert logged["r3"]["event_time"] == event_time(3)  # taken in predict, not when logged
 
 
