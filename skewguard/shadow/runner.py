@@ -555,7 +555,7 @@ class ShadowRunner:
                     for job, output in zip(live, outputs, strict=True):
                         try:
                             results.append((job, _as_prediction(output)))
-                        except (TypeError, ValueError) as exc:
+                        except (TypeError, ValueError, OverflowError) as exc:  # (an int too big for a float)
                             failures.append((job, f"request {job.request_id!r}: {exc}"))
             else:
                 for job in live:

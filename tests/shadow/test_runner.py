@@ -277,6 +277,32 @@ def test_candidate_outputs_are_converted_to_loggable_predictions_or_counted_as_e
     assert (stats.candidates["odd"].scored, stats.candidates["odd"].errors) == (7, 4)
 
 
+def test_a_batch_output_no_float_can_hold_is_that_requests_error_not_the_batchs() -> None:
+    """A probability list holding 10**400: OverflowError escaped the per-request check, and the rest of
+    the batch (and every later candidate) was counted as expired instead."""
+    batch_outputs = [[10**400, 0.5], 0.25]
+
+    def score(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        return batch_outputs[: len(rows)]
+
+    log = MemoryLog()
+    runner = ShadowRunner(
+        lambda f: 0.0,
+        {"big": batch_scorer(score), "next": candidate_score},
+        log,
+        batch_size=2,
+        batch_wait_ms=50,
+    )
+    with runner:
+        runner.predict("r0", features_for(0))
+        runner.predict("r1", features_for(1))
+        assert runner.flush(10.0)
+        stats = runner.stats()
+    big, after = stats.candidates["big"], stats.candidates["next"]
+    assert (big.scored, big.errors, big.expired) == (1, 1, 0) and "'r0'" in (big.last_error or "")
+    assert (after.scored, after.expired) == (2, 0)
+
+
 def test_candidates_see_a_read_only_copy_so_nobody_can_change_the_logged_features() -> None:
     def meddling(features: Mapping[str, Any]) -> float:
         features["x"] = 99.0  # type: ignore[index]
