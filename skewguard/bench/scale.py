@@ -173,6 +173,18 @@ def _summary(store: Store, group: str) -> list[tuple[Any, ...]]:
     return rows
 
 
+def _log_tail(log: Any, size: int = 4000) -> str:
+    """The end of the daemons' shared log, for an error message (the log is deleted with its folder)."""
+    try:
+        log.flush()
+        with Path(log.name).open("rb") as reader:
+            reader.seek(0, 2)
+            reader.seek(max(0, reader.tell() - size))
+            return "; the daemons' log ends:\n" + reader.read().decode("utf-8", "replace")
+    except (OSError, AttributeError, TypeError):
+        return ""
+
+
 def spawn_monitor(config: Path, log: Any) -> subprocess.Popen[bytes]:
     """A ``skewguard monitor --config`` process (this interpreter), its stderr to ``log``."""
     entry = "from skewguard.cli import main; main()"
@@ -251,7 +263,7 @@ def _run_group(
                     rebalance = time.monotonic() - killed_at
                 return elapsed, rebalance
             time.sleep(0.2)
-        msg = f"group {group}: windows not all stored within {timeout_s}s"
+        msg = f"group {group}: windows not all stored within {timeout_s}s{_log_tail(log)}"
         raise TimeoutError(msg)
     finally:
         _stop(procs)
