@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -611,33 +611,30 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[StoreTransaction]:
         """One atomic unit of writes: committed on normal exit, rolled back on any exception."""
-        try:
-            with self.engine.begin() as conn:
-                yield StoreTransaction(self, conn)
-        except SQLAlchemyError as exc:
-            msg = f"store transaction failed: {exc}"
-            raise StoreError(msg) from exc
+        with self._guarded(self.engine.begin, "store transaction failed") as conn:
+            yield StoreTransaction(self, conn)
 
-    @contextmanager
-    def _writing(self, what: str) -> Iterator[Connection]:
+    def _writing(self, what: str) -> AbstractContextManager[Connection]:
         """A connection for one write outside a checkpoint; database errors become StoreError naming it."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            msg = f"cannot {what}: {exc}"
-            raise StoreError(msg) from exc
+        return self._guarded(self.engine.begin, f"cannot {what}")
 
     # -- reads ---------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
+    def _reading(self) -> AbstractContextManager[Connection]:
         """A connection for reads; database errors become StoreError (no SQLAlchemy error leaks out)."""
+        return self._guarded(self.engine.connect, "reading the store failed")
+
+    @staticmethod
+    @contextmanager
+    def _guarded(
+        connect: Callable[[], AbstractContextManager[Connection]], failure: str
+    ) -> Iterator[Connection]:
+        """A connection from ``connect``; a database error becomes ``StoreError("<failure>: <error>")``."""
         try:
-            with self.engine.connect() as conn:
+            with connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            msg = f"reading the store failed: {exc}"
+            msg = f"{failure}: {exc}"
             raise StoreError(msg) from exc
 
     def windows(
