@@ -80,6 +80,7 @@ from skewguard.records import (
     Prediction,
     Reason,
     ServingBatch,
+    ServingRecord,
     decode_label_message,
     decode_serving,
     encode_label,
@@ -320,7 +321,7 @@ def _refusal_detail(error: RecordError) -> str:
     return f"record {error.record_id!r}: {text}"
 
 
-def _rebuilt(message: RawMessage, batch: ServingBatch, row: int) -> bytes | None:
+def _rebuilt(message: RawMessage, record: ServingRecord) -> bytes | None:
     """One refused record of a message, re-encoded on its own for its dead letter.
 
     When it cannot be (re-encoded it is over the codec's size limit — ``Z`` spelled ``+00:00`` grows a
@@ -328,7 +329,7 @@ def _rebuilt(message: RawMessage, batch: ServingBatch, row: int) -> bytes | None
     here would leave the partition half-folded, and the same message would fail it again after a restart.
     """
     try:
-        return encode_record(batch.record(row), max_bytes=sys.maxsize)
+        return encode_record(record, max_bytes=sys.maxsize)
     except (RecordError, TypeError, ValueError):
         return message.value
 
@@ -666,12 +667,8 @@ class MonitorDaemon:
                 detail = (
                     f"record {batch.request_ids[row]!r}: model {batch.models[row]!r} is not monitored here"
                 )
-                self._dead_letter(
-                    messages[message_of[row]],
-                    _rebuilt(messages[message_of[row]], batch, row),
-                    UNKNOWN_MODEL,
-                    detail,
-                )
+                origin = messages[message_of[row]]
+                self._dead_letter(origin, _rebuilt(origin, batch.record(row)), UNKNOWN_MODEL, detail)
             batch, message_of = batch.take(known), message_of[known]
         horizon = self._future_limit_us()
         if len(batch) and horizon is not None and int(batch.event_us.max()) > horizon:
@@ -679,9 +676,8 @@ class MonitorDaemon:
             for row in np.flatnonzero(ahead).tolist():
                 record = batch.record(row)
                 detail = f"record {record.request_id!r}: {self._future_detail(record.event_time)}"
-                self._dead_letter(
-                    messages[message_of[row]], _rebuilt(messages[message_of[row]], batch, row), FUTURE, detail
-                )
+                origin = messages[message_of[row]]
+                self._dead_letter(origin, _rebuilt(origin, record), FUTURE, detail)
             kept = np.flatnonzero(~ahead)
             batch, message_of = batch.take(kept.tolist()), message_of[kept]
         if not len(batch):
@@ -714,7 +710,7 @@ class MonitorDaemon:
                             f"partition had already closed (lateness {self.settings.window.lateness_s:g} s)"
                         )
                         origin = messages[message_of[row]]
-                        self._dead_letter(origin, _rebuilt(origin, batch, row), LATE, detail)
+                        self._dead_letter(origin, _rebuilt(origin, record), LATE, detail)
                 groups = {key: np.asarray(rows, dtype=np.intp) for key, rows in rows_of.items()}
         for key, rows in groups.items():
             monitor = self.monitors[key[0]]
@@ -730,7 +726,7 @@ class MonitorDaemon:
                 refused = monitor.refused(members)
                 for row, why in refused:
                     origin = messages[message_of[rows[row]]]
-                    self._dead_letter(origin, _rebuilt(origin, members, row), "wrong_type", why)
+                    self._dead_letter(origin, _rebuilt(origin, members.record(row)), "wrong_type", why)
                 bad = {row for row, _why in refused}
                 members = members.take([row for row in range(len(members)) if row not in bad])
                 monitor.fold(accumulator, members)

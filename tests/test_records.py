@@ -834,7 +834,7 @@ def test_a_refused_record_that_cannot_be_re_encoded_is_dead_lettered_as_its_mess
         "r1", T0, "m", "v", "h", {"x": 1.0}, 0.5, raw_inputs={"deep": orjson.loads(_nested(300))}
     )
     message = RawMessage("serving", 0, 7, None, b"the original bytes", 0, [])
-    assert _rebuilt(message, ServingBatch.from_records([record]), 0) == b"the original bytes"
+    assert _rebuilt(message, record) == b"the original bytes"
     plain = dataclasses.replace(record, raw_inputs={"x": 1})
-    rebuilt = _rebuilt(message, ServingBatch.from_records([plain]), 0)
+    rebuilt = _rebuilt(message, plain)
     assert rebuilt is not None and orjson.loads(rebuilt)["request_id"] == "r1"
