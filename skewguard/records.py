@@ -81,6 +81,7 @@ __all__ = [
     "decode_label_message",
     "decode_message",
     "decode_serving",
+    "defaulted_names",
     "encode_label",
     "encode_labels",
     "encode_record",
@@ -351,6 +352,11 @@ class ServingBatch:
     def records(self) -> list[ServingRecord]:
         """Every row as a record."""
         return [self.record(row) for row in range(len(self))]
+
+
+def defaulted_names(names: Iterable[str]) -> list[str]:
+    """A record's defaulted features as a list; one name given as a string is that name, not its letters."""
+    return [names] if isinstance(names, str) else list(names)
 
 
 def column_values(column: FeatureColumn) -> list[FeatureValue]:

@@ -41,7 +41,7 @@ from skewguard.io.kafka import (
     partition_for_key,
     topic_name_problem,
 )
-from skewguard.records import Prediction, ServingRecord, encode_records
+from skewguard.records import Prediction, ServingRecord, defaulted_names, encode_records
 
 __all__ = ["FeatureGroupFetcher", "FetchResult", "LoggerStats", "ServingLogger"]
 
@@ -216,7 +216,7 @@ class ServingLogger:
                 prediction,
                 dict(raw_inputs) if raw_inputs is not None else None,
                 dict(shadow_predictions) if shadow_predictions else {},
-                _names(defaulted),
+                defaulted_names(defaulted),
             )
         except Exception as exc:  # the request path must never see our errors
             with self._ledger.cond:
@@ -515,11 +515,6 @@ class ServingLogger:
     def _note_error(self, error: str) -> None:
         with self._ledger.cond:
             self._ledger.last_error = error
-
-
-def _names(names: Iterable[str]) -> list[str]:
-    """Feature names as a list; one name given as a string is that one name, not its letters."""
-    return [names] if isinstance(names, str) else list(names)
 
 
 def _gaps(covered: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:

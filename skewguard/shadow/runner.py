@@ -64,7 +64,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeAlias, runtime_checkable
 
 from skewguard.errors import ConfigError
-from skewguard.records import Prediction
+from skewguard.records import Prediction, defaulted_names
 
 if TYPE_CHECKING:
     import torch
@@ -370,7 +370,7 @@ class ShadowRunner:
                 dict(features),
                 prediction,
                 dict(raw_inputs) if raw_inputs is not None else None,
-                [defaulted] if isinstance(defaulted, str) else list(defaulted),
+                defaulted_names(defaulted),
                 event_time if event_time is not None else self._clock(),
                 model_version,
                 time.monotonic() + self._deadline_s,
