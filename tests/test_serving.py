@@ -55,10 +55,11 @@ def decoded(messages: list[RawMessage]) -> list[ServingRecord]:
     return [r for m in messages for r in decode_message(m.value).records]
 
 
-def make_logger(settings: KafkaSettings, topic: str, **kwargs: Any) -> ServingLogger:
-    return ServingLogger(
-        settings, topic, model="churn", model_version="v3", feature_state_hash="3f2a", **kwargs
-    )
+def make_logger(
+    settings: KafkaSettings, topic: str, kind: type[ServingLogger] = ServingLogger, **kwargs: Any
+) -> ServingLogger:
+    """A logger of model churn v3 (``kind``: a subclass that alters one step, for a fault test)."""
+    return kind(settings, topic, model="churn", model_version="v3", feature_state_hash="3f2a", **kwargs)
 
 
 def log_n(logger: ServingLogger, n: int, start: int = 0) -> list[bool]:
@@ -123,8 +124,7 @@ def test_an_error_mid_batch_fails_only_the_unsent_records_and_the_logger_goes_on
     settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
     topic = kafka_topic(partitions=2)
     FailingOnce.failed = False
-    logger = FailingOnce(settings, topic, model="churn", model_version="v3", feature_state_hash="3f2a")
-    with logger:
+    with make_logger(settings, topic, FailingOnce) as logger:
         assert all(log_n(logger, 40))
         assert logger.flush(timeout_s=30)
         first = logger.stats()
@@ -158,10 +158,7 @@ def test_after_a_flush_under_traffic_batches_linger_again(
     settings = KafkaSettings.local(kafka_broker.bootstrap_servers)
     topic = kafka_topic(partitions=1)
     TrafficDuringSend.arrived = False
-    logger = TrafficDuringSend(
-        settings, topic, model="churn", model_version="v3", feature_state_hash="3f2a", linger_ms=600_000
-    )
-    with logger:
+    with make_logger(settings, topic, TrafficDuringSend, linger_ms=600_000) as logger:
         assert all(log_n(logger, 10))
         assert logger.flush(timeout_s=30)  # the ten logged before it
         time.sleep(0.5)
