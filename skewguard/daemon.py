@@ -44,7 +44,15 @@ from features import FeatureSet, FeatureState
 from skewguard.alerts import AlertDispatcher, Answer, Sink, WebhookSink, alert_payload
 from skewguard.baseline import LABEL_COLUMN, Baseline, PredictionKind
 from skewguard.config import import_object
-from skewguard.errors import BrokerError, ConfigError, DataError, RecordError, StatisticsError, StoreError
+from skewguard.errors import (
+    BrokerError,
+    ConfigError,
+    DataError,
+    MessageTooLarge,
+    RecordError,
+    StatisticsError,
+    StoreError,
+)
 from skewguard.io.kafka import (
     AssignmentChange,
     ChangeKind,
@@ -130,6 +138,18 @@ class _DeadLetter:
     raw: bytes | None
     reason: str
     detail: str
+    #: How much was left out after a refusal for size: 0 nothing, 1 the value, 2 the value and the key.
+    shrunk: int = 0
+
+    def smaller(self) -> _DeadLetter | None:
+        """The letter with one more part left out, None when nothing is left to leave out."""
+        return replace(self, shrunk=self.shrunk + 1) if self.shrunk < _MOST_SHRUNK else None
+
+
+#: A dead letter refused for its size is sent without its value, then also without its key: the
+#: source headers still locate the original, and a letter the broker always refuses would hold every
+#: checkpoint back for good.
+_MOST_SHRUNK: Final = 2
 
 
 #: Room left in a produce request for a dead letter's headers and framing.
@@ -319,6 +339,12 @@ def _refusal_detail(error: RecordError) -> str:
     if error.record_id is None or repr(error.record_id) in text:
         return text
     return f"record {error.record_id!r}: {text}"
+
+
+def _where(source: tuple[str, int, int]) -> str:
+    """A message's place, ``topic[partition]@offset``, for logs."""
+    topic, partition, offset = source
+    return f"{topic}[{partition}]@{offset}"
 
 
 def _rebuilt(message: RawMessage, record: ServingRecord) -> bytes | None:
@@ -947,11 +973,20 @@ class MonitorDaemon:
         """Hand the queued dead letters to the producer; BrokerError leaves the rest queued for a retry."""
         if not self._dead_letters:
             return
-        producer = self._require(self.producer)
-        limit = self.settings.kafka.max_request_size - _DEAD_LETTER_HEADROOM
         sent = 0
         try:
             for letter in self._dead_letters:
+                self._dead_letters_in_flight.append(self._publish_dead_letter(letter))
+                sent += 1
+        finally:
+            del self._dead_letters[:sent]  # (one slice, not a pop(0) per letter of a large poll)
+
+    def _publish_dead_letter(self, letter: _DeadLetter) -> tuple[_DeadLetter, Delivery]:
+        """Hand one letter to the producer, smaller while the producer refuses it for its size."""
+        producer = self._require(self.producer)
+        limit = self.settings.kafka.max_request_size - _DEAD_LETTER_HEADROOM
+        while True:
+            try:
                 delivery = publish_dead_letter(
                     producer,
                     self.topics.dead_letter,
@@ -959,13 +994,17 @@ class MonitorDaemon:
                     letter.reason,
                     letter.detail,
                     letter.source,
-                    key=letter.key,
-                    max_value_bytes=limit,
+                    key=letter.key if letter.shrunk < _MOST_SHRUNK else None,
+                    max_value_bytes=limit if letter.shrunk == 0 else 0,
                 )
-                self._dead_letters_in_flight.append((letter, delivery))
-                sent += 1
-        finally:
-            del self._dead_letters[:sent]  # (one slice, not a pop(0) per letter of a large poll)
+            except MessageTooLarge as exc:
+                smaller = letter.smaller()
+                if smaller is None:
+                    raise
+                log.warning("dead letter of %s too large, sent smaller: %s", _where(letter.source), exc)
+                letter = smaller
+                continue
+            return letter, delivery
 
     def _acknowledge_dead_letters(self) -> None:
         """Wait until every dead letter sent is acknowledged; else queue the failed again, BrokerError.
@@ -982,6 +1021,18 @@ class MonitorDaemon:
         for letter, delivery in self._dead_letters_in_flight:
             try:
                 delivery.wait(timeout_s=0)
+            except MessageTooLarge as exc:  # (the broker's limit, below the producer's)
+                smaller = letter.smaller()
+                if smaller is None:
+                    failed.append(letter)
+                    error = exc
+                else:
+                    log.warning(
+                        "dead letter of %s refused by the broker, sent smaller: %s",
+                        _where(letter.source),
+                        exc,
+                    )
+                    self._dead_letters.append(smaller)
             except BrokerError as exc:
                 failed.append(letter)
                 error = exc
@@ -990,6 +1041,8 @@ class MonitorDaemon:
             self._dead_letters[:0] = failed
             msg = f"{len(failed)} dead letter(s) not acknowledged ({error}); the checkpoint waits for them"
             raise BrokerError(msg)
+        if self._dead_letters:  # (only letters refused for their size, each now smaller: at most twice more)
+            self._acknowledge_dead_letters()
 
     # -- checkpoint and finalisation -----------------------------------------------------------------
 

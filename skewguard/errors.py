@@ -10,6 +10,7 @@ boundary where they occur, ``raise OurError(msg) from exc``, so callers only eve
     ├── ValidationFailed     data violated its expectation suite (CLI exit code 1)
     ├── StatisticsError      a statistic asked of inputs that cannot support it
     ├── BrokerError          the Kafka adapter could not do its job
+    │   └── MessageTooLarge  a message refused for its size (sending it again unchanged never works)
     ├── StoreError           the results store could not do its job
     └── GateError            the overfit gate was used wrongly (not: the model failed the gate)
 
@@ -55,6 +56,14 @@ class StatisticsError(SkewguardError):
 
 class BrokerError(SkewguardError):
     """The Kafka adapter could not reach the broker or complete an operation."""
+
+
+class MessageTooLarge(BrokerError):
+    """The producer or the broker refused a message for its size.
+
+    Unlike other broker errors it is no outage to wait out: the same message is refused at every
+    retry, so a caller that must get it through has to send less (e.g. a dead letter without its value).
+    """
 
 
 class StoreError(SkewguardError):

@@ -54,7 +54,7 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode
 
-from skewguard.errors import BrokerError, ConfigError
+from skewguard.errors import BrokerError, ConfigError, MessageTooLarge
 
 __all__ = [
     "VALUE_OMITTED_HEADER",
@@ -416,7 +416,14 @@ class CommitFailed(BrokerError):
 
 
 def _broker_error(action: str, exc: BaseException) -> BrokerError:
-    return BrokerError(f"Kafka {action} failed: {type(exc).__name__}: {exc}")
+    text = f"Kafka {action} failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, _TOO_LARGE):
+        return MessageTooLarge(text)
+    return BrokerError(text)
+
+
+#: kafka-python's refusals of a message for its size: the producer's own check, or the broker's answer.
+_TOO_LARGE: Final = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError)
 
 
 def _to_kafka(tp: TopicPartition | tuple[str, int]) -> Any:

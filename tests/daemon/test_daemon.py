@@ -19,6 +19,7 @@ from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import TrafficShape, hour_in_utc_bug
 from skewguard.errors import StoreError
 from skewguard.io.broker import EmbeddedBroker
+from skewguard.io.kafka import read_dead_letter
 from skewguard.records import encode_record, encode_record_fragment, encode_records, envelope_from_fragments
 from skewguard.results import Check, Severity
 from skewguard.store import Store
@@ -29,6 +30,7 @@ from tests.daemon.helpers import (
     produce,
     produce_raw,
     read_dead_letters,
+    read_topic,
     results_by_start,
     run_killed,
     settings_for,
@@ -169,6 +171,34 @@ def test_every_bad_input_kind_is_dead_lettered_and_counted(
     # Every refusal of a record with a readable request id names it, as the daemon's own refusals do.
     assert any(letter.detail.startswith("record 'wrong': field 'features'") for letter in wrong)
     assert by_reason["naive_timestamp"].detail.startswith("record 'naive': ")
+
+
+@pytest.mark.parametrize(("key_bytes", "left_out"), [(40_000, "value"), (150_000, "value and key")])
+def test_a_dead_letter_refused_for_its_size_is_sent_smaller_and_checkpoints_go_on(
+    daemon_for, baseline: Baseline, kafka_broker: EmbeddedBroker, key_bytes: int, left_out: str
+) -> None:
+    # The refused bytes fit under the daemon's value limit, but with their long key the dead letter is
+    # over the producer's max_request_size: refused at every retry, it held every checkpoint back.
+    kafka = {
+        "bootstrap_servers": kafka_broker.bootstrap_servers,
+        "profile": "local",
+        "max_request_size": 120_000,
+    }
+    daemon: MonitorDaemon = daemon_for(kafka=kafka, max_message_bytes=200_000)
+    value = b"\xff" + b"x" * 90_000
+    produce_raw(
+        kafka_broker.bootstrap_servers, daemon.topics.serving, [value], partition_key=b"k" * key_bytes
+    )
+    produce(kafka_broker.bootstrap_servers, daemon.topics.serving, window_records(baseline, 0, 200, seed=41))
+    produce(kafka_broker.bootstrap_servers, daemon.topics.serving, closing_record(baseline, 5), batch=1)
+
+    step_until(daemon, lambda: daemon.counters.windows >= 1)
+
+    assert dict(daemon.counters.dead_letters) == {"undecodable": 1}
+    (message,) = read_topic(kafka_broker.bootstrap_servers, daemon.topics.dead_letter, daemon.settings)
+    letter = read_dead_letter(message)
+    assert (letter.reason, letter.value, letter.value_omitted) == ("undecodable", b"", len(value))
+    assert message.key == (None if left_out == "value and key" else b"k" * key_bytes)
 
 
 def test_after_an_unexpected_error_in_a_step_close_leaves_the_last_checkpoint_alone(
