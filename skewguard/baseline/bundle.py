@@ -12,7 +12,9 @@ Building it from a file too large for memory takes two streaming passes:
 2. every chunk is transformed and folded into the Profile, except every ``holdout_every``-th block of
    ``window_size`` consecutive rows, which is set aside (up to ``holdout_rows``) for calibration. The
    blocks are contiguous, like serving windows, and never folded into the reference they are compared
-   with (NannyML #426).
+   with (NannyML #426). When the file has more blocks than ``holdout_rows`` needs, the held blocks are
+   spaced wider (the first pass counts the rows), so calibration sees the whole span of the data rather
+   than its oldest part; a held block the cap leaves no room for is folded like any other.
 """
 
 from __future__ import annotations
@@ -255,12 +257,14 @@ def _profile_frame(
 
 def _uniform_sample(
     chunks: ChunkSource, size: int, seed: int, progress: Callable[[int], None]
-) -> pd.DataFrame:
-    """A uniform sample of ``size`` rows over all chunks (keep the smallest random priorities)."""
+) -> tuple[pd.DataFrame, int]:
+    """A uniform sample of ``size`` rows over all chunks (keep the smallest random priorities); all rows."""
     rng = np.random.default_rng(seed)
     kept: pd.DataFrame | None = None
     kept_priority = np.empty(0)
+    total = 0
     for chunk in chunks():
+        total += len(chunk)
         priority = rng.random(len(chunk))
         pool = chunk if kept is None else pd.concat([kept, chunk], ignore_index=True)
         pool_priority = np.concatenate([kept_priority, priority])
@@ -272,7 +276,14 @@ def _uniform_sample(
     if kept is None or kept.empty:
         msg = "the training data holds no rows"
         raise DataError(msg)
-    return kept
+    return kept, total
+
+
+def _holdout_spacing(total_rows: int, options: BaselineOptions) -> int:
+    """Hold out every n-th block: ``holdout_every``, or sparser when that would overfill the cap."""
+    blocks = math.ceil(total_rows / options.window_size)
+    wanted = math.ceil(options.holdout_rows / options.window_size)
+    return max(options.holdout_every, blocks // wanted)
 
 
 def build_baseline(
@@ -299,7 +310,10 @@ def build_baseline(
     """
     options = options or BaselineOptions()
     report = progress or (lambda _phase, _rows: None)
-    sample = _uniform_sample(chunks, options.fit_rows, options.seed, lambda n: report("sample", n))
+    sample, total_rows = _uniform_sample(
+        chunks, options.fit_rows, options.seed, lambda n: report("sample", n)
+    )
+    every = _holdout_spacing(total_rows, options)
     for column in (prediction_column, label_column):
         if column is not None and column not in sample.columns:
             msg = f"the training data has no column {column!r}; columns: {list(map(str, sample.columns))}"
@@ -325,12 +339,13 @@ def build_baseline(
     for chunk in chunks():
         frame = _profile_frame(feature_set, state, chunk, prediction_column, label_column)
         rows = np.arange(offset, offset + len(frame))
-        held = (rows // options.window_size) % options.holdout_every == options.holdout_every - 1
-        if held.any() and holdout_count < options.holdout_rows:
-            part = frame[held].head(options.holdout_rows - holdout_count)
-            holdout.append(part)
-            holdout_count += len(part)
-        keep = ~held
+        held = np.flatnonzero((rows // options.window_size) % every == every - 1)
+        taken = held[: max(0, options.holdout_rows - holdout_count)]
+        if taken.size:
+            holdout.append(frame.iloc[taken])
+            holdout_count += taken.size
+        keep = np.ones(len(frame), dtype=bool)
+        keep[taken] = False  # (held rows past the cap are folded: no row is left out of both)
         profile.fold(frame[keep], rows[keep])
         offset += len(frame)
         report("profile", len(chunk))
@@ -340,7 +355,7 @@ def build_baseline(
     if not holdout:
         msg = (
             f"too little training data to hold out a block for calibration: {offset} rows, blocks of "
-            f"{options.window_size} rows, every {options.holdout_every}th held out; lower --window-size"
+            f"{options.window_size} rows, every {every}th held out; lower --window-size"
         )
         raise DataError(msg)
     calibration = Calibration.from_holdout(

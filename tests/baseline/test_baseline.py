@@ -70,6 +70,33 @@ def test_held_out_blocks_are_not_in_the_reference(raw: pd.DataFrame) -> None:
     assert counts.total == len(raw) - 2_000
 
 
+def test_no_row_is_left_out_of_both_the_reference_and_the_holdout(raw: pd.DataFrame) -> None:
+    # 12 blocks of 1,000 rows, every 2nd held out at most, but room for 1,500 held-out rows only: the
+    # held blocks are spaced to span the file, and what the cap leaves out is folded into the reference.
+    options = BaselineOptions(
+        window_size=1000, fit_rows=5000, calibration_draws=20, holdout_every=2, holdout_rows=1500
+    )
+    baseline = build_baseline(
+        CTR_FEATURES, chunked(raw, 5_000), model="ctr", prediction_column="score", options=options
+    )
+    assert baseline.holdout_rows == 1500
+    assert baseline.rows == baseline.profile.rows == len(raw) - 1500
+
+
+def test_held_out_blocks_span_the_file_when_the_cap_would_stop_at_its_start(raw: pd.DataFrame) -> None:
+    # Room for one held-out block of 12: it is the last one, not the second (the oldest data only).
+    marked = raw.copy()
+    marked.loc[marked.index[-1000:], "score"] = 2.0  # the last block's scores, above every other
+    options = BaselineOptions(
+        window_size=1000, fit_rows=5000, calibration_draws=20, holdout_every=2, holdout_rows=1000
+    )
+    baseline = build_baseline(
+        CTR_FEATURES, chunked(marked, 5_000), model="ctr", prediction_column="score", options=options
+    )
+    assert baseline.holdout_rows == 1000
+    assert baseline.profile.numeric("prediction").max < 2.0
+
+
 def test_round_trip_through_a_directory(raw: pd.DataFrame, tmp_path: Path) -> None:
     baseline = build(raw, 6_000)
     baseline.save(tmp_path, CTR_FEATURES)
