@@ -159,27 +159,40 @@ class Baseline:
         if meta.get("format") != FORMAT:
             msg = f"baseline {str(directory)!r}: unknown format {meta.get('format')!r}, expected {FORMAT!r}"
             raise DataError(msg)
+        try:
+            model, feature_set = str(meta["model"]), str(meta["feature_set"])
+            has_label, created = bool(meta["has_label"]), str(meta["created"])
+            rows, holdout_rows = int(meta["rows"]), int(meta["holdout_rows"])
+            window_size = int(meta["window_size"])
+            state_hash = str(meta["feature_state_hash"])
+            kind = meta.get("prediction_kind")
+            prediction_kind = None if kind is None else PredictionKind(kind)
+        except KeyError as exc:
+            msg = f"baseline {str(directory)!r}: {FILES['meta']} lacks the key {exc.args[0]!r}"
+            raise DataError(msg) from None
+        except (TypeError, ValueError) as exc:
+            msg = f"baseline {str(directory)!r}: {FILES['meta']} holds a malformed value ({exc})"
+            raise DataError(msg) from None
         state = FeatureState.from_json(read("state"))
-        if state.content_hash != meta["feature_state_hash"]:
+        if state.content_hash != state_hash:
             msg = f"baseline {str(directory)!r}: feature_state.json does not match the hash in baseline.json"
             raise DataError(msg)
-        kind = meta.get("prediction_kind")
         profile = Profile.from_json(read("profile"))
         _warn_of_float_spelled_ids(profile, directory)
         return cls(
-            model=meta["model"],
-            feature_set=meta["feature_set"],
+            model=model,
+            feature_set=feature_set,
             state=state,
             profile=profile,
             calibration=Calibration.from_json(read("calibration")),
-            prediction_kind=None if kind is None else PredictionKind(kind),
-            has_label=bool(meta["has_label"]),
-            rows=int(meta["rows"]),
-            holdout_rows=int(meta["holdout_rows"]),
-            window_size=int(meta["window_size"]),
-            created=str(meta["created"]),
-            metrics={str(k): float(v) for k, v in meta.get("metrics", {}).items()},
-            metric_errors=_metric_errors(meta.get("metric_errors", {}), directory),
+            prediction_kind=prediction_kind,
+            metrics=_finite_numbers(meta.get("metrics", {}), "metrics", directory, at_least=-math.inf),
+            metric_errors=_finite_numbers(meta.get("metric_errors", {}), "metric_errors", directory),
+            has_label=has_label,
+            rows=rows,
+            holdout_rows=holdout_rows,
+            window_size=window_size,
+            created=created,
         )
 
 
@@ -221,19 +234,23 @@ def _warn_of_float_spelled_ids(profile: Profile, directory: Path) -> None:
             )
 
 
-def _metric_errors(stored: Any, directory: Path) -> dict[str, float]:
-    """The holdout metrics' standard errors of ``baseline.json``: each a finite number >= 0.
+def _finite_numbers(stored: Any, key: str, directory: Path, *, at_least: float = 0.0) -> dict[str, float]:
+    """The holdout metrics (or their standard errors) of ``baseline.json``: finite numbers, by name.
 
     Checked, because a NaN (which JSON readers accept) would silently switch its metric's check off.
     """
-    errors: dict[str, float] = {}
-    for name, value in dict(stored).items():
-        error = float(value)
-        if not (math.isfinite(error) and error >= 0):
-            msg = f"baseline {str(directory)!r}: metric_errors[{name!r}] is {value!r}; expected a number >= 0"
+    expected = "a number" if at_least == -math.inf else f"a number >= {at_least:g}"
+    if not isinstance(stored, dict):
+        msg = f"baseline {str(directory)!r}: {key} is {stored!r}; expected an object of {expected}s by name"
+        raise DataError(msg)
+    numbers: dict[str, float] = {}
+    for name, value in stored.items():
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+        if not (math.isfinite(number) and number >= at_least):
+            msg = f"baseline {str(directory)!r}: {key}[{name!r}] is {value!r}; expected {expected}"
             raise DataError(msg)
-        errors[str(name)] = error
-    return errors
+        numbers[str(name)] = number
+    return numbers
 
 
 ChunkSource = Callable[[], Iterator[pd.DataFrame]]

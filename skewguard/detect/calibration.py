@@ -188,7 +188,7 @@ class Calibration:
             msg = f"not a skewguard calibration (format {data.get('format')!r}, expected {FORMAT!r})"
             raise DataError(msg)
         try:
-            return cls(
+            calibration = cls(
                 quantile=float(data["quantile"]),
                 window_size=int(data["window_size"]),
                 chunk_size=int(data["chunk_size"]),
@@ -203,6 +203,21 @@ class Calibration:
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"malformed calibration JSON: {exc!r}"
             raise DataError(msg) from exc
+        # A NaN constant (JSON readers take NaN) would make every threshold NaN, never exceeded: the
+        # check switched off without a word. A negative one would flag every window.
+        for c in calibration.constants:
+            if not (math.isfinite(c.constant) and c.constant >= 0):
+                msg = (
+                    f"malformed calibration JSON: the constant of column {c.column!r} ({c.method.value}) "
+                    f"is {c.constant!r}; expected a finite number >= 0"
+                )
+                raise DataError(msg)
+        if not 0.0 < calibration.quantile < 1.0:
+            msg = (
+                f"malformed calibration JSON: quantile {calibration.quantile!r}; expected a number in (0, 1)"
+            )
+            raise DataError(msg)
+        return calibration
 
     def to_json(self) -> str:
         """Lossless JSON."""

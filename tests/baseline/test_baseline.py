@@ -209,6 +209,15 @@ def test_cli_stores_the_holdout_metrics_the_daemon_compares_with(raw: pd.DataFra
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"metric_errors\['auc'\] is nan; expected a number >= 0"):
         Baseline.load(out)
+    meta["metric_errors"]["auc"] = 0.006
+    meta["metrics"]["auc"] = float("nan")  # likewise a metric
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"metrics\['auc'\] is nan; expected a number$"):
+        Baseline.load(out)
+    del meta["rows"]  # a key gone is named, not a KeyError
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"baseline.json lacks the key 'rows'"):
+        Baseline.load(out)
     # A metric the model's kind does not have, or a value or error that is not a number, is named.
     for bad in ("rmse=0.2", "auc=high", "auc", "auc=0.8+-", "auc=0.8+-x"):
         result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--metric", bad])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -108,6 +109,11 @@ def test_calibration_json_round_trip(world: World) -> None:
     )
     with pytest.raises(DataError):
         Calibration.from_json('{"format": "nope"}')
+    # A NaN constant would make its threshold NaN, never exceeded: that check silently off.
+    data = world.calibration.to_dict()
+    data["constants"][0]["constant"] = float("nan")
+    with pytest.raises(DataError, match=r"the constant of column .* is nan; expected a finite number >= 0"):
+        Calibration.from_json(json.dumps(data))
 
 
 def test_bad_calibration_arguments_are_refused(world: World) -> None:
