@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skewguard.errors import DataError
+
 _MODULES: SimpleNamespace | None = None
 
 
@@ -58,10 +60,14 @@ def data_drift(
     # is constant in a sample (day of week inside one short window); its result is NaN, which Evidently
     # handles, so numpy's floating-point warning is silenced for this call only.
     with np.errstate(divide="ignore", invalid="ignore"):
-        snapshot = ev.Report([ev.DataDriftPreset()], include_tests=True).run(
-            ev.Dataset.from_pandas(current, data_definition=definition),
-            ev.Dataset.from_pandas(reference, data_definition=definition),
-        )
+        try:
+            snapshot = ev.Report([ev.DataDriftPreset()], include_tests=True).run(
+                ev.Dataset.from_pandas(current, data_definition=definition),
+                ev.Dataset.from_pandas(reference, data_definition=definition),
+            )
+        except (ValueError, TypeError, KeyError) as exc:  # Evidently's refusals of the data it was given
+            msg = f"Evidently could not compare the samples: {type(exc).__name__}: {exc}"
+            raise DataError(msg) from exc
     drifted = set()
     for test in snapshot.dict().get("tests", []):
         params = test.get("metric_config", {}).get("params", {})

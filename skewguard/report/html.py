@@ -8,12 +8,15 @@ act on, and this page is for looking at the distributions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from skewguard.errors import DataError, StatisticsError
 from skewguard.report._evidently import data_drift
 from skewguard.stats import ColumnKind, Profile
+
+log = logging.getLogger(__name__)
 
 
 def render_drift_html(
@@ -39,6 +42,17 @@ def render_drift_html(
             f"the window sample {len(win_rows)} (was the profile built with reservoir_size=0?)"
         )
         raise DataError(msg)
+    # Evidently refuses a column with no value in a sample ("An empty column was provided"): a nullable
+    # feature, or the prediction, that is all null in a window — just when someone looks. It is left
+    # off the page, named in the log; skewguard's own null-rate check judges it.
+    empty = [name for name in names if ref_rows[name].isna().all() or win_rows[name].isna().all()]
+    if empty:
+        log.warning("drift page: column(s) %s left out, with no value in one of the two samples", empty)
+        names = [name for name in names if name not in empty]
+        if not names:
+            msg = f"no column of {empty} has values in both samples; there is nothing to draw"
+            raise DataError(msg)
+        ref_rows, win_rows = ref_rows[names], win_rows[names]
     kinds = {c.name: c.kind for c in reference.layout.columns}
     numerical = [name for name in names if kinds[name] is ColumnKind.NUMERIC]
     categorical = [name for name in names if kinds[name] is ColumnKind.CATEGORICAL]

@@ -61,3 +61,21 @@ def test_columns_limit_the_page(profiles: tuple[Profile, Profile], tmp_path: Pat
     with pytest.raises(DataError, match="needs columns"):
         render_drift_html(reference, window, tmp_path / "bad.html", columns=[])
     assert not (tmp_path / "bad.html").exists()
+
+
+def test_a_column_with_no_value_in_a_sample_is_left_off_the_page(tmp_path: Path) -> None:
+    # A nullable feature all null in the window: Evidently refuses an empty column outright.
+    rng = np.random.default_rng(8)
+    layout = ProfileLayout.fit(frame(rng, 4000), SPECS, reservoir_size=300)
+    window = frame(rng, 800)
+    window["amount"] = np.nan
+    window["country"] = None
+    page = render_drift_html(layout.profile(frame(rng, 4000)), layout.profile(window), tmp_path / "p.html")
+    text = page.read_text(encoding="utf-8")
+    assert shown(text, "weekday")
+    assert not shown(text, "amount") and not shown(text, "country")
+    only_empty = layout.profile(window)
+    with pytest.raises(DataError, match="nothing to draw"):
+        render_drift_html(
+            layout.profile(frame(rng, 4000)), only_empty, tmp_path / "q.html", columns=["amount"]
+        )
