@@ -137,14 +137,32 @@ class FeatureState:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             msg = f"not a FeatureState document: {exc}"
             raise FeatureError(msg) from exc
-        stored = payload.get("content_hash")
-        if stored is not None and stored != state.content_hash:
+        # The hash is required, not optional: if a missing one were accepted, deleting it would be the
+        # way to get an edited fitted value past this check. Every writer (``to_json``) includes it.
+        if "content_hash" not in payload:
+            msg = (
+                "not a FeatureState document: key 'content_hash' is missing; expected the hex SHA-256 "
+                "that FeatureState.to_json writes, so the fitted values can be verified"
+            )
+            raise FeatureError(msg)
+        stored = payload["content_hash"]
+        if stored != state.content_hash:
             msg = (
                 f"FeatureState content hash mismatch: file says {stored}, "
                 f"content hashes to {state.content_hash}"
             )
             raise FeatureError(msg, value=stored)
         return state
+
+
+def _is_null_cell(value: Any) -> bool:
+    """Whether one computed cell is a null in any spelling (None, pd.NA, NaN, NaT).
+
+    ``pd.isna`` alone would do, except that a cell holding a list or array gives back an array; such a
+    cell is a value, not a null, and is left for the caller's cast to accept or reject.
+    """
+    missing = pd.isna(value)
+    return isinstance(missing, bool | np.bool_) and bool(missing)
 
 
 def _python_value(value: Any, kind: FeatureKind) -> JSONValue:
@@ -297,13 +315,17 @@ class FeatureSet:
             if pd.api.types.is_bool_dtype(series.dtype):
                 out = series.astype("boolean")
             else:
-                out = series.astype(object).map(lambda v: None if v is None or v is pd.NA else bool(v))
+                # Nulls first: ``bool(nan)`` is True, so a float NaN would become a real True and slip past
+                # the nullability check below (``np.where(cond, np.nan, ...)`` gives exactly such NaNs).
+                out = series.astype(object).map(lambda v: None if _is_null_cell(v) else bool(v))
                 out = out.astype("boolean")
         else:
             if pd.api.types.is_string_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype):
                 out = series.astype(object)
             else:
-                out = series.astype(object).map(lambda v: v if v is None or v is pd.NA else str(v))
+                # Nulls first: ``str(nan)`` is the category "nan" (and ``str(NaT)`` is "NaT"), which would
+                # pass the nullability check and the vocabulary as if it were a real value.
+                out = series.astype(object).map(lambda v: None if _is_null_cell(v) else str(v))
             out[out.isna().to_numpy(dtype=bool)] = None
             vocabulary = params.get("vocabulary", feature.categories)
             if vocabulary is not None:
@@ -344,9 +366,12 @@ class FeatureSet:
         index = pd.RangeIndex(1)
         cells: dict[str, pd.Series[Any]] = {}
         for name, value in raw.items():
-            cell = pd.Series([None], index=index, dtype=object)
-            cell.iloc[0] = value
-            cells[str(name)] = cell
+            # Fill a one-slot object array by element assignment, which stores the value as-is. Building
+            # the Series from ``[value]`` or assigning through ``.iloc`` lets pandas unpack a one-element
+            # array into a 0-d array, so the record path would see a different cell than the frame path.
+            holder = np.empty(1, dtype=object)
+            holder[0] = value
+            cells[str(name)] = pd.Series(holder, index=index, dtype=object)
         columns = self._compute(coerce_columns(cells, index, list(self.inputs.values())), state)
         return {
             name: _python_value(columns[name].iloc[0], self.features[name].kind) for name in self.features

@@ -93,7 +93,7 @@ def _to_utc_ns(value: Any, spec: RawInput, row: Any) -> int:
             raise FeatureError(msg, input=spec.name, value=value, row=row) from exc
     if isinstance(value, np.datetime64):
         msg = (
-            f"input {spec.name!r} row {row!r}: numpy datetime64 {value!r} carries no timezone; "
+            f"input {spec.name!r} row {row!r}: naive numpy datetime64 {value!r} carries no timezone; "
             "pass an aware datetime or an ISO-8601 string with an offset"
         )
         raise FeatureError(msg, input=spec.name, value=value, row=row)
@@ -158,6 +158,14 @@ def _coerce_timestamp_list(series: pd.Series[Any], spec: RawInput) -> pd.Series[
             msg = (
                 f"input {spec.name!r} row {row!r}: expected a list of aware timestamps, "
                 f"got {type(value).__name__}"
+            )
+            raise FeatureError(msg, input=spec.name, value=value, row=row)
+        if isinstance(value, np.ndarray) and value.ndim != 1:
+            # A 0-d array is a lone value, not a history, and iterating it raises a bare TypeError; a
+            # 2-d one would iterate rows, not timestamps. Either way the caller sent the wrong shape.
+            msg = (
+                f"input {spec.name!r} row {row!r}: expected a one-dimensional list of aware timestamps, "
+                f"got a {value.ndim}-d array {value!r}"
             )
             raise FeatureError(msg, input=spec.name, value=value, row=row)
         out.append(np.array([_to_utc_ns(item, spec, row) for item in value], dtype="int64"))

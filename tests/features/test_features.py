@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,9 +19,11 @@ from features import (
     FeatureKind,
     FeatureSet,
     FeatureState,
+    InputColumns,
     InputType,
     RawInput,
 )
+from features.core import ComputeFn, Params
 from features.ctr import CTR_FEATURES
 
 UTC = dt.UTC
@@ -186,3 +189,60 @@ def test_group_defaults_cover_every_feature() -> None:
     assert set(defaults) == {"context", "history", "item"}
     assert sorted(n for group in defaults.values() for n in group) == sorted(CTR_FEATURES.features)
     assert defaults["history"] == {"clicks_7d": 0.0, "clicks_24h": 0.0}
+
+
+def _one_feature_set(feature: Feature) -> tuple[FeatureSet, FeatureState]:
+    """A set of one feature over a nullable float input ``x``, fitted on a trivial frame."""
+    fs = FeatureSet("single", [RawInput("x", InputType.FLOAT, nullable=True)], [feature])
+    return fs, fs.fit(pd.DataFrame({"x": [1.0]}))
+
+
+def _big(raw: InputColumns, params: Params) -> np.ndarray[Any, Any]:
+    # NaN where x is missing: the float-with-NaN result a numpy-style boolean computation produces.
+    return np.where(raw["x"].isna(), np.nan, raw["x"] > 1)
+
+
+def _bucket(raw: InputColumns, params: Params) -> pd.Series[Any]:
+    # NaN where x is missing: np.floor passes it through, and str(nan) would be the category "nan".
+    buckets: pd.Series[Any] = np.floor(raw["x"] / 10)
+    return buckets
+
+
+@pytest.mark.parametrize(
+    ("kind", "compute"), [(FeatureKind.BOOLEAN, _big), (FeatureKind.CATEGORICAL, _bucket)]
+)
+def test_nan_from_a_non_nullable_boolean_or_categorical_feature_is_rejected_in_both_paths(
+    kind: FeatureKind, compute: ComputeFn
+) -> None:
+    fs, fitted = _one_feature_set(Feature("f", kind, ("x",), compute))
+    with pytest.raises(FeatureError, match="computed a null but the feature is not nullable") as batch:
+        fs.transform_frame(pd.DataFrame({"x": [2.0, np.nan, 0.0]}), fitted)
+    assert (batch.value.feature, batch.value.row) == ("f", 1)
+    with pytest.raises(FeatureError, match="computed a null but the feature is not nullable") as online:
+        fs.transform_record({"x": None}, fitted)
+    assert online.value.feature == "f"
+
+
+@pytest.mark.parametrize(
+    ("kind", "compute", "expected"),
+    [
+        (FeatureKind.BOOLEAN, _big, [None, False, True]),
+        (FeatureKind.CATEGORICAL, _bucket, [None, "0.0", "2.0"]),
+    ],
+)
+def test_nan_from_a_nullable_boolean_or_categorical_feature_stays_null_in_both_paths(
+    kind: FeatureKind, compute: ComputeFn, expected: list[Any]
+) -> None:
+    fs, fitted = _one_feature_set(Feature("f", kind, ("x",), compute, nullable=True))
+    xs = [None, 0.0, 20.0]
+    frame = fs.transform_frame(pd.DataFrame({"x": xs}), fitted)
+    assert [fs.row_values(frame, i)["f"] for i in range(len(xs))] == expected
+    assert [fs.transform_record({"x": x}, fitted)["f"] for x in xs] == expected
+
+
+def test_state_file_without_content_hash_is_rejected(state: FeatureState) -> None:
+    document = json.loads(state.to_json())
+    del document["content_hash"]  # without this requirement, deleting the hash hid an edited value
+    document["params"]["log_price"]["median"] = 0.5
+    with pytest.raises(FeatureError, match="key 'content_hash' is missing"):
+        FeatureState.from_json(json.dumps(document))

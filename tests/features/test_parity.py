@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -111,3 +112,43 @@ def test_naive_datetime64_column_is_rejected(fitted_state: FeatureState) -> None
     with pytest.raises(FeatureError, match="naive timestamps rejected") as err:
         CTR_FEATURES.transform_frame(frame, fitted_state)
     assert err.value.input == "event_time"
+
+
+def _request_with_clicks(clicks: Any) -> dict[str, Any]:
+    return {
+        "event_time": dt.datetime(2026, 6, 15, 12, tzinfo=dt.UTC),
+        "user_tz": "UTC",
+        "click_times": clicks,
+        "price": 1.0,
+        "category": "books",
+        "device": "mobile",
+        "ad_position": 1,
+    }
+
+
+def test_one_element_array_history_gives_the_same_features_in_both_paths(fitted_state: FeatureState) -> None:
+    click = dt.datetime(2026, 6, 15, 11, tzinfo=dt.UTC)
+    request = _request_with_clicks(np.array([click], dtype=object))
+    online = CTR_FEATURES.transform_record(request, fitted_state)
+    batch = CTR_FEATURES.row_values(CTR_FEATURES.transform_frame(pd.DataFrame([request]), fitted_state), 0)
+    assert online["clicks_24h"] == batch["clicks_24h"] == 1.0
+    assert online == batch
+
+
+@pytest.mark.parametrize(
+    ("clicks", "pattern"),
+    [
+        (np.array(["2026-06-15T11:00"], dtype="datetime64[ns]"), "naive numpy datetime64"),
+        (np.array(dt.datetime(2026, 6, 15, 11, tzinfo=dt.UTC), dtype=object), "got a 0-d array"),
+    ],
+)
+def test_malformed_array_history_is_a_feature_error_naming_the_input_in_both_paths(
+    clicks: np.ndarray[Any, Any], pattern: str, fitted_state: FeatureState
+) -> None:
+    request = _request_with_clicks(clicks)
+    with pytest.raises(FeatureError, match=pattern) as online:
+        CTR_FEATURES.transform_record(request, fitted_state)
+    assert online.value.input == "click_times"
+    with pytest.raises(FeatureError, match=pattern) as batch:
+        CTR_FEATURES.transform_frame(pd.DataFrame([request]), fitted_state)
+    assert batch.value.input == "click_times"
