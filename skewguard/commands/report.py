@@ -9,7 +9,6 @@ page are Evidently's own on the samples; skewguard's verdict is the one in the P
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 LATEST = "latest"
 
 # A SQLite URL naming a file: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite+driver:///…``.
-_SQLITE_FILE = re.compile(r"^sqlite(\+\w+)?:///(?P<path>[^?]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +67,6 @@ def choose_model(settings: MonitorSettings, name: str | None) -> ModelConfig:
             return model
     msg = f"--model {name!r} is not in the config; it monitors {names}"
     raise ConfigError(msg)
-
-
-def _check_sqlite_file(url: str) -> None:
-    """Refuse a SQLite store file that does not exist, instead of creating an empty one by reading it."""
-    match = _SQLITE_FILE.match(url)
-    if match is None or match["path"] == ":memory:":
-        return
-    path = Path(match["path"])
-    if not path.exists():
-        msg = (
-            f"the store file {str(path)!r} (store.url) does not exist; has the monitor run with this "
-            f"config (relative paths are relative to the current directory)?"
-        )
-        raise ConfigError(msg)
 
 
 def find_windows(
@@ -136,7 +120,6 @@ def write_report(
     start = parse_window(window)
     chosen = choose_model(settings, model)
     baseline = Baseline.load(chosen.baseline)
-    _check_sqlite_file(settings.store.url)
     store = Store(settings.store.url, schema=settings.store.db_schema, create=False)
     try:
         windows = find_windows(store, settings.group_id, chosen.name, start, last)

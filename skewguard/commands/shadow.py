@@ -33,7 +33,7 @@ def report(
     from skewguard.store import Store
 
     settings = load_settings(config)
-    store = Store(settings.store.url, schema=settings.store.db_schema)
+    store = Store(settings.store.url, schema=settings.store.db_schema, create=False)
     names = [model] if model else [m.name for m in settings.models]
     table = Table(title="shadow candidates")
     for header in ("model", "candidate", "verdict", "labelled windows", "reason"):

@@ -558,6 +558,13 @@ class Store:
             if not folder.is_dir():
                 msg = f"cannot open store {shown!r}: its folder {str(folder)!r} does not exist"
                 raise StoreConfigError(msg)
+            if not create and not Path(database).exists():
+                # Reading would create an empty file, then fail on its missing tables with an SQL dump.
+                msg = (
+                    f"the store file {database!r} (store.url) does not exist; has the monitor run with "
+                    "this config (relative paths are relative to the current directory)?"
+                )
+                raise StoreConfigError(msg)
         try:
             self.engine: Engine = sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_json_text)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -571,6 +578,19 @@ class Store:
         self.schema = schema
         if create:
             self.create()
+        else:
+            self._require_tables(shown)
+
+    def _require_tables(self, shown: str) -> None:
+        """StoreError when the store holds none of skewguard's tables (nothing was ever stored there)."""
+        with self._guarded(self.engine.connect, f"cannot read the store {shown!r}") as conn:
+            present = sa.inspect(conn).has_table(self.tables["windows"].name, schema=self.schema)
+        if not present:
+            where = f" in schema {self.schema!r}" if self.schema else ""
+            msg = (
+                f"the store {shown!r} holds no skewguard tables{where}; has the monitor run with this config?"
+            )
+            raise StoreError(msg)
 
     def create(self) -> None:
         """Create the schema and tables when missing (idempotent)."""

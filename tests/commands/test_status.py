@@ -83,7 +83,7 @@ def test_a_store_that_cannot_be_read_is_exit_3_not_a_finding(tmp_path: Path) -> 
     config = write_config(tmp_path, "postgresql+psycopg://nobody@127.0.0.1:1/none")
     result = CliRunner().invoke(app, ["status", "--config", str(config)])
     assert result.exit_code == EXIT_UNAVAILABLE == 3, result.output
-    assert "error:" in result.output and "reading the store failed" in result.output
+    assert "error:" in result.output and "cannot read the store" in result.output
 
 
 def test_a_store_url_that_names_no_store_is_a_config_error_exit_2(tmp_path: Path) -> None:
@@ -91,3 +91,17 @@ def test_a_store_url_that_names_no_store_is_a_config_error_exit_2(tmp_path: Path
     result = CliRunner().invoke(app, ["status", "--config", str(config)])
     assert result.exit_code == EXIT_USAGE, result.output
     assert "no-such-folder" in result.output and "does not exist" in result.output
+
+
+def test_reading_commands_refuse_a_store_file_that_does_not_exist_and_do_not_create_it(
+    tmp_path: Path,
+) -> None:
+    # Reading used to create an empty file, then fail on its missing tables with an SQL dump (status),
+    # or print an empty table and exit 0 (shadow report).
+    missing = tmp_path / "results.db"
+    config = write_config(tmp_path, f"sqlite:///{missing}")
+    for command in (["status"], ["shadow", "report"]):
+        result = CliRunner().invoke(app, [*command, "--config", str(config)])
+        assert result.exit_code == EXIT_USAGE, (command, result.output)
+        assert "does not exist; has the monitor run" in result.output
+        assert not missing.exists()

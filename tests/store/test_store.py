@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sqlite3
 import threading
 import uuid
 import zlib
@@ -12,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from skewguard.errors import StoreError
+from skewguard.errors import StoreConfigError, StoreError
 from skewguard.results import Check, Finding, Severity, Stage, WindowKey, WindowResult
 from skewguard.store import Checkpoint, NewAlert, Store, to_micros
 from skewguard.store.sql import pack_state, unpack_state
@@ -326,13 +327,20 @@ def test_any_table_lacking_a_column_of_this_release_is_refused_naming_it(tmp_pat
     Store(url, create=False).engine.dispose()  # reading only (skewguard status) does not check
 
 
-def test_reading_a_store_without_tables_is_a_store_error(tmp_path: Path) -> None:
-    empty = Store(f"sqlite:///{tmp_path / 'empty.db'}", create=False)
-    with pytest.raises(StoreError, match="reading the store failed"):
-        empty.windows()
-    with pytest.raises(StoreError, match="reading the store failed"):
-        empty.alerts()
-    empty.close()
+def test_opening_a_store_to_read_that_holds_nothing_is_refused_naming_it(tmp_path: Path) -> None:
+    # (skewguard status / report / shadow report): a missing file was created empty by reading it, and
+    # a store without tables failed on the first query with an SQL dump.
+    missing = tmp_path / "missing.db"
+    with pytest.raises(
+        StoreConfigError, match=r"missing.db' \(store.url\) does not exist; has the monitor run"
+    ):
+        Store(f"sqlite:///{missing}", create=False)
+    assert not missing.exists()
+    sqlite3.connect(tmp_path / "empty.db").close()  # a file, but no skewguard tables in it
+    with pytest.raises(StoreError, match="holds no skewguard tables; has the monitor run"):
+        Store(f"sqlite:///{tmp_path / 'empty.db'}", create=False)
+    Store(f"sqlite:///{tmp_path / 'used.db'}").close()
+    Store(f"sqlite:///{tmp_path / 'used.db'}", create=False).close()  # written once: opens for reading
 
 
 @pytest.mark.postgres
