@@ -32,6 +32,8 @@ app = typer.Typer(
     "retraining runs.",
     no_args_is_help=True,
     add_completion=False,
+    # Markdown: a docstring paragraph is reflowed to the terminal, not broken where the source wrapped.
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 

@@ -100,6 +100,8 @@ def demo(
 
     Writes the results store, the model directory, an Evidently drift report, PNG effect plots and
     summary.json under --out, and ends with a table of what was injected and what detected it.
+    Exit 0 when every injected problem was detected by the right check and nothing clean was flagged,
+    1 when the story did not hold (or a part broke on the way), 2 on usage errors.
     """
     from skewguard.demo.run import DemoOptions, run_demo
     from skewguard.demo.scenario import FULL, QUICK

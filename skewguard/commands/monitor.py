@@ -32,7 +32,9 @@ def monitor(
 ) -> None:
     """Run the streaming monitor daemon until SIGTERM/SIGINT (then checkpoint, commit and exit).
 
-    Serves /metrics, /healthz and /status on the configured HTTP port.
+    Serves /metrics, /healthz and /status on the configured HTTP port. Exit 0 after a clean stop, 2 on
+    configuration errors (the message names the key), 3 when the broker or the store cannot be reached
+    at start (an outage later is ridden out, not an exit).
     """
     from skewguard.daemon import MonitorDaemon, load_monitors
     from skewguard.settings import load_settings
@@ -74,7 +76,11 @@ def status(
         20, "--alerts", min=1, help="How many open alerts to show, newest first (the rest are counted)."
     ),
 ) -> None:
-    """Print the latest windows and the open alerts from the results store."""
+    """Print the latest windows and the open alerts from the results store.
+
+    Exit 0 when printed, 2 on configuration errors (a store file that does not exist included), 3 when
+    the store cannot be read.
+    """
     from skewguard.settings import load_settings
     from skewguard.store import Store
 
