@@ -71,3 +71,36 @@ def label_values_metric(query: str) -> str:
         msg = f"not a label_values(series, label) query: {query!r}"
         raise ValueError(msg)
     return match.group(1)
+
+
+_MATCHER = re.compile(r"""([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")
+_NAME = re.compile(r"(?<![\w:$])([A-Za-z_:][\w:]*)(?![\w:])")
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One ``label op "value"`` of a selector, the value without its quotes."""
+
+    label: str
+    op: str
+    value: str
+
+
+def selectors(expr: str, series: str) -> list[tuple[Matcher, ...]]:
+    """The matchers of every occurrence of ``series`` in ``expr`` (an empty tuple for a bare name)."""
+    found: list[tuple[Matcher, ...]] = []
+    masked = _STRING.sub(lambda m: '"' + "_" * (len(m.group(0)) - 2) + '"', expr)
+    for match in _NAME.finditer(masked):
+        if match.group(1) != series:
+            continue
+        rest = masked[match.end() :]
+        block = re.match(r"\s*\{[^}]*\}", rest)
+        if block is None:
+            found.append(())
+            continue
+        start = match.end() + block.start()
+        text = expr[start : match.end() + block.end()]
+        found.append(
+            tuple(Matcher(m.group(1), m.group(2), m.group(3)[1:-1]) for m in _MATCHER.finditer(text))
+        )
+    return found

@@ -2,7 +2,9 @@
 
 The checks are the ways a deploy directory silently rots: a dashboard querying a metric the daemon
 no longer exports, an environment override naming a settings key that does not exist, a probe on the
-wrong port, topics that differ from the config, a root container, a single replica.
+wrong port, topics that differ from the config, a root container, a single replica — and the ways it
+works in one setup only: a rule selecting on a label only compose's scrape job sets, replicas scraped
+twice on Kubernetes, a liveness probe that restarts every pod during a broker outage.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import BaseModel
 
+from skewguard.gate.config import GateConfig, GateSection, load_gate_config
 from skewguard.ops import Metrics, OpsServer, metric_names
+from skewguard.pipeline.config import load_retrain_config
 from skewguard.settings import ModelConfig, MonitorSettings, load_settings
 from tests.deploy import promql
 
@@ -40,7 +44,11 @@ CONFIG_IN_IMAGE = "/etc/skewguard/monitor.toml"
 
 # Series Prometheus itself synthesises for every target (not exported by the daemon, always present).
 PROMETHEUS_SERIES = frozenset({"up"})
-TARGET_LABELS = frozenset({"instance", "job"})
+# The target label (and value) alert rules and the dashboard find the monitor replicas by. Not `job`:
+# compose's scrape job is named `skewguard`, a Kubernetes pod job has a name of its own. Compose's job
+# sets this label by relabelling; on Kubernetes a pod job's labelmap of the pod labels yields it.
+REPLICA_LABEL = ("app_kubernetes_io_name", "skewguard")
+TARGET_LABELS = frozenset({"instance", "job", REPLICA_LABEL[0]})
 
 # What the dashboard must show (issue 8): every one of these series is queried somewhere.
 DASHBOARD_REQUIRED = {
@@ -302,6 +310,38 @@ def test_keys_mentioned_in_example_comments_exist_in_their_section() -> None:
             assert settings_field_exists(env_name), line
         checked += 1
     assert checked >= 3
+
+
+def settings_leaves(model: type[BaseModel], section: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """(section..., key) of every setting, walking nested models (and the model of ``[[models]]``)."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if typing.get_origin(annotation) is list and nested_model(typing.get_args(annotation)[0]):
+            annotation = typing.get_args(annotation)[0]
+        nested = nested_model(annotation)
+        if nested is None:
+            yield (*section, name)
+        else:
+            yield from settings_leaves(nested, (*section, name))
+
+
+def test_example_config_mentions_every_key_the_daemon_reads() -> None:
+    """The file's first line promises every key: each is set, or named in a comment (``# key = ...``,
+    ``# key: inject as ...`` for secrets); a table-valued key counts when its table is there."""
+    mentioned: set[tuple[str, ...]] = set()
+    section: tuple[str, ...] = ()
+    for line in EXAMPLE_CONFIG.read_text(encoding="utf-8").splitlines():
+        header = re.match(r"^\[\[?([\w.]+)\]\]?", line)
+        if header:
+            section = tuple(header.group(1).split("."))
+            mentioned.add(section)
+            continue
+        key = re.match(r"^(?:#\s*)?(\w+)\s*(?:=|:\s)", line)
+        if key:
+            mentioned.add((*section, key.group(1)))
+    missing = [".".join(key) for key in settings_leaves(MonitorSettings) if key not in mentioned]
+    assert not missing, f"monitor.example.toml does not mention {missing}"
+    assert ("kafka", "ssl_certfile") in set(settings_leaves(MonitorSettings))  # (the walk reaches kafka)
 
 
 def test_settings_walk_accepts_real_keys_and_rejects_typos() -> None:
@@ -595,6 +635,52 @@ def test_every_queried_series_is_one_the_daemon_exports(where: str, expr: str) -
     assert parts.grouping_labels <= available, f"{where}: groups on {parts.grouping_labels - available}"
 
 
+def compose_target_labels() -> dict[str, str]:
+    """Labels compose's skewguard scrape job attaches to every replica (fixed-value relabel rules)."""
+    (prometheus,) = yaml_documents(DEPLOY / "prometheus.yml")
+    (job,) = [job for job in prometheus["scrape_configs"] if job["job_name"] == "skewguard"]
+    return {
+        rule["target_label"]: str(rule["replacement"])
+        for rule in job.get("relabel_configs", [])
+        if rule.get("action", "replace") == "replace" and not rule.get("source_labels")
+    }
+
+
+def kubernetes_target_labels() -> dict[str, str]:
+    """Labels a pod scrape job gets from the usual ``labelmap`` of ``__meta_kubernetes_pod_label_(.+)``
+    (Prometheus turns each character of a pod label name that is not allowed in a label name into ``_``)."""
+    labels = k8s_object("Deployment")["spec"]["template"]["metadata"]["labels"]
+    return {re.sub(r"[^A-Za-z0-9_]", "_", name): str(value) for name, value in labels.items()}
+
+
+def test_compose_and_kubernetes_scrapes_both_attach_the_replica_label() -> None:
+    name, value = REPLICA_LABEL
+    assert compose_target_labels().get(name) == value
+    assert kubernetes_target_labels().get(name) == value
+    assert name not in {label for names in metric_labels().values() for label in names}
+
+
+@pytest.mark.parametrize(("where", "expr"), all_expressions(), ids=[w for w, _ in all_expressions()])
+def test_queries_find_replicas_by_a_label_both_setups_attach(where: str, expr: str) -> None:
+    """``job`` differs between compose and Kubernetes: a rule on it never (or always) fires on one."""
+    name, value = REPLICA_LABEL
+    for series in {use.name for use in promql.parse(expr).series}:
+        for matchers in promql.selectors(expr, series):
+            assert all(m.label != "job" for m in matchers), f"{where}: selects on job"
+            if series == "up":  # every target has an `up`: select the monitor's
+                found = [(m.label, m.op, m.value) for m in matchers]
+                assert found == [(name, "=", value)], f"{where}: up must select {name}={value!r}"
+
+
+def test_promql_selectors_read_matcher_values_and_bare_names() -> None:
+    expr = 'absent(up{app_kubernetes_io_name="skewguard"} == 1) or up or x{job=~"up"}'
+    assert promql.selectors(expr, "up") == [
+        (promql.Matcher("app_kubernetes_io_name", "=", "skewguard"),),
+        (),
+    ]
+    assert promql.selectors(expr, "x") == [(promql.Matcher("job", "=~", "up"),)]
+
+
 def test_dashboard_variables_query_exported_series() -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     variables = dashboard["templating"]["list"]
@@ -643,9 +729,17 @@ def test_deployment_probes_target_the_port_the_config_serves(
     port = load_settings(configmap_config(tmp_path)).http.port
     named = {p["name"]: p["containerPort"] for p in container["ports"]}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz", probe
-        assert named.get(get["port"], get["port"]) == port, probe
+        (handler,) = [container[probe][kind] for kind in ("httpGet", "tcpSocket") if kind in container[probe]]
+        assert named.get(handler["port"], handler["port"]) == port, probe
+
+
+def test_only_readiness_reads_healthz_so_a_broker_outage_restarts_no_pod() -> None:
+    """/healthz turns 503 after 30 s without a successful poll or checkpoint: the daemon rides the outage
+    out, so that must take the pods out of readiness, never kill them (every replica at once)."""
+    container = monitor_container()
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("startupProbe", "livenessProbe"):
+        assert set(container[probe]) & {"httpGet", "tcpSocket", "exec", "grpc"} == {"tcpSocket"}, probe
 
 
 def test_deployment_mounts_the_configmap_where_args_point(tmp_path: Path) -> None:
@@ -689,13 +783,22 @@ def test_service_and_pdb_select_the_monitor_pods() -> None:
     named = {p["name"]: p["containerPort"] for p in monitor_container()["ports"]}
     (port,) = service["spec"]["ports"]
     assert named.get(port["targetPort"], port["targetPort"]) == port["port"]
-    annotations = service["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert int(annotations["prometheus.io/port"]) == port["port"]
-    assert annotations["prometheus.io/path"] == "/metrics"
     pdb = k8s_object("PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert 1 <= pdb["spec"]["minAvailable"] < k8s_object("Deployment")["spec"]["replicas"]
+
+
+def test_only_the_pods_are_annotated_for_scraping(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    """Annotating the Service too makes a kubernetes-service-endpoints job scrape every replica a second
+    time, next to the kubernetes-pods job: every sum on the dashboard doubles."""
+    template = k8s_object("Deployment")["spec"]["template"]["metadata"]
+    annotations = template["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == load_settings(configmap_config(tmp_path)).http.port
+    assert annotations["prometheus.io/path"] == "/metrics"
+    for obj in k8s_objects():
+        scraped = {k for k in obj["metadata"].get("annotations", {}) if k.startswith("prometheus.io/")}
+        assert not scraped, f"{obj['kind']} {obj['metadata']['name']} is annotated for scraping: {scraped}"
 
 
 def test_deployment_volumes_are_all_defined_and_claims_exist() -> None:
@@ -705,3 +808,49 @@ def test_deployment_volumes_are_all_defined_and_claims_exist() -> None:
     for volume in volumes.values():
         if "persistentVolumeClaim" in volume:
             assert volume["persistentVolumeClaim"]["claimName"] in claims
+
+
+# ------------------------------------------------------------------------------------------- examples
+
+
+GATE_EXAMPLE = DEPLOY / "examples" / "gate.toml"
+RETRAIN_EXAMPLES = sorted((DEPLOY / "examples").glob("retrain*.toml"))
+
+
+def test_gate_example_loads_with_the_gate_config_loader() -> None:
+    config = load_gate_config(GATE_EXAMPLE)
+    assert config.model and config.batch and config.loss
+
+
+def test_gate_example_documents_every_key_and_its_commented_keys_load(tmp_path: Path) -> None:
+    """Uncommenting every ``# key = value`` line still gives a valid config: the options it shows exist."""
+    lines = GATE_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    uncommented = [line[2:] if re.match(r"^# \w+ = ", line) else line for line in lines]
+    assert uncommented != lines
+    path = tmp_path / "gate.toml"
+    path.write_text("\n".join(uncommented) + "\n", encoding="utf-8")
+    config = load_gate_config(path)
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert set(raw) == set(GateConfig.model_fields)
+    assert set(raw["gate"]) == set(GateSection.model_fields)
+    assert config.gate == GateSection()  # the optional [gate] keys are shown at their defaults
+
+
+def make_clean_paths() -> list[Path]:
+    """What the Makefile's ``clean`` target deletes."""
+    recipe = re.search(r"^clean:.*\n((?:\t.*\n?)+)", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M)
+    assert recipe is not None
+    words = shlex.split(recipe.group(1).replace("\t", " "))
+    return [
+        ROOT / word for word in words if word not in {"rm", "-rf", "-f", "-r"} and not word.startswith("$")
+    ]
+
+
+@pytest.mark.parametrize("path", RETRAIN_EXAMPLES, ids=lambda p: p.name)
+def test_retrain_examples_load_and_register_models_outside_what_make_clean_deletes(path: Path) -> None:
+    config = load_retrain_config(path)
+    assert all(file.is_file() for file in config.data.files)
+    for deleted in make_clean_paths():
+        assert not config.models_dir.is_relative_to(deleted.resolve()), (
+            f"{path.name}: models_dir {config.models_dir} is inside {deleted.name}, which make clean deletes"
+        )
