@@ -3,13 +3,21 @@
 Environment variables win over the file, so one config file can be baked into an image and the
 deployment-specific parts (store URL, webhook, brokers) injected as ``SKEWGUARD_<SECTION>__<KEY>``,
 e.g. ``SKEWGUARD_STORE__URL=postgresql+psycopg://…`` or ``SKEWGUARD_KAFKA__BOOTSTRAP_SERVERS=k1:9092``.
-Unknown keys are errors (a typo must not silently fall back to a default).
+Unknown keys are errors (a typo must not silently fall back to a default) — in the file, and in the
+environment: a ``SKEWGUARD_*`` variable that names no setting (``SKEWGUARD_STORE_URL`` for
+``SKEWGUARD_STORE__URL``) is refused, naming the closest real one. ``models`` is a list: from the
+environment it is set whole (``SKEWGUARD_MODELS`` as a JSON list), never per key.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import (
     BaseModel,
@@ -198,8 +206,77 @@ class MonitorSettings(BaseSettings):
         return env_settings, init_settings
 
 
+#: ``SKEWGUARD_*`` variables read by something other than the monitor's settings.
+_NOT_SETTINGS: Final = frozenset({"SKEWGUARD_BENCH_STORE"})  # (skewguard bench scale's store)
+_PREFIX: Final = "SKEWGUARD_"
+_DELIMITER: Final = "__"
+
+
+def names_a_setting(variable: str) -> bool:
+    """Whether the environment variable ``SKEWGUARD_<KEY>[__<KEY>…]`` names a monitor setting.
+
+    Like pydantic-settings, case-insensitive. A dict-valued setting (``kafka.client_options``,
+    ``policy.min_threshold``) takes one free key more; a list of models is set whole.
+    """
+    parts = variable[len(_PREFIX) :].lower().split(_DELIMITER)
+    model: type[BaseModel] | None = MonitorSettings
+    for index, part in enumerate(parts):
+        if model is None or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        model = section_model(annotation)
+        if model is None and index < len(parts) - 1:
+            return typing.get_origin(annotation) is dict and index == len(parts) - 2
+    return True
+
+
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings section inside ``X`` or ``X | None``; None for anything else (lists included)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = section_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _setting_variables(model: type[BaseModel], prefix: str = _PREFIX) -> Iterator[str]:
+    """Every ``SKEWGUARD_…`` name of a setting, for suggestions."""
+    for name, field in model.model_fields.items():
+        variable = f"{prefix}{name.upper()}"
+        yield variable
+        nested = section_model(field.annotation)
+        if nested is not None:
+            yield from _setting_variables(nested, variable + _DELIMITER)
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """ConfigError for the first ``SKEWGUARD_*`` variable that names no setting (pydantic ignores it)."""
+    for variable in sorted(environ):
+        if not variable.upper().startswith(_PREFIX) or variable.upper() in _NOT_SETTINGS:
+            continue
+        if names_a_setting(variable):
+            continue
+        if variable.upper().startswith(f"{_PREFIX}MODELS{_DELIMITER}"):
+            msg = (
+                f"environment variable {variable} names no setting: models is a list, set whole from the "
+                f"environment (SKEWGUARD_MODELS as a JSON list) or in the config file, never per key"
+            )
+            raise ConfigError(msg)
+        close = difflib.get_close_matches(variable.upper(), list(_setting_variables(MonitorSettings)), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        msg = (
+            f"environment variable {variable} names no setting{hint}; nested keys are joined by "
+            f"'{_DELIMITER}', e.g. SKEWGUARD_STORE__URL"
+        )
+        raise ConfigError(msg)
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> MonitorSettings:
     """Read a TOML/YAML config file (or none) and apply environment overrides; ConfigError on any problem."""
+    _check_environment(os.environ)
     data: dict[str, Any] = {}
     if path is not None:
         data = read_config_document(path)

@@ -76,3 +76,31 @@ def test_a_topic_name_kafka_would_refuse_is_refused_with_the_key(topic: str, why
     with pytest.raises(ConfigError, match=rf"'topics\.dead_letter'.*{why}"):
         load_settings(None, **MINIMAL, topics={"dead_letter": topic})
     assert load_settings(None, **MINIMAL, topics={"dead_letter": "a.b_c-9"}).topics.dead_letter == "a.b_c-9"
+
+
+@pytest.mark.parametrize(
+    ("variable", "named"),
+    [
+        ("SKEWGUARD_STORE_URL", "did you mean SKEWGUARD_STORE__URL?"),
+        ("SKEWGUARD_KAFKA__BOOTSTRAP_SERVER", "did you mean SKEWGUARD_KAFKA__BOOTSTRAP_SERVERS?"),
+        ("SKEWGUARD_MODELS__0__SKEW_MAX_RATE", "models is a list, set whole from the environment"),
+    ],
+)
+def test_an_environment_variable_naming_no_setting_is_refused_not_ignored(
+    variable: str, named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pydantic-settings ignores it: a misspelt SKEWGUARD_STORE_URL left the file's store in place.
+    monkeypatch.setenv(variable, "x")
+    with pytest.raises(ConfigError, match=rf"environment variable {variable} names no setting.*{named}"):
+        load_settings(None, **MINIMAL)
+
+
+def test_real_settings_and_non_setting_variables_in_the_environment_are_fine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SKEWGUARD_KAFKA__CLIENT_OPTIONS__METADATA_MAX_AGE_MS", "1000")  # a dict's free key
+    monkeypatch.setenv("skewguard_http__port", "9200")  # case-insensitive, as pydantic-settings reads it
+    monkeypatch.setenv("SKEWGUARD_BENCH_STORE", "sqlite:///bench.db")  # read by bench scale, not a setting
+    settings = load_settings(None, **MINIMAL)
+    assert settings.http.port == 9200
+    assert settings.kafka.client_options == {"metadata_max_age_ms": "1000"}

@@ -17,7 +17,6 @@ import shlex
 import subprocess
 import sys
 import tomllib
-import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from pydantic import BaseModel
 from skewguard.gate.config import GateConfig, GateSection, load_gate_config
 from skewguard.ops import Metrics, OpsServer, metric_names
 from skewguard.pipeline.config import load_retrain_config
-from skewguard.settings import ModelConfig, MonitorSettings, load_settings
+from skewguard.settings import ModelConfig, MonitorSettings, load_settings, names_a_setting, section_model
 from tests.deploy import promql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,30 +139,8 @@ def depends_on(doc: dict[str, Any], service: str, target: str) -> bool:
 
 
 def settings_field_exists(env_name: str) -> bool:
-    """Whether SKEWGUARD_<SECTION>__<KEY> names a field, walking MonitorSettings.model_fields."""
-    parts = env_name.removeprefix("SKEWGUARD_").lower().split("__")
-    model: type[BaseModel] | None = MonitorSettings
-    for index, part in enumerate(parts):
-        if model is None or part not in model.model_fields:
-            return False
-        annotation = model.model_fields[part].annotation
-        model = nested_model(annotation)
-        if model is None and index < len(parts) - 1:
-            # Only a dict-valued field (client_options, policy.min_threshold) takes one more free key.
-            return typing.get_origin(annotation) is dict and index == len(parts) - 2
-    return True
-
-
-def nested_model(annotation: Any) -> type[BaseModel] | None:
-    """The BaseModel inside ``X``, ``X | None`` (a list of models cannot be set per key from env)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = nested_model(arg)
-            if found is not None:
-                return found
-    return None
+    """Whether SKEWGUARD_<SECTION>__<KEY> names a field (the settings' own check, as the daemon uses it)."""
+    return names_a_setting(env_name)
 
 
 @pytest.fixture
@@ -316,9 +293,9 @@ def settings_leaves(model: type[BaseModel], section: tuple[str, ...] = ()) -> It
     """(section..., key) of every setting, walking nested models (and the model of ``[[models]]``)."""
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        if typing.get_origin(annotation) is list and nested_model(typing.get_args(annotation)[0]):
+        if typing.get_origin(annotation) is list and section_model(typing.get_args(annotation)[0]):
             annotation = typing.get_args(annotation)[0]
-        nested = nested_model(annotation)
+        nested = section_model(annotation)
         if nested is None:
             yield (*section, name)
         else:
