@@ -281,8 +281,10 @@ class NumericColumnLayout:
         values = _numeric_values(series, spec.name)
         values = values[~np.isnan(values)]
         if len(values) == 0:
-            msg = f"column {spec.name!r} has no finite values in the reference; cannot place bin edges"
-            raise DataError(msg)
+            # All null in the reference (a blank CSV column reads as float NaN): nothing to place edges
+            # at, and nothing to compare a distribution with. One bin at 0 keeps the column profiled, so
+            # its null rate is still judged (values appearing later are a null-rate change).
+            return cls(spec=spec, edges=np.array([0.0, np.nextafter(0.0, np.inf)]))
         edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
         top = edges[-1]
         if len(edges) == 1 or np.count_nonzero(values == top) > 1:

@@ -133,3 +133,20 @@ def test_traffic_moving_to_new_values_is_still_drift() -> None:
     current.loc[moved, "city"] = [f"new{i}" for i in range(int(moved.sum()))]
     city = compare_frames(reference, current).chunks[0].verdict.feature("city")
     assert city.drifted and city.statistics.largest_change == "<other or unseen>"
+
+
+def test_a_numeric_column_all_null_in_the_reference_is_judged_by_its_null_rate() -> None:
+    # (a blank CSV column reads as float NaN): it refused the whole comparison; now it is profiled,
+    # unchanged while it stays null, and flagged once it holds values.
+    rng = np.random.default_rng(5)
+    reference = pd.DataFrame({"blank": [np.nan] * 3000, "x": rng.normal(size=3000)})
+    still_blank = compare_frames(
+        reference, pd.DataFrame({"blank": [np.nan] * 1000, "x": rng.normal(size=1000)})
+    )
+    assert not still_blank.chunks[0].verdict.drifted
+    filled = compare_frames(
+        reference, pd.DataFrame({"blank": rng.normal(size=1000), "x": rng.normal(size=1000)})
+    )
+    (blank,) = [f for f in filled.chunks[0].verdict.features if f.name == "blank"]
+    assert blank.drifted and blank.method is Method.NULL_RATE
+    assert (blank.statistics.reference_null_rate, blank.statistics.window_null_rate) == (1.0, 0.0)
