@@ -34,9 +34,11 @@ Counting contract (:meth:`ShadowRunner.stats`): every answered request ends up i
 ``queued`` (still with the candidates); and for each candidate, in exactly one of ``scored``,
 ``dropped``, ``expired``, ``errors``, or still queued.
 
-Python cannot interrupt a running call: a candidate that hangs holds its worker until it returns. The
-queue then fills and later requests are dropped (and logged without shadow predictions) rather than
-delayed; :meth:`ShadowRunner.close` logs what a stuck worker holds, with the predictions it has.
+Python cannot interrupt a running call: a candidate that hangs holds its worker until it returns.
+While every worker is stuck so past the deadline, the watchdog takes the queued requests off the queue
+and logs each at its deadline (candidates counted expired); once the queue is full, later requests are
+dropped (and logged at once without shadow predictions) rather than delayed. :meth:`ShadowRunner.close`
+logs what a stuck worker holds, with the predictions it has.
 
 Scorers are plain callables ``scorer(features) -> prediction`` (see :class:`Scorer`), optionally with
 ``score_batch(list_of_features) -> predictions``; :func:`torch_scorer` wraps a torch module (eval mode,
@@ -316,6 +318,9 @@ class ShadowRunner:
         # no candidates, no workers: predict then logs each request itself
         thread_count = workers if self._candidates else 0
         self._in_hand: list[list[_Job]] = [[] for _ in range(thread_count)]
+        # when each worker took the batch it is scoring (None while it waits): the watchdog's way to
+        # tell that every worker is stuck in a candidate
+        self._busy_since: list[float | None] = [None] * thread_count
         self._workers = [
             threading.Thread(target=self._work, args=(index,), name=f"skewguard-shadow-{index}", daemon=True)
             for index in range(thread_count)
@@ -446,14 +451,7 @@ class ShadowRunner:
         if self._watchdog is not None:
             self._watchdog.join(max(0.0, self._close_deadline - time.monotonic()))
         # what no worker will log any more: jobs left in the queue and jobs held by a stuck worker
-        leftovers: list[_Job] = []
-        while True:
-            try:
-                leftovers.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        with self._cond:
-            self._in_queue -= len(leftovers)
+        leftovers = self._drain_queue()
         for thread, held in zip(self._workers, self._in_hand, strict=True):
             if thread.is_alive():
                 log.warning("shadow worker %s still busy in a candidate at close", thread.name)
@@ -484,6 +482,7 @@ class ShadowRunner:
                 continue
             last_batch = time.monotonic()
             self._in_hand[index] = batch
+            self._busy_since[index] = last_batch
             try:
                 self._score(batch)
             except Exception:  # pragma: no cover - _score catches candidates' errors; a bug of ours
@@ -491,21 +490,52 @@ class ShadowRunner:
             for job in batch:
                 self._finish(job)
             self._in_hand[index] = []
+            self._busy_since[index] = None
 
     def _watch(self) -> None:
-        """Log the requests a worker holds past their deadline while a candidate still runs.
+        """Log the requests past their deadline that no worker can get to while candidates hang.
 
         Workers check the deadline only between candidates, so a candidate that hangs held its batch's
-        records (and every ``flush``) until close. ``_finish`` logs a job once whoever calls it, and the
-        worker, when its candidate returns, counts nothing more for a job already logged.
+        records (and every ``flush``) until close; and with every worker stuck so, the requests still
+        in the queue waited too — up to ``queue_size`` records logged long after their event time,
+        late for the monitor's windows. The watchdog logs held requests once past their deadline and,
+        while every worker has been busy longer than the deadline, takes the queued ones off the queue
+        and logs each at its deadline (its candidates counted expired). ``_finish`` logs a job once
+        whoever calls it, and a worker, when its candidate returns, counts nothing more for a job
+        already logged.
         """
         period = min(max(self._deadline_s / 4, 0.005), 0.25)
+        adopted: list[_Job] = []  # taken off the queue while every worker was stuck, in deadline order
         while not self._stop.wait(period):
             now = time.monotonic()
             for held in list(self._in_hand):
                 for job in list(held):
                     if job.due <= now and not job.done:
                         self._finish(job)
+            if self._all_workers_stuck(now):
+                adopted += self._drain_queue()
+            while adopted and adopted[0].due <= now:
+                self._finish(adopted.pop(0))
+        # stopping: close() logs what is left in the queue and with stuck workers; these are ours
+        for job in adopted:
+            self._finish(job)
+
+    def _all_workers_stuck(self, now: float) -> bool:
+        """Whether every worker has been scoring one batch for longer than the deadline."""
+        return all(since is not None and now - since > self._deadline_s for since in self._busy_since)
+
+    def _drain_queue(self) -> list[_Job]:
+        """Everything waiting in the queue, taken off it (FIFO, so in deadline order)."""
+        taken: list[_Job] = []
+        while True:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if taken:
+            with self._cond:
+                self._in_queue -= len(taken)
+        return taken
 
     def _take_batch(self, polling: bool) -> list[_Job]:
         """The next batch: up to ``batch_size`` requests, gathered for at most ``batch_wait_ms``.

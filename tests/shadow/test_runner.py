@@ -166,6 +166,32 @@ def test_candidate_past_the_deadline_is_skipped_counted_expired_and_the_record_s
     assert logged["r3"]["event_time"] == event_time(3)  # taken in predict, not when logged
 
 
+def test_requests_queued_behind_stuck_workers_are_logged_at_their_deadline_not_at_close() -> None:
+    # Every worker hangs in the candidate: the requests behind them in the queue waited for a free
+    # worker (until close), logged long after their event time, late for the monitor's windows.
+    blocked = BlockedCandidate()
+    log = MemoryLog()
+    runner = ShadowRunner(
+        production_score, {"slow": blocked}, log, workers=1, batch_size=1, batch_wait_ms=0, deadline_ms=50
+    )
+    try:
+        runner.predict("r0", features_for(0), event_time=event_time(0))
+        assert blocked.entered.wait(PROMPT_S)
+        for i in range(1, 10):
+            runner.predict(f"r{i}", features_for(i), event_time=event_time(i))
+        assert runner.flush(10.0)  # every record logged while the candidate still hangs
+        assert not blocked.release.is_set()
+        logged = log.by_request()
+        assert sorted(logged) == sorted(f"r{i}" for i in range(10))
+        stats = runner.stats()
+        assert (stats.logged, stats.queued, stats.candidates["slow"].expired) == (10, 0, 10)
+    finally:
+        blocked.release.set()
+        runner.close(5.0)
+    assert blocked.calls == 1  # the queued requests were never handed to the stuck candidate
+    assert runner.stats().logged == 10
+
+
 def test_close_logs_what_a_stuck_candidate_holds_within_its_timeout() -> None:
     blocked = BlockedCandidate()
     log = MemoryLog()
