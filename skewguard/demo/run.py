@@ -319,7 +319,7 @@ def _retrain_config(
                 "id_column": "request_id",
             },
             "model": {"factory": factory, "options": {"hidden": 32}},
-            "gate": {"batch_size": 128, "lr": 0.01, "max_steps": 500},
+            "gate": {"batch_size": 32, "lr": 0.01, "max_steps": 500},
             "training": section,
             "evaluation": {"compare_with_production": True, "metric": "log_loss"},
             # Thresholds are calibrated on held-out chunks the size of a serving window.

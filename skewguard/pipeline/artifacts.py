@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,20 @@ def save_weights(module: nn.Module, path: Path) -> None:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a state dict with ``weights_only=True``: no pickled code can run."""
+    """Read a state dict with ``weights_only=True``: no pickled code can run.
+
+    The restricted unpickler refuses a corrupt file, or a legacy ``torch.save(model)`` full-module
+    pickle, with ``pickle.UnpicklingError``: a bad weights file like any other, so a DataError.
+    """
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        # torch's own message advises weights_only=False, i.e. running the file's code: not repeated.
+        msg = (
+            f"weights {str(path)!r}: cannot be loaded with weights_only=True; expected a state dict of "
+            "tensors as the pipeline writes it (the file is corrupt, or holds a whole pickled model)"
+        )
+        raise DataError(msg) from exc
     except (OSError, RuntimeError, EOFError) as exc:
         msg = f"weights {str(path)!r}: cannot be loaded with weights_only=True ({exc})"
         raise DataError(msg) from exc

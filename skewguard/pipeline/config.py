@@ -16,7 +16,7 @@ Example (``deploy/examples/retrain.toml`` is a complete one)::
     options = { hidden = 32 }
 
     [gate]
-    batch_size = 128
+    batch_size = 32                          # 8-32 examples: memorising them must be possible
     lr = 0.01
 
     [training]
@@ -100,9 +100,16 @@ class ModelSection(BaseModel):
 
 
 class PipelineGateSection(GateSection):
-    """``[gate]``: the overfit gate's options plus the size of the one cached training batch."""
+    """``[gate]``: the overfit gate's options plus the size of the one cached training batch.
 
-    batch_size: int = Field(default=128, ge=2, le=65_536)
+    The batch is drawn from training rows whose encoded inputs occur once with one label (see
+    ``skewguard.pipeline.retrain.gate_candidate_rows``): the gate demands 100 % agreement, which rows
+    with identical inputs and different labels make unreachable for any model. 32 rows by default,
+    the top of the gate's 8-32 range: a larger batch only makes memorising slower and more likely
+    to meet near-duplicates that a small model cannot separate.
+    """
+
+    batch_size: int = Field(default=32, ge=2, le=65_536)
 
 
 class TrainingSection(BaseModel):
@@ -162,7 +169,8 @@ class RetrainConfig(BaseModel):
 
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     models_dir: Path
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    """Seeds torch, numpy and the split; torch.manual_seed takes a signed 64-bit int, numpy no negatives."""
     threads: int = Field(default=1, ge=1, le=256)
     """torch intra-op threads inside the pipeline (restored afterwards); 1 suits a shared machine."""
     data: DataSection

@@ -1,9 +1,11 @@
 """``retrain(config)``: the retraining pipeline the overfit gate guards, stage by stage, failing fast.
 
 load raw rows → GX validation of the raw inputs (and the label) → split, fit FeatureState, compute
-features, fit the encoder → overfit gate on one cached training batch → full training with early
-stopping → holdout evaluation against production → artifacts (weights, encoder, state, baseline,
-gate report, metrics) in a staging directory → registered under the next version number.
+features, fit the encoder → overfit gate on one cached training batch (rows whose encoded inputs no
+row with another label shares: see ``gate_candidate_rows``) → full training with early stopping (a
+run in which no epoch beats the initial weights stops: they are untrained) → holdout evaluation
+against production → artifacts (weights, encoder, state, baseline, gate report, metrics) in a
+staging directory → registered under the next version number.
 
 Nothing is written under a version name until every artifact exists: the staging directory is
 renamed into place by the registry (see ``skewguard.pipeline.registry``), and removed if any stage
@@ -11,9 +13,9 @@ fails, so a stopped run leaves no model directory behind.
 
 Reproducibility: torch's global generator is seeded from ``config.seed`` inside the run and restored
 afterwards (the caller's RNG state is untouched), shuffling uses a seeded ``torch.Generator``, and the
-split is a hash of the id column (or a seeded permutation), so the same data and config give the same
-weights. torch runs with ``config.threads`` intra-op threads (1 by default) and the caller's setting
-is restored.
+split is a hash of the id column's canonical form (``canonical_ids``; null ids are refused) or a
+seeded permutation, so the same data and config give the same weights. torch runs with
+``config.threads`` intra-op threads (1 by default) and the caller's setting is restored.
 """
 
 from __future__ import annotations
@@ -187,11 +189,56 @@ def _label_violations(frame: pd.DataFrame, label: str) -> list[Violation]:
     return found
 
 
+def _canonical_id(value: Any) -> str:
+    if isinstance(value, float | np.floating) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def canonical_ids(ids: pd.Series[Any]) -> pd.Series[Any]:
+    """The ids as the strings the split hashes: an integral float is written as the integer it is.
+
+    One null id turns an int64 column into float64, and ``str`` then writes 101 as "101.0": hashing
+    that moves every row to another split, so a "fixed" holdout would leak into training. Written as
+    integers, int64 and float64 ids of the same values hash alike; ids that are already integers or
+    strings hash exactly as before, so existing holdouts stay where they are.
+    """
+    if pd.api.types.is_float_dtype(ids.dtype):
+        values = ids.to_numpy(dtype="float64")
+        text = ids.astype(str).to_numpy(dtype=object)
+        integral = np.isfinite(values) & (np.floor(values) == values)
+        text[integral] = [str(int(value)) for value in values[integral]]
+        return pd.Series(text, index=ids.index, dtype=object)
+    if ids.dtype == object:
+        return ids.map(_canonical_id)
+    return ids.astype(str)
+
+
 def _unit_hash(ids: pd.Series[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
     """A stable pseudo-uniform number in [0, 1) per id: the same id lands in the same split every run."""
-    hashed = pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy(dtype="uint64")
+    hashed = pd.util.hash_pandas_object(canonical_ids(ids), index=False).to_numpy(dtype="uint64")
     unit: np.ndarray[Any, np.dtype[np.float64]] = (hashed >> np.uint64(11)).astype("float64") / float(1 << 53)
     return unit
+
+
+def gate_candidate_rows(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Rows the gate batch may be drawn from: one per distinct encoded input, if its label is consistent.
+
+    The gate passes a classifier only at 100 % agreement with the targets. Rows whose encoded inputs
+    are identical get identical outputs, so if their labels differ (two impressions of the same ad
+    context, one clicked: common in click logs) no model can reach the targets and the gate would
+    blame a correct model. Such rows are left out entirely; a duplicate with the same label is kept
+    once. Returns row indices in ascending order.
+    """
+    _, group, counts = torch.unique(inputs, dim=0, return_inverse=True, return_counts=True)
+    groups, labels = len(counts), targets.to(torch.float64)
+    low = torch.full((groups,), math.inf, dtype=torch.float64).scatter_reduce(0, group, labels, "amin")
+    high = torch.full((groups,), -math.inf, dtype=torch.float64).scatter_reduce(0, group, labels, "amax")
+    positions = torch.arange(len(inputs))
+    first = torch.full((groups,), len(inputs), dtype=positions.dtype).scatter_reduce(
+        0, group, positions, "amin"
+    )
+    return torch.sort(first[low == high]).values
 
 
 class _Pipeline:
@@ -292,7 +339,17 @@ class _Pipeline:
             if data.id_column not in raw.columns:
                 msg = f"key 'data.id_column' = {data.id_column!r}: the data has no such column"
                 raise ConfigError(msg)
-            unit = _unit_hash(raw[data.id_column])
+            ids = raw[data.id_column]
+            missing = ids.isna().to_numpy()
+            if missing.any():
+                # A null id has no stable hash (and its presence changes the column's dtype): refuse.
+                msg = (
+                    f"key 'data.id_column' = {data.id_column!r}: {int(missing.sum())} row(s) have no id "
+                    f"(first: row {int(np.flatnonzero(missing)[0])} of the training data); the holdout "
+                    "split hashes the id, so every row needs one"
+                )
+                raise DataError(msg)
+            unit = _unit_hash(ids)
         else:
             generator = np.random.default_rng(self.config.seed)
             unit = generator.permutation(len(raw)) / len(raw)
@@ -348,8 +405,17 @@ class _Pipeline:
     def run_gate(self, module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> GateReport:
         section = self.config.gate
         self.progress.start(Stage.GATE, None)
+        candidates = gate_candidate_rows(inputs, targets)
+        if len(candidates) < section.batch_size:
+            msg = (
+                f"key 'gate.batch_size' = {section.batch_size}: only {len(candidates)} of the "
+                f"{len(inputs)} training rows have encoded inputs that no row with another label shares, "
+                "and the gate needs targets a correct model can reach; lower gate.batch_size or use "
+                "more varied training data"
+            )
+            raise DataError(msg)
         generator = torch.Generator().manual_seed(self.config.seed)
-        rows = torch.randperm(len(inputs), generator=generator)[: section.batch_size]
+        rows = candidates[torch.randperm(len(candidates), generator=generator)[: section.batch_size]]
         try:
             report = OverfitGate.from_options(section.options()).check(
                 module, inputs[rows], targets[rows], nn.BCEWithLogitsLoss(), task=Task.CLASSIFICATION
@@ -362,7 +428,8 @@ class _Pipeline:
         self._done(
             Stage.GATE,
             f"passed {sum(c.passed for c in report.checks)} checks on one batch of {len(rows)} rows "
-            f"({report.steps} steps, {report.seconds:.2f} s)",
+            f"({report.steps} steps, {report.seconds:.2f} s; drawn from {len(candidates):,} rows with "
+            "distinct encoded inputs and consistent labels)",
         )
         return report
 
@@ -391,6 +458,16 @@ class _Pipeline:
             )
         except TrainingDiverged as exc:
             raise RetrainStopped(Stage.TRAIN, str(exc)) from exc
+        if outcome.best_epoch == 0:
+            # Early stopping restored epoch 0, the random initial weights: registering them would
+            # ship (and, as the first version, promote) a model that never learned anything.
+            msg = (
+                f"no epoch improved on the initial weights: validation loss {outcome.best_val_loss:.4f} "
+                f"was not beaten by more than training.min_delta = {section.min_delta} in "
+                f"{outcome.epochs_run} epoch(s); the untrained weights are not registered (check "
+                "training.lr, training.min_delta and the data)"
+            )
+            raise RetrainStopped(Stage.TRAIN, msg)
         self._done(
             Stage.TRAIN,
             f"{outcome.epochs_run} epochs ({outcome.stop_reason.value}), best epoch {outcome.best_epoch} "

@@ -97,6 +97,34 @@ def _evaluate(
     return loss, accuracy
 
 
+def batch_bounds(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each mini-batch of an epoch; a one-row remainder joins the batch before it.
+
+    BatchNorm in training mode cannot normalise a single row (torch raises "Expected more than 1
+    value per channel"), and ``n_rows % batch_size == 1`` is an accident of the data size, not a
+    choice the config made: one batch of ``batch_size + 1`` rows is harmless, a crash is not.
+    """
+    bounds = [(start, min(start + batch_size, n_rows)) for start in range(0, n_rows, batch_size)]
+    if batch_size > 1 and len(bounds) >= 2 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n_rows)]
+    return bounds
+
+
+def _forward_error(exc: ValueError, rows: int, batch_size: int) -> SkewguardError:
+    """The ValueError torch raised in a training forward pass, as an error naming what to change."""
+    if rows == 1 and batch_size == 1:
+        msg = (
+            "key 'training.batch_size' = 1: the model cannot train on batches of one row "
+            f"({exc}); layers such as BatchNorm need at least 2 rows per batch, set it >= 2"
+        )
+        return ConfigError(msg)
+    if rows == 1:
+        msg = f"training needs at least 2 training rows for this model (BatchNorm-like layers): {exc}"
+        return DataError(msg)
+    msg = f"the model's forward pass failed on a training batch of {rows} rows (ValueError: {exc})"
+    return ConfigError(msg)
+
+
 def train_with_early_stopping(
     module: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -110,7 +138,9 @@ def train_with_early_stopping(
 
     ``train`` / ``validation`` are (inputs, float 0/1 targets); the module returns one logit per row.
     Shuffling uses a ``torch.Generator`` seeded from ``options.seed`` (the global RNG is not touched),
-    so the same data and initial weights give the same weights.
+    so the same data and initial weights give the same weights. A one-row last batch is folded into
+    the one before it (:func:`batch_bounds`); a ValueError from the forward pass (BatchNorm on one row
+    with ``batch_size = 1``) becomes a ConfigError naming ``training.batch_size``.
     """
     inputs, targets = train
     val_inputs, val_targets = validation
@@ -131,10 +161,14 @@ def train_with_early_stopping(
         module.train()
         order = torch.randperm(n_rows, generator=generator)
         total, seen = 0.0, 0
-        for start in range(0, n_rows, options.batch_size):
-            rows = order[start : start + options.batch_size]
+        for start, stop in batch_bounds(n_rows, options.batch_size):
+            rows = order[start:stop]
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(module(inputs[rows]), targets[rows])
+            try:
+                logits = module(inputs[rows])
+            except ValueError as exc:
+                raise _forward_error(exc, len(rows), options.batch_size) from exc
+            loss = criterion(logits, targets[rows])
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(rows)

@@ -18,6 +18,7 @@ from skewguard.pipeline import (
     GateStopped,
     HoldoutStopped,
     RetrainConfig,
+    RetrainStopped,
     Stage,
     ValidationStopped,
     retrain,
@@ -138,6 +139,21 @@ def test_candidate_worse_than_production_stops_when_required(
     assert comparison.candidate.log_loss > comparison.production.log_loss
 
 
+def test_a_run_where_no_epoch_beats_the_initial_weights_stops_at_train_and_registers_nothing(
+    make_config: Callable[..., Path],
+) -> None:
+    # A min_delta no epoch can beat: early stopping restores epoch 0, the random initial weights.
+    config = make_config(training={"max_epochs": 2, "patience": 1, "min_delta": 10.0})
+    code, output = run_cli(config)
+    assert code == EXIT_FINDING, output
+    assert "stopped at stage 'train'" in output
+    assert "no epoch improved on the initial weights" in output
+    assert no_model_written(config)
+    with pytest.raises(RetrainStopped) as caught:
+        retrain(RetrainConfig.from_file(config))
+    assert caught.value.stage is Stage.TRAIN
+
+
 @pytest.mark.parametrize(
     ("updates", "key"),
     [
@@ -159,6 +175,19 @@ def test_config_errors_exit_2_naming_the_key(
     assert code == EXIT_USAGE, output
     assert key in output
     assert no_model_written(config)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64])
+def test_a_seed_outside_torch_and_numpys_range_is_a_config_error_naming_seed(
+    make_config: Callable[..., Path], seed: int
+) -> None:
+    # numpy refuses negative seeds and torch.manual_seed a seed beyond a signed 64-bit int: both are
+    # refused when the config is read, before any stage runs.
+    with pytest.raises(
+        ConfigError, match=r"'seed'.*(greater than or equal to 0|less than 9223372036854775808)"
+    ):
+        RetrainConfig.from_file(make_config(seed=seed))
+    assert RetrainConfig.from_file(make_config(seed=2**63 - 1)).seed == 2**63 - 1
 
 
 def test_missing_required_key_and_missing_file_are_config_errors(tmp_path: Path) -> None:

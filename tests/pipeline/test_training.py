@@ -10,6 +10,7 @@ from torch import nn
 
 from skewguard.errors import ConfigError
 from skewguard.pipeline import StopReason, TrainingOptions, train_with_early_stopping
+from skewguard.pipeline.training import batch_bounds
 
 
 def noisy_linear(n: int, generator: torch.Generator, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,3 +110,31 @@ def test_a_run_that_never_improves_returns_the_initial_weights() -> None:
 def test_invalid_training_options_are_config_errors_naming_the_field(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=field):
         TrainingOptions(**{field: value})  # type: ignore[arg-type]
+
+
+def batchnorm_mlp() -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(10, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1), nn.Flatten(0))
+
+
+def test_a_one_row_last_batch_joins_the_previous_one_so_batchnorm_models_train() -> None:
+    generator = torch.Generator().manual_seed(5)
+    w = torch.randn(10, generator=generator)
+    # 33 rows in batches of 16: 16 + 17, never a last batch of one row (BatchNorm cannot train on it).
+    train, validation = noisy_linear(33, generator, w), noisy_linear(32, generator, w)
+    options = TrainingOptions(batch_size=16, lr=0.01, max_epochs=2, patience=2)
+    outcome = train_with_early_stopping(batchnorm_mlp(), train, validation, options)
+    assert outcome.epochs_run == 2
+    assert batch_bounds(33, 16) == [(0, 16), (16, 33)]
+    assert batch_bounds(32, 16) == [(0, 16), (16, 32)]
+
+
+def test_batch_size_one_with_batchnorm_is_a_config_error_naming_training_batch_size() -> None:
+    generator = torch.Generator().manual_seed(6)
+    w = torch.randn(10, generator=generator)
+    train, validation = noisy_linear(8, generator, w), noisy_linear(8, generator, w)
+    with pytest.raises(ConfigError, match=r"training\.batch_size' = 1.*at least 2 rows"):
+        train_with_early_stopping(
+            batchnorm_mlp(), train, validation, TrainingOptions(batch_size=1, max_epochs=1)
+        )
