@@ -26,22 +26,17 @@ def gate(
 ) -> None:
     """Prove in seconds that a model can memorise one batch and that gradients flow where they must.
 
-    Prints one row per check and a diagnosis. Exit 0 when the gate passes, 1 when it fails, 2 on a
-    configuration error.
+    Prints one row per check and a diagnosis. Exit 0 when the gate passes, 1 when it fails (a model
+    or loss that raises on the batch fails it), 2 on a configuration error.
     """
     if plot is not None and plot.suffix.lower() != ".png":
         msg = f"--plot {plot.name!r}: expected a file name ending in .png"
         raise ConfigError(msg)
-    import torch
-
+    # Imported here: the gate brings in torch, which no other command needs. The gate's runner sets
+    # the thread count, so this module never imports torch itself (DESIGN: torch only in gate/).
     from skewguard.gate import render_report_table, run_gate_from_config
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        report = run_gate_from_config(config)
-    finally:
-        torch.set_num_threads(previous)
+    report = run_gate_from_config(config, threads=threads)
     console.print(render_report_table(report))
     console.print(f"[bold]diagnosis:[/bold] {report.diagnosis}", highlight=False, soft_wrap=True)
     try:

@@ -6,7 +6,9 @@ and do not copy models; :mod:`skewguard.gate.gate` owns the model copies, the RN
 
 Exact-zero tests (batch independence, causality) are exact on purpose: in float32 eval mode an
 operation that does not read example j contributes *exactly* nothing to its gradient, so any
-non-zero, however small, is a real dependency, not noise.
+non-zero, however small, is a real dependency, not noise. A zero is evidence only when gradients
+reach the inputs at all: with no output depending on its own example (ids cast with ``.long()`` or
+``.detach()``ed on the way in), the checks skip instead of passing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -27,6 +30,32 @@ from skewguard.errors import GateError
 from skewguard.gate.report import CheckName, CheckResult, Outputs, Signature, Task
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
+
+
+class ModelRaised(Exception):
+    """The pipeline's own code (forward, loss, backward, train step) raised while the gate ran it.
+
+    Internal to the gate, never raised to its callers: :meth:`OverfitGate.check` turns it into a
+    failed check naming the exception, because a model that crashes on its batch (a shape bug) is
+    exactly what the gate exists to catch. ``GateError`` stays for wiring the gate cannot use.
+    """
+
+    def __init__(self, where: str, error: Exception) -> None:
+        super().__init__(f"{where} raised {type(error).__name__}: {error}")
+        self.where = where
+        self.error = error
+
+
+@contextmanager
+def running_pipeline_code(where: str) -> Iterator[None]:
+    """Run the caller's code; whatever it raises leaves as :class:`ModelRaised` naming ``where``."""
+    try:
+        yield
+    except ModelRaised:
+        raise
+    except Exception as exc:
+        raise ModelRaised(where, exc) from exc
+
 
 # Required prediction/target agreement per task (GATE_NOTES): every argmax right for
 # classification, 99 % of tokens for sequences, R² of 0.999 for regression.
@@ -143,6 +172,48 @@ def _probe_outputs(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor
     return Outputs.PROBABILITIES if math.isclose(at_half, math.log(2), rel_tol=1e-6) else Outputs.VALUES
 
 
+#: Losses that take class-index targets with the classes on axis 1, (N, K, d1, ...), as torch defines them.
+_CLASS_FIRST_LOSSES: Final = (nn.CrossEntropyLoss, nn.NLLLoss)
+_CLASS_FIRST_LOSS_FUNCTIONS: Final = (F.cross_entropy, F.nll_loss)
+
+
+def _class_axis(outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn) -> int:
+    """The class axis of outputs with one axis more than integer targets: last, 1, or -1 for neither.
+
+    Both readings fit when every position axis is as long as the class axis ((N, K, T) with K == T).
+    Then torch's own class-index losses decide: ``cross_entropy`` / ``nll_loss`` read axis 1. Any
+    other loss is asked: one-hot logits along each candidate axis, and the axis the loss finds cheaper
+    is the one it reads (a reshape to (-1, K) finds the last axis cheaper). A loss that cannot tell
+    them apart is refused rather than guessed: agreement over the wrong axis fails a correct model.
+    """
+    last = outputs.dim() - 1
+    fits_last = outputs.shape[:-1] == targets.shape
+    fits_first = outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]
+    if not (fits_last and fits_first) or last == 1:  # ((N, K) against (N,): one reading, axis 1)
+        return last if fits_last else 1 if fits_first else -1
+    if isinstance(loss_fn, _CLASS_FIRST_LOSSES) or _is(loss_fn, _CLASS_FIRST_LOSS_FUNCTIONS):
+        return 1
+    k = int(outputs.shape[1])
+    labels = targets.detach().long().clamp(0, k - 1)  # (ignored positions: any class; the loss skips them)
+    one_hot = 10.0 * F.one_hot(labels, k).to(outputs.dtype)  # classes last
+    try:
+        with torch.no_grad():
+            cost_last = float(loss_fn(one_hot, targets))
+            cost_first = float(loss_fn(one_hot.movedim(-1, 1), targets))
+    except Exception:
+        cost_last = cost_first = math.nan
+    if math.isfinite(cost_last) and math.isfinite(cost_first) and cost_last != cost_first:
+        return last if cost_last < cost_first else 1
+    shape = tuple(outputs.shape)
+    msg = (
+        f"outputs {shape} against integer targets {tuple(targets.shape)}: the class axis could be 1 or "
+        f"{last} (the number of classes equals the sequence length) and the loss does not tell which it "
+        "reads; use nn.CrossEntropyLoss / F.cross_entropy (classes on axis 1), or a batch whose sequence "
+        "length differs from the number of classes"
+    )
+    raise GateError(msg)
+
+
 def infer_layout(
     task: Task,
     outputs: torch.Tensor,
@@ -176,12 +247,7 @@ def infer_layout(
             )
             raise GateError(msg)
         if outputs.dim() == targets.dim() + 1:
-            if outputs.shape[:-1] == targets.shape:
-                class_dim = outputs.dim() - 1
-            elif outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]:
-                class_dim = 1
-            else:
-                class_dim = -1
+            class_dim = _class_axis(outputs, targets, loss_fn)
             if class_dim >= 0:
                 return OutputLayout(
                     kind=TargetKind.CLASS_INDEX,
@@ -324,15 +390,22 @@ def known_plateaus(layout: OutputLayout, targets: torch.Tensor) -> list[tuple[Si
 def _scan_hidden(
     path: str, value: object, seen_modules: set[int], seen_params: set[int], depth: int
 ) -> Iterator[str]:
-    """Yield descriptions of modules / trainable tensors reachable from ``value`` but not registered."""
+    """Yield descriptions of trainable weights reachable from ``value`` but not registered.
+
+    Only weights that require a gradient count: a frozen copy kept out of the state dict and the
+    optimizer on purpose (a teacher or EMA model in a plain list) is not a bug, and no allow-list
+    could name it, because allow-lists match registered parameter names.
+    """
     if isinstance(value, nn.Module):
         if id(value) not in seen_modules:
-            count = sum(p.numel() for p in value.parameters())
-            yield f"{path} ({type(value).__name__}, {count} parameters)"
+            unregistered = [p for p in value.parameters() if p.requires_grad and id(p) not in seen_params]
+            if unregistered:
+                count = sum(p.numel() for p in unregistered)
+                yield f"{path} ({type(value).__name__}, {count} trainable parameters)"
         return
     if isinstance(value, torch.Tensor):
         if isinstance(value, nn.Parameter):
-            if id(value) not in seen_params:
+            if id(value) not in seen_params and value.requires_grad:
                 yield f"{path} (Parameter {tuple(value.shape)})"
         elif value.requires_grad and value.is_leaf:
             yield f"{path} (tensor with requires_grad=True, {tuple(value.shape)})"
@@ -351,10 +424,12 @@ def _scan_hidden(
 
 
 def find_hidden_submodules(model: nn.Module) -> list[str]:
-    """Modules and trainable tensors kept in plain attributes/containers instead of being registered.
+    """Trainable modules and tensors kept in plain attributes/containers instead of being registered.
 
     Such weights are invisible to ``parameters()``: never optimised, never saved in the state dict,
-    never moved by ``.to(device)``, yet they still run in the forward pass.
+    never moved by ``.to(device)``, yet they still run in the forward pass. A hidden module counts
+    only if it holds a parameter with ``requires_grad=True`` that the model does not register
+    elsewhere: a frozen teacher or EMA copy hidden in a plain list is deliberate, not a bug.
     """
     seen_modules = {id(m) for m in model.modules()}
     seen_params = {id(p) for p in model.parameters()}
@@ -375,7 +450,12 @@ def check_inventory(
     pretrained: bool,
     allow_frozen: Sequence[str],
 ) -> Finding:
-    """Every trainable weight registered, in the optimizer, and nothing frozen by accident."""
+    """Every trainable weight registered, in the optimizer, and nothing frozen by accident.
+
+    "Registered" is judged on weights that require a gradient (:func:`find_hidden_submodules`): a
+    frozen module hidden in a plain list on purpose (a teacher or EMA copy kept out of the state dict
+    and the optimizer) passes; a hidden module with trainable weights fails, since nothing updates it.
+    """
     problems: list[str] = []
     causes: list[str] = []
     hidden = find_hidden_submodules(model)
@@ -715,6 +795,11 @@ class _Traced:
     leaves: list[torch.Tensor]
     through_embedding: bool
 
+    @property
+    def where(self) -> str:
+        """What the leaves are, for the report."""
+        return "first-layer (embedding) activations" if self.through_embedding else "inputs"
+
 
 def _trace_or_skip(model: nn.Module, inputs: torch.Tensor, name: CheckName) -> _Traced | Finding:
     """:func:`_trace`, or the skip finding of a dependency check that has nothing to differentiate."""
@@ -733,19 +818,16 @@ def _trace_or_skip(model: nn.Module, inputs: torch.Tensor, name: CheckName) -> _
 def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
     """Run ``model`` with a differentiable leaf per example: the inputs, or the embedding output.
 
-    Integer token ids have no gradient, so for them a forward hook replaces the output of every
-    ``nn.Embedding`` that consumes the input ids with a detached leaf that requires grad; the
-    first layer's activations then stand in for the inputs. An embedding may be fed the ids with
-    their axes swapped (``embedding(ids.t())`` for a sequence-first RNN): its leaf is then laid out
-    as the ids are (examples first, positions second) and swapped the same way on its way into the
-    model, so the checks read it as they read any other.
+    Token ids have no gradient, so a forward hook replaces the output of every ``nn.Embedding``
+    that consumes the input ids with a detached leaf that requires grad; the first layer's
+    activations then stand in for the inputs. That holds for ids stored as floats too, cast on the
+    way in (``embedding(x.long())``, ``bucketize``, ``round``): the cast has no gradient, so without
+    the hook every gradient would be zero and "no example depends on another" would be vacuous.
+    Float inputs are also a leaf themselves, for whatever reaches the outputs differentiably.
+    An embedding may be fed the ids with their axes swapped (``embedding(ids.t())`` for a
+    sequence-first RNN): its leaf is then laid out as the ids are (examples first, positions second)
+    and swapped the same way on its way into the model, so the checks read it as they read any other.
     """
-    if inputs.is_floating_point():
-        leaf = inputs.detach().clone().requires_grad_(True)
-        output = model(leaf)
-        if not isinstance(output, torch.Tensor):
-            return None
-        return _Traced(output=output, leaves=[leaf], through_embedding=False)
     leaves: list[torch.Tensor] = []
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
@@ -760,13 +842,21 @@ def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
         leaves.append(leaf)
         return leaf.permute([*order, *feature])
 
+    fed = inputs
+    if inputs.is_floating_point():
+        fed = inputs.detach().clone().requires_grad_(True)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Embedding)]
     try:
-        output = model(inputs)
+        with running_pipeline_code("model(inputs)"):
+            output = model(fed)
     finally:
         for handle in handles:
             handle.remove()
-    if not leaves or not isinstance(output, torch.Tensor):
+    if not isinstance(output, torch.Tensor):
+        return None
+    if inputs.is_floating_point():
+        return _Traced(output=output, leaves=[fed, *leaves], through_embedding=bool(leaves))
+    if not leaves:
         return None
     return _Traced(output=output, leaves=leaves, through_embedding=True)
 
@@ -791,10 +881,11 @@ def _axes_of(inputs: torch.Tensor, fed: torch.Tensor) -> list[int] | None:
                 for k, a in enumerate(order)
             ):
                 return list(order)
+    ids = inputs.to(fed.dtype)  # (ids stored as floats and cast on the way in compare as the cast sees them)
     matching = [
         list(order)
         for order in orders
-        if inputs.permute(order).shape == fed.shape and torch.equal(inputs.permute(order), fed)
+        if ids.permute(order).shape == fed.shape and torch.equal(ids.permute(order), fed)
     ]
     if len(matching) == 1:
         return matching[0]
@@ -819,6 +910,11 @@ def _pointwise(inputs: torch.Tensor, fed: torch.Tensor) -> bool:
 
 _MAX_ID_AXES: Final = 4
 _NO_PATH = "the output has no gradient path back to the inputs (detached), so there is nothing to trace"
+_NO_INPUT_GRADIENT = (
+    "no output has a gradient w.r.t. its own example's inputs: the inputs reach the outputs through no "
+    "gradient (cast with .long()/.round()/bucketize, or .detach()ed?), so zero gradients prove nothing; "
+    "declare token ids as an integer tensor feeding an nn.Embedding"
+)
 
 
 def _weights(shape: torch.Size, dtype: torch.dtype, seed: int) -> torch.Tensor:
@@ -860,20 +956,26 @@ def check_batch_independence(
     weights = _weights(output.shape[1:], output.dtype, seed)
     coupled: dict[int, list[int]] = {}
     largest = 0.0
+    reads_own = False
     for i in range(n):
-        grads = torch.autograd.grad(
-            (output[i] * weights).sum(), traced.leaves, retain_graph=True, allow_unused=True
-        )
+        with running_pipeline_code("the backward pass"):
+            grads = torch.autograd.grad(
+                (output[i] * weights).sum(), traced.leaves, retain_graph=True, allow_unused=True
+            )
         magnitude = torch.zeros(n, dtype=torch.float64)
         for grad in grads:
             if grad is not None:
                 magnitude = torch.maximum(magnitude, grad.detach().abs().reshape(n, -1).amax(dim=1).double())
+        reads_own = reads_own or bool(magnitude[i] != 0)
         magnitude[i] = 0.0
         others = [int(j) for j in torch.nonzero(magnitude).reshape(-1)]
         if others:
             coupled[i] = others
             largest = max(largest, float(magnitude.max()))
-    where = "first-layer (embedding) activations" if traced.through_embedding else "inputs"
+    where = traced.where
+    if not coupled and not reads_own:
+        # Zero cross-example gradients prove nothing when no output has a gradient w.r.t. anything.
+        return Finding(CheckResult.skip(name, _NO_INPUT_GRADIENT))
     if not coupled:
         return Finding(
             CheckResult(
@@ -935,19 +1037,25 @@ def check_causal_dependency(
     weights = _weights(output.shape[1:], output.dtype, seed)
     violations: dict[int, list[int]] = {}
     largest = 0.0
-    for t in range(length - 1):
-        grads = torch.autograd.grad(
-            (output[:, t] * weights[t]).sum(), traced.leaves, retain_graph=True, allow_unused=True
-        )
+    reads_past = False
+    for t in range(length):
+        with running_pipeline_code("the backward pass"):
+            grads = torch.autograd.grad(
+                (output[:, t] * weights[t]).sum(), traced.leaves, retain_graph=True, allow_unused=True
+            )
         magnitude = torch.zeros(length, dtype=torch.float64)
         for grad in grads:
             if grad is not None and grad.dim() >= 2 and grad.shape[1] == length:
                 per_position = grad.detach().abs().transpose(0, 1).reshape(length, -1).amax(dim=1).double()
                 magnitude = torch.maximum(magnitude, per_position)
+        reads_past = reads_past or bool((magnitude[: t + 1] != 0).any())
         future = [int(s) for s in torch.nonzero(magnitude[t + 1 :]).reshape(-1) + t + 1]
         if future:
             violations[t] = future
             largest = max(largest, float(magnitude[t + 1 :].max()))
+    if not violations and not reads_past:
+        # No position depends on any input position: "nothing from the future" would be vacuous.
+        return Finding(CheckResult.skip(name, _NO_INPUT_GRADIENT))
     if not violations:
         return Finding(
             CheckResult(

@@ -20,7 +20,8 @@ with the config file's directory and the working directory on ``sys.path`` (for 
 the import), so a config can sit next to the pipeline it checks. Every problem (missing file, bad
 syntax, unknown key, wrong type, unimportable name, a factory that raises or returns the wrong
 thing) becomes a :class:`~skewguard.errors.ConfigError` whose message names the key and what was
-expected; the CLI maps it to exit code 2.
+expected; the CLI maps it to exit code 2. A model or loss that raises while the gate runs it is not
+a config problem but a failed gate (exit 1): the failed check names the exception.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from skewguard.gate.gate import (
     TrainStep,
     preserved_random_state,
     seed_everything,
+    torch_threads,
 )
 from skewguard.gate.report import GateReport, Outputs, Task
 
@@ -278,29 +280,36 @@ def prepare_gate_job(path: str | Path) -> GateJob:
     )
 
 
-def run_gate_from_config(path: str | Path) -> GateReport:
+def run_gate_from_config(path: str | Path, *, threads: int | None = None) -> GateReport:
     """Run the gate as a config file describes; ConfigError for any problem with the config.
 
-    A model that fails the gate is not an error: that is a report with ``passed=False``. A
+    A model that fails the gate is not an error: that is a report with ``passed=False``, and so
+    is a model or loss that raises on the batch (the failed check names the exception). A
     ``GateError`` (the named pieces do not fit together, e.g. targets that do not match the task)
     is reported as a ConfigError, because in a config-driven run the config did the wiring.
+    ``threads``: torch intra-op threads for the factories and the gate (None: leave them as they
+    are); the caller's count is restored afterwards.
     """
-    job = prepare_gate_job(path)
-    config = job.config
-    try:
-        return OverfitGate.from_options(job.options).check(
-            job.model,
-            job.inputs,
-            job.targets,
-            job.loss_fn,
-            task=config.task,
-            causal=config.causal,
-            train_step=job.train_step,
-            pretrained=config.pretrained,
-            allow_batch_coupling=config.allow_batch_coupling,
-            ignore_index=config.ignore_index,
-            outputs=config.outputs,
-        )
-    except GateError as exc:
-        msg = f"config {Path(path).name}: {exc}"
-        raise ConfigError(msg) from exc
+    if threads is not None and threads < 1:
+        msg = f"threads={threads}: expected at least 1"
+        raise ConfigError(msg)
+    with torch_threads(threads):
+        job = prepare_gate_job(path)
+        config = job.config
+        try:
+            return OverfitGate.from_options(job.options).check(
+                job.model,
+                job.inputs,
+                job.targets,
+                job.loss_fn,
+                task=config.task,
+                causal=config.causal,
+                train_step=job.train_step,
+                pretrained=config.pretrained,
+                allow_batch_coupling=config.allow_batch_coupling,
+                ignore_index=config.ignore_index,
+                outputs=config.outputs,
+            )
+        except GateError as exc:
+            msg = f"config {Path(path).name}: {exc}"
+            raise ConfigError(msg) from exc

@@ -11,6 +11,11 @@ How the gate treats the caller's objects (the contract):
   inside, every run is seeded with ``seed`` so the verdict is reproducible.
 * Warnings raised by the model or loss during the gate are captured into ``GateReport.warnings``
   (a broadcasting warning from ``MSELoss`` is evidence, not noise).
+* An exception raised by the pipeline's own code while the gate runs it (``model(inputs)``, the
+  loss, the backward pass, ``train_step``) is a failed gate, not an error: the check that was
+  running fails naming the exception and where it was raised, and the checks after it are skipped.
+  A model that crashes on its batch (a shape bug) is what the gate exists to catch. ``GateError``
+  is kept for wiring the gate cannot use (arguments, outputs that cannot fit the targets).
 
 The training step: by default ``zero_grad -> loss_fn(model(inputs), targets) -> backward -> step``
 with Adam (weight decay 0, constant LR) or ``optimizer_factory(model, lr)``. A pipeline whose step
@@ -32,10 +37,12 @@ import copy
 import math
 import random
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,10 +50,12 @@ import torch
 from torch import nn
 
 from skewguard.errors import GateError
+from skewguard.gate import checks
 from skewguard.gate.checks import (
     REQUIRED_AGREEMENT,
     Finding,
     LossFn,
+    ModelRaised,
     OutputLayout,
     TargetKind,
     agreement,
@@ -60,6 +69,7 @@ from skewguard.gate.checks import (
     infer_layout,
     known_plateaus,
     reference_losses,
+    running_pipeline_code,
     smoothed_cross_entropy_floor,
     soft_cross_entropy_floor,
     trainable_parameters,
@@ -82,6 +92,7 @@ TrainStep = Callable[[nn.Module, torch.Tensor, torch.Tensor, LossFn, torch.optim
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _MAX_WARNINGS = 10
+_MAX_MESSAGE = 300
 
 
 @dataclass(frozen=True)
@@ -219,6 +230,8 @@ class OverfitGate:
             warnings.simplefilter("always")
             try:
                 outcome = run.execute()
+            except ModelRaised as crash:
+                outcome = run.crashed(crash)
             except GateError:
                 raise
             except Exception as exc:
@@ -295,6 +308,27 @@ def preserved_random_state() -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (None: as they are); restored afterwards.
+
+    Lets a caller with no business importing torch (the CLI) choose the count, as the retrain
+    pipeline's ``threads`` does.
+    """
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        msg = f"threads={threads}: expected at least 1"
+        raise GateError(msg)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch, ``random`` and numpy's global generator: every run inside the gate starts alike."""
     torch.manual_seed(seed)
@@ -312,6 +346,56 @@ def judged_mode(model: nn.Module, batch_size: int) -> nn.Module:
     return model
 
 
+def _backward(loss: object) -> None:
+    if isinstance(loss, torch.Tensor) and loss.requires_grad:
+        with running_pipeline_code("the backward pass"):
+            torch.autograd.backward(loss)
+
+
+#: Where each check calls the pipeline's code, for a crash's report.
+_CRASH_CONTEXT: dict[CheckName, str] = {
+    CheckName.INIT_LOSS: "on the first forward pass, before any update",
+    CheckName.OVERFIT: "while overfitting the batch",
+    CheckName.GRADIENT_FLOW: "in the first lr=0 probe step",
+    CheckName.GRADIENT_FRESHNESS: "in the second lr=0 probe step",
+    CheckName.BATCH_INDEPENDENCE: "in eval mode, float32, tracing batch independence",
+    CheckName.CAUSAL_DEPENDENCY: "in eval mode, float32, tracing causality",
+    CheckName.DETERMINISM: "in the repeated seeded run",
+}
+
+
+def _raised_at(error: BaseException) -> str:
+    """`` at file:line in function`` of the innermost frame outside torch and the gate's runner, if any."""
+    torch_root = Path(torch.__file__).parent
+    runner = {Path(__file__), Path(checks.__file__)}
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not Path(frame.filename).is_relative_to(torch_root) and Path(frame.filename) not in runner
+    ]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+
+
+def crash_finding(crash: ModelRaised, check: CheckName) -> Finding:
+    """The failed check of a pipeline that raised while ``check`` ran it: the exception, named."""
+    message = " ".join(str(crash.error).split())
+    if len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 3] + "..."
+    context = _CRASH_CONTEXT.get(check, "while the gate ran it")
+    detail = (
+        f"{crash.where} raised {type(crash.error).__name__}: {message} ({context}){_raised_at(crash.error)}"
+    )
+    return Finding(
+        CheckResult(name=check, passed=False, detail=detail),
+        "the pipeline crashes on this batch: typically a shape or dtype bug in forward (a .view()/"
+        ".reshape() to the wrong size, a layer sized for another input width) or a loss that does not "
+        "fit the outputs and targets",
+    )
+
+
 def _scalar(loss: object) -> float:
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
@@ -325,7 +409,8 @@ def _scalar(loss: object) -> float:
 
 
 def _forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    output = model(inputs)
+    with running_pipeline_code("model(inputs)"):
+        output = model(inputs)
     if not isinstance(output, torch.Tensor):
         msg = f"model(inputs) must return a tensor for the gate to judge it, got {type(output).__name__}"
         raise GateError(msg)
@@ -359,6 +444,10 @@ class _Run:
     layout: OutputLayout = field(init=False)
     floor: float = field(init=False)
     plateaus: list[tuple[Signature, float]] = field(init=False)
+    # What a crash report keeps: the findings and attempts done so far, and the check running.
+    findings: list[Finding] = field(init=False, default_factory=list)
+    attempts: list[OverfitAttempt] = field(init=False, default_factory=list)
+    stage: CheckName = field(init=False, default=CheckName.INVENTORY)
 
     @property
     def batch_size(self) -> int:
@@ -379,18 +468,10 @@ class _Run:
         return torch.optim.Adam([p for _, p in trainable_parameters(model)], lr=lr, weight_decay=0.0)
 
     def execute(self) -> _Outcome:
+        """Run every check in order; a :class:`ModelRaised` leaves ``findings`` and ``stage`` behind."""
+        findings = self.findings
         probe = self.fresh()
-        seed_everything(self.options.seed)
-        with torch.no_grad():
-            output = _forward(probe, self.inputs)
-            # Layout first: a shape/task mismatch deserves its own message, not the loss's traceback.
-            self.layout = infer_layout(self.task, output, self.targets, self.loss_fn, self.declared)
-            initial = _scalar(self.loss_fn(output, self.targets))
-        self.floor, floor_note = self._floor()
-        self.plateaus = known_plateaus(self.layout, self.targets)
         trainable = trainable_parameters(probe)
-
-        findings: list[Finding] = []
         if trainable:
             findings.append(
                 check_inventory(
@@ -409,13 +490,25 @@ class _Run:
                     "every parameter is frozen or none is registered, so nothing can learn",
                 )
             )
+        self.stage = CheckName.INIT_LOSS
+        seed_everything(self.options.seed)
+        with torch.no_grad():
+            output = _forward(probe, self.inputs)
+            # Layout first: a shape/task mismatch deserves its own message, not the loss's traceback.
+            self.layout = infer_layout(self.task, output, self.targets, self.loss_fn, self.declared)
+            initial = _scalar(self._loss(output))
+        self.floor, floor_note = self._floor()
+        self.plateaus = known_plateaus(self.layout, self.targets)
         references = reference_losses(output, self.targets, self.loss_fn, self.layout, self.ignore_index)
         findings.append(
             check_init_loss(
                 initial, references, tolerance=self.options.init_loss_tolerance, pretrained=self.pretrained
             )
         )
-        attempts = self._ladder() if trainable else []
+        self.stage = CheckName.OVERFIT
+        if trainable:
+            self._ladder()
+        attempts = self.attempts
         decisive = next((a for a in attempts if a.outcome is AttemptOutcome.MEMORISED), None)
         if decisive is None and attempts:
             decisive = attempts[0]
@@ -443,10 +536,27 @@ class _Run:
         )
         findings.extend(self._gradient_checks(trainable))
         findings.extend(self._dependency_checks())
+        self.stage = CheckName.DETERMINISM
         findings.append(self._determinism(attempts))
         order = list(CheckName)
         findings.sort(key=lambda f: order.index(f.result.name))
         return _Outcome(findings=findings, attempts=attempts, decisive=decisive, floor=self.floor)
+
+    def crashed(self, crash: ModelRaised) -> _Outcome:
+        """The outcome of a run the pipeline's code broke off: what ran, the crash, the rest skipped."""
+        findings = [f for f in self.findings if f.result.name is not self.stage]
+        findings.append(crash_finding(crash, self.stage))
+        done = {f.result.name for f in findings}
+        reason = f"not run: {crash.where} raised {type(crash.error).__name__} in {self.stage.value}"
+        findings.extend(Finding(CheckResult.skip(name, reason)) for name in CheckName if name not in done)
+        order = list(CheckName)
+        findings.sort(key=lambda f: order.index(f.result.name))
+        floor = getattr(self, "floor", self.options.loss_floor)  # (unset when the first forward raised)
+        return _Outcome(findings=findings, attempts=list(self.attempts), decisive=None, floor=floor)
+
+    def _loss(self, output: torch.Tensor) -> Any:
+        with running_pipeline_code("the loss"):
+            return self.loss_fn(output, self.targets)
 
     # ---------------------------------------------------------------------------------------------
 
@@ -499,10 +609,12 @@ class _Run:
 
     def _step_own(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(model(self.inputs), self.targets)
-        if isinstance(loss, torch.Tensor) and loss.requires_grad:
-            torch.autograd.backward(loss)
+        _backward(self._loss(_forward(model, self.inputs)))
         optimizer.step()
+
+    def _step_theirs(self, step: TrainStep, model: nn.Module, optimizer: torch.optim.Optimizer) -> object:
+        with running_pipeline_code("train_step"):
+            return step(model, self.inputs, self.targets, self.loss_fn, optimizer)
 
     def _gradient_checks(self, trainable: list[tuple[str, nn.Parameter]]) -> list[Finding]:
         """Two lr=0 steps: the first's gradients judge flow, the pair judges freshness."""
@@ -530,12 +642,13 @@ class _Run:
         fallback: list[torch.Tensor | None] | None = None
         try:
             for call in range(2):
+                self.stage = CheckName.GRADIENT_FLOW if call == 0 else CheckName.GRADIENT_FRESHNESS
                 before = len(snapshots)
                 seed_everything(self.options.seed)
                 if self.train_step is None:
                     self._step_own(model, optimizer)
                 else:
-                    self.train_step(model, self.inputs, self.targets, self.loss_fn, optimizer)
+                    self._step_theirs(self.train_step, model, optimizer)
                 per_call.append(snapshots[before] if len(snapshots) > before else None)
                 if call == 0:
                     fallback = snapshot()
@@ -564,7 +677,7 @@ class _Run:
             for _ in range(limit + 1):
                 optimizer.zero_grad(set_to_none=True)
                 output = _forward(model, self.inputs)
-                loss = self.loss_fn(output, self.targets)
+                loss = self._loss(output)
                 value = _scalar(loss)
                 last_output = output.detach()
                 signatures = monitor.observe(value)
@@ -578,13 +691,12 @@ class _Run:
                         break
                 if steps == limit:
                     break
-                if isinstance(loss, torch.Tensor) and loss.requires_grad:
-                    torch.autograd.backward(loss)
+                _backward(loss)
                 optimizer.step()
                 steps += 1
         else:
             for _ in range(limit):
-                value = _scalar(self.train_step(model, self.inputs, self.targets, self.loss_fn, optimizer))
+                value = _scalar(self._step_theirs(self.train_step, model, optimizer))
                 steps += 1
                 signatures = monitor.observe(value)
                 if signatures:
@@ -593,7 +705,7 @@ class _Run:
                 if monitor.met(value):
                     with torch.no_grad():
                         output = _forward(model, self.inputs)
-                        after = _scalar(self.loss_fn(output, self.targets))
+                        after = _scalar(self._loss(output))
                     last_output = output.detach()
                     last_agreement = agreement(last_output, self.targets, self.layout, self.ignore_index)
                     if monitor.met(after) and last_agreement >= required:
@@ -619,7 +731,7 @@ class _Run:
 
     def _ladder(self) -> list[OverfitAttempt]:
         """The user's LR first, then the ladder, stopping at the first LR that memorises."""
-        attempts: list[OverfitAttempt] = []
+        attempts = self.attempts
         for factor in (1.0, *self.options.lr_ladder):
             attempt, _ = self._train(self.options.lr * factor, self.options.max_steps)
             attempts.append(attempt)
@@ -643,12 +755,14 @@ class _Run:
         model = copy.deepcopy(self.base).float().eval()
         inputs = self.inputs.float() if self.inputs.is_floating_point() else self.inputs
         seed_everything(self.options.seed)
+        self.stage = CheckName.BATCH_INDEPENDENCE
         independence = check_batch_independence(
             model, inputs, allow_batch_coupling=self.allow_batch_coupling, seed=self.options.seed
         )
         seed_everything(self.options.seed)
         # Class-index outputs laid out (N, K, T, ...) carry positions on axis 2.
         position_dim = 2 if self.layout.kind is TargetKind.CLASS_INDEX and self.layout.class_dim == 1 else 1
+        self.stage = CheckName.CAUSAL_DEPENDENCY
         causal = check_causal_dependency(
             model, inputs, causal=self.causal, seed=self.options.seed, output_position_dim=position_dim
         )

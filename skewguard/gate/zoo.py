@@ -205,6 +205,22 @@ class SmallCNN(nn.Module):
         return result
 
 
+class WrongFlattenCNN(nn.Module):
+    """Conv, pool, flatten, head: the head is sized for the unpooled feature map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(8 * 8 * 8, N_CLASSES)  # BUG: 8 channels x 4 x 4 after pooling, not 8 x 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits; raises on the first batch (mat1 and mat2 shapes cannot be multiplied)."""
+        features = self.pool(torch.relu(self.conv(x))).flatten(1)
+        result: torch.Tensor = self.head(features)
+        return result
+
+
 class GRULanguageModel(nn.Module):
     """Embedding -> batch-first GRU -> vocabulary logits, one prediction per position."""
 
@@ -219,6 +235,14 @@ class GRULanguageModel(nn.Module):
         hidden, _ = self.gru(self.embedding(tokens))
         result: torch.Tensor = self.head(hidden)
         return result
+
+
+class ClassFirstGRULanguageModel(GRULanguageModel):
+    """The GRU language model with its logits laid out (N, VOCAB, T), as ``F.cross_entropy`` takes them."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) token ids -> (N, VOCAB, T) logits."""
+        return super().forward(tokens).transpose(1, 2)
 
 
 class SequenceFirstGRUClassifier(nn.Module):
@@ -257,6 +281,27 @@ class TokenSequenceFirstGRUClassifier(nn.Module):
         # BUG when mix_batch: .view keeps the shape right but interleaves time steps and examples.
         batch_first = hidden.view(n, t, -1) if self.mix_batch else hidden.transpose(0, 1)
         result: torch.Tensor = self.head(batch_first.mean(dim=1))
+        return result
+
+
+class FloatTokenClassifier(nn.Module):
+    """Token ids stored as floats (as a CSV or numpy loader leaves them), cast with ``.long()`` to embed."""
+
+    def __init__(self, *, mix_batch: bool, length: int = 6) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, 16)
+        self.head = nn.Linear(16 * length, N_CLASSES)
+        nn.init.normal_(self.head.weight, std=0.02)  # small output init: initial loss ~ ln K
+        nn.init.zeros_(self.head.bias)
+        self.mix_batch = mix_batch
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """(N, T) float token ids -> class logits from the flattened embeddings."""
+        n = ids.shape[0]
+        embedded = self.embedding(ids.long())  # (N, T, E); the cast has no gradient
+        # BUG when mix_batch: flattening the time-major copy interleaves examples into each row.
+        flat = embedded.transpose(0, 1).reshape(n, -1) if self.mix_batch else embedded.reshape(n, -1)
+        result: torch.Tensor = self.head(flat)
         return result
 
 
@@ -366,6 +411,24 @@ class PlainListMLP(nn.Module):
             x = torch.relu(layer(x))
         result: torch.Tensor = self.head(x)
         return result
+
+
+class FrozenTeacherResidualMLP(MLP):
+    """Learns a residual on a frozen teacher's logits; the teacher sits in a plain list on purpose.
+
+    The list keeps the teacher out of ``parameters()``, the state dict and the optimizer: it is
+    frozen and saved elsewhere, so hiding it is deliberate, not the plain-list bug.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._teacher = [MLP().requires_grad_(False)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits plus the student's correction."""
+        with torch.no_grad():
+            prior: torch.Tensor = self._teacher[0](x)
+        return prior + super().forward(x)
 
 
 class LogFeatureMLP(MLP):
@@ -500,6 +563,19 @@ def _gru_sequence_model() -> ZooCase:
     )
 
 
+def _class_first_sequence_model() -> ZooCase:
+    """Classes on axis 1, as many positions as classes: the loss, not the shape, names the class axis."""
+    inputs, targets = sequence_batch(length=VOCAB)
+    return ZooCase(
+        model=seeded_build(3, ClassFirstGRULanguageModel),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=nn.CrossEntropyLoss(),
+        task=Task.SEQUENCE,
+        causal=True,
+    )
+
+
 def _sequence_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
@@ -536,6 +612,12 @@ def _token_sequence_first(*, mix_batch: bool) -> ZooCase:
     return _case(7, make, batch, nn.CrossEntropyLoss())
 
 
+def _float_token_batch_mixing() -> ZooCase:
+    tokens, _ = sequence_batch(length=6)
+    batch = tokens.float(), torch.arange(N_SEQUENCES) % N_CLASSES
+    return _case(7, partial(FloatTokenClassifier, mix_batch=True), batch, nn.CrossEntropyLoss())
+
+
 def _mse_one_hot_classifier() -> ZooCase:
     inputs, labels = classification_batch()
     return _case(8, MLP, (inputs, F.one_hot(labels, N_CLASSES).float()), nn.MSELoss())
@@ -567,6 +649,12 @@ def zoo() -> list[ZooEntry]:
             True,
         ),
         ZooEntry(
+            "class_first_sequence_model",
+            "GRU language model with (N, VOCAB, T) logits and T == VOCAB, nn.CrossEntropyLoss",
+            _class_first_sequence_model,
+            True,
+        ),
+        ZooEntry(
             "causal_transformer_lm",
             "2-layer causal transformer LM",
             lambda: _transformer_case(scramble_heads=False),
@@ -583,6 +671,12 @@ def zoo() -> list[ZooEntry]:
             "soft_label_classifier",
             "MLP distilled from a teacher's probabilities (cross-entropy floor: their entropy)",
             _soft_label_classifier,
+            True,
+        ),
+        ZooEntry(
+            "frozen_teacher_in_plain_list",
+            "residual on a frozen teacher kept in a plain list (out of state dict and optimizer) on purpose",
+            lambda: _classifier_case(FrozenTeacherResidualMLP),
             True,
         ),
         ZooEntry(
@@ -606,11 +700,25 @@ def zoo() -> list[ZooEntry]:
             CheckName.BATCH_INDEPENDENCE,
         ),
         ZooEntry(
+            "float_token_batch_mixing",
+            "float token ids, embedding(ids.long()), flattened with .transpose(0, 1).reshape(N, -1)",
+            _float_token_batch_mixing,
+            False,
+            CheckName.BATCH_INDEPENDENCE,
+        ),
+        ZooEntry(
             "token_scrambling_view",
             "attention heads split with .view(N, H, T, d) instead of .view(N, T, H, d).transpose(1, 2)",
             lambda: _transformer_case(scramble_heads=True),
             False,
             CheckName.CAUSAL_DEPENDENCY,
+        ),
+        ZooEntry(
+            "forward_shape_crash",
+            "head sized for the unpooled feature map: the forward pass raises on the batch",
+            lambda: _case(2, WrongFlattenCNN, image_batch(), nn.CrossEntropyLoss()),
+            False,
+            CheckName.INIT_LOSS,
         ),
         ZooEntry(
             "loss_sign_flip",

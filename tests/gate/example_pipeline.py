@@ -19,6 +19,32 @@ def one_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return inputs, targets
 
 
+#: torch's intra-op thread count as the factory and each forward pass of its model saw it.
+THREADS_SEEN: list[int] = []
+
+
+class _ThreadRecordingMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        THREADS_SEEN.append(torch.get_num_threads())
+        out: torch.Tensor = self.layers(x)
+        return out
+
+
+def build_model_recording_threads() -> nn.Module:
+    """A small MLP noting in THREADS_SEEN how many threads torch had when built and when run."""
+    THREADS_SEEN.append(torch.get_num_threads())
+    return _ThreadRecordingMLP()
+
+
+def build_model_with_a_shape_bug() -> nn.Module:
+    """The MLP with its first layer sized for 9 features: the forward pass raises on the batch."""
+    return nn.Sequential(nn.Linear(9, 64), nn.ReLU(), nn.Linear(64, 4))
+
+
 def not_a_model() -> str:
     """A factory that returns the wrong thing (for the config-error tests)."""
     return "not a module"

@@ -22,6 +22,7 @@ from skewguard.gate.checks import (
     check_gradient_flow,
     check_gradient_freshness,
     check_init_loss,
+    check_inventory,
     find_hidden_submodules,
     infer_layout,
     known_plateaus,
@@ -216,6 +217,25 @@ def test_infer_layout_finds_the_class_axis_or_refuses():
         infer_layout(Task.SEQUENCE, torch.zeros(4, 6), y, F.cross_entropy)
 
 
+def _flattened_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
+
+
+def test_class_axis_follows_the_loss_when_there_are_as_many_positions_as_classes():
+    """(N, K, T) with K == T fits both readings: torch's losses read axis 1, a custom loss is asked."""
+    outputs, y = torch.zeros(4, 6, 6), torch.randint(0, 6, (4, 6), generator=torch.Generator().manual_seed(0))
+    for loss in (nn.CrossEntropyLoss(), F.cross_entropy, nn.NLLLoss(), F.nll_loss):
+        assert infer_layout(Task.SEQUENCE, outputs, y, loss).class_dim == 1
+    assert infer_layout(Task.SEQUENCE, outputs, y, lambda out, t: F.cross_entropy(out, t)).class_dim == 1
+    assert infer_layout(Task.SEQUENCE, outputs, y, _flattened_cross_entropy).class_dim == 2
+    with pytest.raises(GateError, match="class axis could be 1 or 2"):
+        infer_layout(Task.SEQUENCE, outputs, y, lambda out, t: (out * 0).sum())
+    # (N, K) against (N,) has one reading whatever the loss: nothing to ask.
+    assert (
+        infer_layout(Task.CLASSIFICATION, outputs[:, :, 0], y[:, 0], lambda out, t: out.sum()).class_dim == 1
+    )
+
+
 def test_agreement_counts_only_non_ignored_tokens():
     layout = OutputLayout(kind=TargetKind.CLASS_INDEX, class_dim=2, num_classes=3)
     outputs = F.one_hot(torch.tensor([[0, 1, 2, 2]]), 3).float()
@@ -293,6 +313,27 @@ def test_hidden_submodules_in_dicts_and_raw_trainable_tensors_are_found():
     assert any(item.startswith("table['a'] (Linear") for item in found)
     assert any(item.startswith("scale (tensor with requires_grad=True") for item in found)
     assert not any("alias" in item for item in found)
+
+
+class _Student(nn.Module):
+    def __init__(self, teacher: nn.Module) -> None:
+        super().__init__()
+        self.net = nn.Linear(4, 3)
+        self._teacher = [teacher]  # out of the state dict and the optimizer
+        self._frozen_scale = [nn.Parameter(torch.ones(2), requires_grad=False)]
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_inventory_passes_a_frozen_module_hidden_on_purpose_and_fails_a_trainable_one(frozen: bool):
+    """Allow-lists match registered names only, so a deliberately hidden frozen copy must pass unlisted."""
+    model = _Student(nn.Linear(4, 3).requires_grad_(not frozen))
+    finding = check_inventory(model, torch.optim.Adam(model.parameters()), pretrained=False, allow_frozen=())
+    assert finding.result.passed is frozen
+    assert ("_teacher[0]" in finding.result.detail) is not frozen
+    # A hidden frozen Parameter is deliberate too; the trainable teacher is the one problem named.
+    assert find_hidden_submodules(_Student(nn.Linear(4, 3))) == [
+        "_teacher[0] (Linear, 15 trainable parameters)"
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- gradients
@@ -418,6 +459,67 @@ def test_batch_independence_traces_transformed_ids_square_batches_and_permuted_c
     copied = seeded_build(0, lambda: _HashedIdsBatchMean(transposed_copy=True)).eval()
     finding = check_batch_independence(copied, ids % 5, allow_batch_coupling=False, seed=0)
     assert not finding.result.skipped and finding.result.passed, finding.result.detail
+
+
+class _FloatIds(nn.Module):
+    """Token ids stored as floats and made discrete on the way in (no gradient), optionally mixed."""
+
+    def __init__(self, cast: str, *, mix_batch: bool, embed: bool = True) -> None:
+        super().__init__()
+        self.cast, self.mix_batch, self.embed = cast, mix_batch, embed
+        self.embedding = nn.Embedding(10, 4)
+        self.head = nn.Linear(4 * 5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.cast == "long":
+            ids = x.long()
+        elif self.cast == "round":
+            ids = x.round().long()
+        else:
+            ids = torch.bucketize(x, torch.arange(9) + 0.5)
+        # Without the embedding the ids go one-hot: no nn.Embedding, so no leaf to differentiate.
+        embedded = self.embedding(ids) if self.embed else F.one_hot(ids, 10)[..., :4].float()
+        # BUG when mix_batch: flattening the time-major copy interleaves examples into each row.
+        flat = embedded.transpose(0, 1).reshape(n, -1) if self.mix_batch else embedded.reshape(n, -1)
+        out: torch.Tensor = self.head(flat)
+        return out
+
+
+@pytest.mark.parametrize("cast", ["long", "round", "bucketize"])
+@pytest.mark.parametrize("mix_batch", [False, True])
+def test_batch_independence_traces_float_ids_cast_on_the_way_into_an_embedding(cast: str, mix_batch: bool):
+    """Float ids used to be the only leaf: the cast cut every gradient and a mixing bug passed."""
+    ids = torch.randint(0, 10, (4, 5), generator=torch.Generator().manual_seed(0)).float()
+    model = seeded_build(0, lambda: _FloatIds(cast, mix_batch=mix_batch)).eval()
+    finding = check_batch_independence(model, ids, allow_batch_coupling=False, seed=0)
+    assert not finding.result.skipped
+    assert "embedding" in finding.result.detail
+    assert finding.result.passed is not mix_batch, finding.result.detail
+
+
+class _DetachedPrefixSum(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.linear(x.detach()).flip(1).cumsum(1).flip(1)  # (a future leak, unseen)
+        return out
+
+
+def test_dependency_checks_skip_when_the_inputs_reach_the_outputs_through_no_gradient():
+    """All-zero gradients are no evidence: the weights make the output require grad, the inputs do not."""
+    ids = torch.randint(0, 10, (4, 5), generator=torch.Generator().manual_seed(0)).float()
+    one_hot = seeded_build(0, lambda: _FloatIds("long", mix_batch=True, embed=False)).eval()
+    mixed = check_batch_independence(one_hot, ids, allow_batch_coupling=False, seed=0).result
+    assert mixed.skipped and not mixed.passed
+    assert "through no gradient" in mixed.detail and "integer tensor" in mixed.detail
+    x = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(0))
+    detached = check_causal_dependency(_DetachedPrefixSum(), x, causal=True, seed=0).result
+    assert detached.skipped and "through no gradient" in detached.detail
+    independent = check_batch_independence(_DetachedPrefixSum(), x, allow_batch_coupling=False, seed=0)
+    assert independent.result.skipped
 
 
 def test_causal_check_passes_a_prefix_sum_and_catches_a_suffix_sum():

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import random
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from skewguard.cli import EXIT_FINDING, EXIT_OK, app
+from skewguard.commands import gate as commands_gate
 from skewguard.errors import ConfigError
 from skewguard.gate import CheckName, GateReport, load_gate_config, run_gate_from_config
 from skewguard.gate.config import BuiltinLoss, prepare_gate_job
+from tests.gate import example_pipeline
 
 HERE = Path(__file__).parent
 EXAMPLE = HERE / "example_gate.toml"
@@ -110,7 +115,6 @@ def test_builtin_loss_names_build_the_matching_torch_losses(tmp_path: Path):
             r"key 'batch' = .*\(inputs, targets\)",
         ),
         (BASE + 'loss = "mse"\ntask = "regression"\nlabel_smoothing = 0.1\n', r"key 'label_smoothing'"),
-        (BASE + 'loss = "mse"\ntask = "classification"\n', r"could not run the model/loss on the batch"),
         (
             BASE + 'loss = "cross_entropy"\ntask = "classification"\n[gate]\ndeterminism_steps = 900\n',
             r"\[gate\] determinism_steps=900",
@@ -131,6 +135,61 @@ def test_builtin_loss_names_build_the_matching_torch_losses(tmp_path: Path):
 def test_config_problems_raise_config_error_naming_the_key(tmp_path: Path, text: str, expected: str):
     with pytest.raises(ConfigError, match=expected):
         run_gate_from_config(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "raised"),
+    [
+        (_with_model("build_model_with_a_shape_bug"), "model(inputs) raised RuntimeError: mat1 and mat2"),
+        (BASE + 'loss = "mse"\ntask = "classification"\n', "the loss raised RuntimeError"),
+    ],
+)
+def test_a_model_or_loss_that_raises_fails_the_gate_with_exit_1_not_a_config_error(
+    tmp_path: Path, text: str, raised: str
+):
+    """A crash on the batch is a broken pipeline, the gate's to catch: exit 1, the exception named."""
+    config = _write(tmp_path, text)
+    report = run_gate_from_config(config)
+    assert not report.passed
+    assert [c.name for c in report.failed_checks] == [CheckName.INIT_LOSS]
+    assert raised in report.check(CheckName.INIT_LOSS).detail
+    assert f"Check init_loss failed: {raised}" in report.diagnosis
+    result = CliRunner().invoke(app, ["gate", "--config", str(config)])
+    assert result.exit_code == EXIT_FINDING, result.output
+    assert raised in " ".join(result.output.split())
+
+
+def test_threads_are_set_for_the_factories_and_the_gate_and_the_callers_count_comes_back(tmp_path: Path):
+    """The CLI passes --threads to the gate's runner instead of importing torch to set them itself."""
+    config = _write(
+        tmp_path,
+        f'model = "{PIPELINE}:build_model_recording_threads"\nbatch = "{PIPELINE}:one_batch"\n'
+        'loss = "cross_entropy"\ntask = "classification"\n[gate]\nmax_steps = 10\ndeterminism_steps = 2\n',
+    )
+    before = torch.get_num_threads()
+    example_pipeline.THREADS_SEEN.clear()
+    run_gate_from_config(config, threads=before + 1)
+    assert set(example_pipeline.THREADS_SEEN) == {before + 1} and len(example_pipeline.THREADS_SEEN) > 1
+    assert torch.get_num_threads() == before
+    example_pipeline.THREADS_SEEN.clear()
+    result = CliRunner().invoke(app, ["gate", "--config", str(config), "--threads", str(before + 2)])
+    assert result.exit_code in {EXIT_OK, EXIT_FINDING}, result.output
+    assert set(example_pipeline.THREADS_SEEN) == {before + 2}
+    assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="threads=0"):
+        run_gate_from_config(config, threads=0)
+
+
+def test_the_gate_command_leaves_torch_to_the_gate():
+    """DESIGN: torch is imported only in gate/, pipeline/ and the demo model, never by a command."""
+    source = Path(commands_gate.__file__).read_text(encoding="utf-8")
+    imported = [
+        alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+    ]
+    assert imported and not any(name == "torch" or name.startswith("torch.") for name in imported)
 
 
 def test_missing_file_wrong_extension_and_non_mapping_are_config_errors(tmp_path: Path):

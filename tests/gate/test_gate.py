@@ -229,6 +229,45 @@ def test_misuse_raises_gate_error_naming_the_argument():
         )
 
 
+class _RaisesOnItsFifthCall(nn.Module):
+    """Runs four forward passes, then raises (a bug on a path the first steps do not reach)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = MLP()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 5:
+            msg = "index 7 is out of bounds for dimension 0 with size 4"
+            raise IndexError(msg)
+        out: torch.Tensor = self.mlp(x)
+        return out
+
+
+def test_a_model_that_raises_mid_run_fails_the_running_check_and_skips_the_rest():
+    """A crash is a failed gate naming the exception and its line, not a GateError (exit 2)."""
+    inputs, targets = classification_batch()
+    model = seeded_build(1, _RaisesOnItsFifthCall)
+    report = OverfitGate().check(model, inputs, targets, nn.CrossEntropyLoss(), task="classification")
+    assert not report.passed
+    assert report.check(CheckName.INVENTORY).passed and report.check(CheckName.INIT_LOSS).passed
+    overfit = report.check(CheckName.OVERFIT)
+    assert not overfit.passed and not overfit.skipped
+    assert overfit.detail.startswith("model(inputs) raised IndexError: index 7 is out of bounds")
+    assert "(while overfitting the batch) at test_gate.py:" in overfit.detail
+    assert overfit.detail.endswith("in forward")
+    later = [
+        c
+        for c in report.checks
+        if c.name not in {CheckName.INVENTORY, CheckName.INIT_LOSS, CheckName.OVERFIT}
+    ]
+    assert all(c.skipped and "raised IndexError in overfit" in c.detail for c in later)
+    assert "Check overfit failed: model(inputs) raised IndexError" in report.diagnosis
+    assert "Likely bug: the pipeline crashes on this batch" in report.diagnosis
+
+
 def failed_checks(report: GateReport) -> set[CheckName]:
     return {check.name for check in report.checks if check.status is CheckStatus.FAILED}
 

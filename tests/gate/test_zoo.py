@@ -114,6 +114,7 @@ def test_view_bugs_that_still_memorise_are_caught_by_dependency_checks_alone():
     # The silent part: both models memorise the batch, only the dependency checks see the bug.
     for name, check in (
         ("batch_mixing_view", CheckName.BATCH_INDEPENDENCE),
+        ("float_token_batch_mixing", CheckName.BATCH_INDEPENDENCE),
         ("token_scrambling_view", CheckName.CAUSAL_DEPENDENCY),
     ):
         report = report_for(name)
