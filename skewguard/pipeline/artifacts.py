@@ -98,8 +98,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
             "tensors as the pipeline writes it (the file is corrupt, or holds a whole pickled model)"
         )
         raise DataError(msg) from exc
-    except (OSError, RuntimeError, EOFError) as exc:
-        msg = f"weights {str(path)!r}: cannot be loaded with weights_only=True ({exc})"
+    except Exception as exc:  # (torch's unpickler raises anything: a KeyError for a text file)
+        msg = f"weights {str(path)!r}: cannot be loaded with weights_only=True ({type(exc).__name__}: {exc})"
         raise DataError(msg) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         msg = f"weights {str(path)!r}: expected a state dict of tensors"

@@ -13,8 +13,9 @@ fails, so a stopped run leaves no model directory behind.
 
 Reproducibility: torch's global generator is seeded from ``config.seed`` inside the run and restored
 afterwards (the caller's RNG state is untouched), shuffling uses a seeded ``torch.Generator``, and the
-split is a hash of the id column's canonical form (``canonical_ids``; null ids are refused) or a
-seeded permutation, so the same data and config give the same weights. torch runs with
+split is a hash of the id column's text (or a seeded permutation), so the same data and config give
+the same weights. Null ids are refused: one turns an integer id column into floats, whose text
+("101.0" for 101) would hash every row into another split. torch runs with
 ``config.threads`` intra-op threads (1 by default) and the caller's setting is restored.
 """
 
@@ -189,34 +190,9 @@ def _label_violations(frame: pd.DataFrame, label: str) -> list[Violation]:
     return found
 
 
-def _canonical_id(value: Any) -> str:
-    if isinstance(value, float | np.floating) and math.isfinite(value) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def canonical_ids(ids: pd.Series[Any]) -> pd.Series[Any]:
-    """The ids as the strings the split hashes: an integral float is written as the integer it is.
-
-    One null id turns an int64 column into float64, and ``str`` then writes 101 as "101.0": hashing
-    that moves every row to another split, so a "fixed" holdout would leak into training. Written as
-    integers, int64 and float64 ids of the same values hash alike; ids that are already integers or
-    strings hash exactly as before, so existing holdouts stay where they are.
-    """
-    if pd.api.types.is_float_dtype(ids.dtype):
-        values = ids.to_numpy(dtype="float64")
-        text = ids.astype(str).to_numpy(dtype=object)
-        integral = np.isfinite(values) & (np.floor(values) == values)
-        text[integral] = [str(int(value)) for value in values[integral]]
-        return pd.Series(text, index=ids.index, dtype=object)
-    if ids.dtype == object:
-        return ids.map(_canonical_id)
-    return ids.astype(str)
-
-
 def _unit_hash(ids: pd.Series[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
     """A stable pseudo-uniform number in [0, 1) per id: the same id lands in the same split every run."""
-    hashed = pd.util.hash_pandas_object(canonical_ids(ids), index=False).to_numpy(dtype="uint64")
+    hashed = pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy(dtype="uint64")
     unit: np.ndarray[Any, np.dtype[np.float64]] = (hashed >> np.uint64(11)).astype("float64") / float(1 << 53)
     return unit
 
@@ -230,7 +206,13 @@ def gate_candidate_rows(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Te
     blame a correct model. Such rows are left out entirely; a duplicate with the same label is kept
     once. Returns row indices in ascending order.
     """
-    _, group, counts = torch.unique(inputs, dim=0, return_inverse=True, return_counts=True)
+    # NaN equals nothing, so unique() would keep identical rows holding one apart: NaNs are compared
+    # as a flag column beside zeros instead.
+    flat = inputs.reshape(len(inputs), -1)
+    if flat.is_floating_point():
+        missing = torch.isnan(flat)
+        flat = torch.cat([torch.where(missing, torch.zeros_like(flat), flat), missing.to(flat.dtype)], dim=1)
+    _, group, counts = torch.unique(flat, dim=0, return_inverse=True, return_counts=True)
     groups, labels = len(counts), targets.to(torch.float64)
     low = torch.full((groups,), math.inf, dtype=torch.float64).scatter_reduce(0, group, labels, "amin")
     high = torch.full((groups,), -math.inf, dtype=torch.float64).scatter_reduce(0, group, labels, "amax")
@@ -462,10 +444,9 @@ class _Pipeline:
             # Early stopping restored epoch 0, the random initial weights: registering them would
             # ship (and, as the first version, promote) a model that never learned anything.
             msg = (
-                f"no epoch improved on the initial weights: validation loss {outcome.best_val_loss:.4f} "
-                f"was not beaten by more than training.min_delta = {section.min_delta} in "
-                f"{outcome.epochs_run} epoch(s); the untrained weights are not registered (check "
-                "training.lr, training.min_delta and the data)"
+                f"no epoch improved on the initial weights: no epoch of {outcome.epochs_run} lowered the "
+                f"validation loss below its initial {outcome.best_val_loss:.4f}; the untrained weights "
+                "are not registered (check training.lr and the data)"
             )
             raise RetrainStopped(Stage.TRAIN, msg)
         self._done(

@@ -5,7 +5,10 @@ epoch for the record, never used to stop: a model can reach 100 % on its trainin
 still be improving on unseen ones (for separable data the logistic loss keeps falling as the margin
 grows), and stopping there would ship an under-trained model. The run stops after ``patience``
 epochs without an improvement of more than ``min_delta``, or at ``max_epochs``; either way the
-weights of the best validation epoch are restored before returning.
+weights of the epoch with the lowest validation loss are restored before returning. ``min_delta``
+decides only when to stop, not which weights win: an epoch that beats the initial weights by less
+than ``min_delta`` is still better than them (restoring the untrained weights instead would ship a
+random model), so epoch 0 — the initial weights — is restored only when no epoch lowered the loss.
 """
 
 from __future__ import annotations
@@ -153,7 +156,8 @@ def train_with_early_stopping(
     history: list[EpochRecord] = []
     best_loss, _ = _evaluate(module, val_inputs, val_targets, criterion)
     best_state = copy.deepcopy(module.state_dict())
-    best_epoch = 0  # epoch 0 = the initial weights; a run that never improves returns them unchanged
+    best_epoch = 0  # epoch 0 = the initial weights; a run that never lowers the loss returns them
+    reference = best_loss  # the loss an epoch must beat by more than min_delta to reset patience
     stale = 0
     stop_reason = StopReason.MAX_EPOCHS
     n_rows = inputs.shape[0]
@@ -182,14 +186,16 @@ def train_with_early_stopping(
                 f"{val_loss} (lower training.lr, or check the inputs for extreme values)"
             )
             raise TrainingDiverged(msg)
-        improved = val_loss < best_loss - options.min_delta
+        improved = val_loss < reference - options.min_delta
         record = EpochRecord(epoch, train_loss, train_accuracy, val_loss, improved)
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if improved:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(module.state_dict())
+        if improved:
+            reference, stale = val_loss, 0
         else:
             stale += 1
             if stale >= options.patience:

@@ -29,3 +29,11 @@ def test_a_state_dict_written_by_save_weights_loads_back(tmp_path: Path) -> None
     save_weights(module, tmp_path / "weights.pt")
     loaded = load_weights(tmp_path / "weights.pt")
     assert all(torch.equal(loaded[k], v) for k, v in module.state_dict().items())
+
+
+def test_a_text_file_in_place_of_weights_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    # torch's unpickler reads 'h' as an opcode and raised a bare KeyError.
+    text = tmp_path / "weights.pt"
+    text.write_text("hello world")
+    with pytest.raises(DataError, match=f"weights '{text}': cannot be loaded with weights_only=True"):
+        load_weights(text)

@@ -32,6 +32,10 @@ def test_gate_candidates_leave_out_conflicting_duplicates_and_keep_consistent_on
     targets = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
     # [0, 1] appears with labels 1 and 0: both rows out. [2, 3] and [4, 5] repeat one label: kept once.
     assert gate_candidate_rows(inputs, targets).tolist() == [1, 3, 5]
+    # NaN equals nothing: identical rows holding one are still the same input (both out).
+    nan = float("nan")
+    with_nan = torch.tensor([[nan, 1.0], [nan, 1.0], [nan, 2.0]])
+    assert gate_candidate_rows(with_nan, torch.tensor([0.0, 1.0, 1.0])).tolist() == [2]
 
 
 def test_a_correct_model_passes_the_gate_on_data_with_conflicting_duplicate_rows(

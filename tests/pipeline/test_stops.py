@@ -142,8 +142,9 @@ def test_candidate_worse_than_production_stops_when_required(
 def test_a_run_where_no_epoch_beats_the_initial_weights_stops_at_train_and_registers_nothing(
     make_config: Callable[..., Path],
 ) -> None:
-    # A min_delta no epoch can beat: early stopping restores epoch 0, the random initial weights.
-    config = make_config(training={"max_epochs": 2, "patience": 1, "min_delta": 10.0})
+    # A learning rate too small to change a float32 weight: no epoch lowers the validation loss, so
+    # early stopping restores epoch 0, the random initial weights.
+    config = make_config(training={"max_epochs": 2, "patience": 1, "lr": 1e-30})
     code, output = run_cli(config)
     assert code == EXIT_FINDING, output
     assert "stopped at stage 'train'" in output

@@ -90,18 +90,35 @@ def test_same_seed_and_initial_weights_give_identical_weights() -> None:
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
-def test_a_run_that_never_improves_returns_the_initial_weights() -> None:
+def test_a_run_that_never_lowers_the_validation_loss_returns_the_initial_weights() -> None:
+    generator = torch.Generator().manual_seed(4)
+    w = torch.randn(10, generator=generator)
+    train = noisy_linear(64, generator, w)
+    validation = (train[0], 1.0 - train[1])  # the training rows with every label flipped: learning hurts
+    module = wide_mlp()
+    initial = copy.deepcopy(module.state_dict())
+    outcome = train_with_early_stopping(
+        module, train, validation, TrainingOptions(lr=0.003, max_epochs=10, patience=2)
+    )
+    assert outcome.best_epoch == 0 and outcome.epochs_run == 2
+    assert all(torch.equal(initial[k], v) for k, v in module.state_dict().items())
+
+
+def test_min_delta_decides_when_to_stop_not_which_weights_win() -> None:
+    # No epoch beats the initial loss by min_delta, so patience runs out after 2 epochs; but they did
+    # lower it, and the better of them is restored, not the untrained initial weights.
     generator = torch.Generator().manual_seed(4)
     w = torch.randn(10, generator=generator)
     train, validation = noisy_linear(64, generator, w), noisy_linear(64, generator, w)
     module = wide_mlp()
     initial = copy.deepcopy(module.state_dict())
-    # A huge min_delta means no epoch counts as an improvement.
     outcome = train_with_early_stopping(
         module, train, validation, TrainingOptions(lr=0.003, max_epochs=10, patience=2, min_delta=10.0)
     )
-    assert outcome.best_epoch == 0 and outcome.epochs_run == 2
-    assert all(torch.equal(initial[k], v) for k, v in module.state_dict().items())
+    assert outcome.epochs_run == 2 and not any(record.improved for record in outcome.history)
+    losses = [record.val_loss for record in outcome.history]
+    assert outcome.best_epoch == 1 + losses.index(min(losses)) and outcome.best_val_loss == min(losses)
+    assert not all(torch.equal(initial[k], v) for k, v in module.state_dict().items())
 
 
 @pytest.mark.parametrize(
