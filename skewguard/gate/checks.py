@@ -8,7 +8,9 @@ Exact-zero tests (batch independence, causality) are exact on purpose: in float3
 operation that does not read example j contributes *exactly* nothing to its gradient, so any
 non-zero, however small, is a real dependency, not noise. A zero is evidence only when gradients
 reach the inputs at all: with no output depending on its own example (ids cast with ``.long()`` or
-``.detach()``ed on the way in), the checks skip instead of passing.
+``.detach()``ed on the way in), the checks skip instead of passing; and only along paths the gate
+traced: an embedding fed ids made from the batch that it cannot map back to examples (see
+:mod:`skewguard.gate.provenance`) makes a check that found nothing skip, naming the embedding.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skewguard.errors import GateError
+from skewguard.gate.provenance import BatchProvenance
 from skewguard.gate.report import CheckName, CheckResult, Outputs, Signature, Task
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -181,27 +184,27 @@ def _class_axis(outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn) -
     """The class axis of outputs with one axis more than integer targets: last, 1, or -1 for neither.
 
     Both readings fit when every position axis is as long as the class axis ((N, K, T) with K == T).
-    Then torch's own class-index losses decide: ``cross_entropy`` / ``nll_loss`` read axis 1. Any
-    other loss is asked: one-hot logits along each candidate axis, and the axis the loss finds cheaper
-    is the one it reads (a reshape to (-1, K) finds the last axis cheaper). A loss that cannot tell
-    them apart is refused rather than guessed: agreement over the wrong axis fails a correct model.
+    Then torch's own class-index losses decide: ``cross_entropy`` / ``nll_loss`` read axis 1. Only
+    those exact types and functions: a subclass of ``nn.CrossEntropyLoss`` may reshape to (-1, K) in
+    its ``forward`` and read the last axis. Any other loss is asked: one-hot logits along each
+    candidate axis, and the axis the loss finds cheaper is the one it reads (a reshape to (-1, K)
+    finds the last axis cheaper). A loss that cannot tell them apart is refused rather than guessed:
+    agreement over the wrong axis fails a correct model. A loss that answers with more than one
+    number is refused as the gate refuses it anywhere (:func:`loss_value`).
     """
     last = outputs.dim() - 1
     fits_last = outputs.shape[:-1] == targets.shape
     fits_first = outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]
     if not (fits_last and fits_first) or last == 1:  # ((N, K) against (N,): one reading, axis 1)
         return last if fits_last else 1 if fits_first else -1
-    if isinstance(loss_fn, _CLASS_FIRST_LOSSES) or _is(loss_fn, _CLASS_FIRST_LOSS_FUNCTIONS):
+    if type(loss_fn) in _CLASS_FIRST_LOSSES or _is(loss_fn, _CLASS_FIRST_LOSS_FUNCTIONS):
         return 1
     k = int(outputs.shape[1])
     labels = targets.detach().long().clamp(0, k - 1)  # (ignored positions: any class; the loss skips them)
     one_hot = 10.0 * F.one_hot(labels, k).to(outputs.dtype)  # classes last
-    try:
-        with torch.no_grad():
-            cost_last = float(loss_fn(one_hot, targets))
-            cost_first = float(loss_fn(one_hot.movedim(-1, 1), targets))
-    except Exception:
-        cost_last = cost_first = math.nan
+    cost_last, cost_first = (
+        _probe_cost(loss_fn, logits, targets) for logits in (one_hot, one_hot.movedim(-1, 1))
+    )
     if math.isfinite(cost_last) and math.isfinite(cost_first) and cost_last != cost_first:
         return last if cost_last < cost_first else 1
     shape = tuple(outputs.shape)
@@ -211,6 +214,29 @@ def _class_axis(outputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn) -
         "reads; use nn.CrossEntropyLoss / F.cross_entropy (classes on axis 1), or a batch whose sequence "
         "length differs from the number of classes"
     )
+    raise GateError(msg)
+
+
+def _probe_cost(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The loss of probe outputs; NaN when the loss refuses their layout (a shape error)."""
+    try:
+        with torch.no_grad():
+            loss = loss_fn(outputs, targets)
+    except Exception:
+        return math.nan
+    return loss_value(loss)  # (a loss with no reduction is refused here, not read as "cannot tell")
+
+
+def loss_value(loss: object) -> float:
+    """The number a loss (or ``train_step``) returned; GateError unless it is a scalar tensor or a number."""
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            msg = f"the loss must be a scalar, got a tensor of shape {tuple(loss.shape)} (reduce it first)"
+            raise GateError(msg)
+        return float(loss.detach())
+    if isinstance(loss, int | float):
+        return float(loss)
+    msg = f"the loss / train_step result must be a scalar tensor or a number, got {type(loss).__name__}"
     raise GateError(msg)
 
 
@@ -789,11 +815,16 @@ def check_determinism(first: Sequence[float], second: Sequence[float]) -> Findin
 
 @dataclass
 class _Traced:
-    """The model output plus the per-example leaf tensors we differentiate it against."""
+    """The model output plus the per-example leaf tensors we differentiate it against.
+
+    ``untraced``: embeddings that read ids made from the batch on a path the gate could not map
+    back to examples (see :mod:`skewguard.gate.provenance`); a zero gradient there proves nothing.
+    """
 
     output: torch.Tensor
     leaves: list[torch.Tensor]
     through_embedding: bool
+    untraced: list[str]
 
     @property
     def where(self) -> str:
@@ -801,21 +832,20 @@ class _Traced:
         return "first-layer (embedding) activations" if self.through_embedding else "inputs"
 
 
-def _trace_or_skip(model: nn.Module, inputs: torch.Tensor, name: CheckName) -> _Traced | Finding:
+def _trace_or_skip(model: nn.Module, inputs: torch.Tensor, name: CheckName, seed: int) -> _Traced | Finding:
     """:func:`_trace`, or the skip finding of a dependency check that has nothing to differentiate."""
-    traced = _trace(model, inputs)
+    traced = _trace(model, inputs, seed)
     if traced is None:
-        return Finding(
-            CheckResult.skip(
-                name, "integer inputs that no nn.Embedding consumes: no differentiable first layer"
-            )
-        )
+        return Finding(CheckResult.skip(name, _NO_OUTPUT_TENSOR))
+    if not traced.leaves:
+        reason = _untraced_reason(traced.untraced) if traced.untraced else _NO_EMBEDDING
+        return Finding(CheckResult.skip(name, reason))
     if not traced.output.requires_grad:
         return Finding(CheckResult.skip(name, _NO_PATH))
     return traced
 
 
-def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
+def _trace(model: nn.Module, inputs: torch.Tensor, seed: int) -> _Traced | None:
     """Run ``model`` with a differentiable leaf per example: the inputs, or the embedding output.
 
     Token ids have no gradient, so a forward hook replaces the output of every ``nn.Embedding``
@@ -827,38 +857,58 @@ def _trace(model: nn.Module, inputs: torch.Tensor) -> _Traced | None:
     An embedding may be fed the ids with their axes swapped (``embedding(ids.t())`` for a
     sequence-first RNN): its leaf is then laid out as the ids are (examples first, positions second)
     and swapped the same way on its way into the model, so the checks read it as they read any other.
+
+    Ids the hook cannot lay out as the batch (a column of a float feature tensor, ``x[:, 3].long()``)
+    are followed back through pointwise steps to the float values they were cast from, and the
+    embedding's output is tied to those with a straight-through term (value exactly zero, gradient
+    the identity, along a random direction so a later LayerNorm cannot cancel it): the gradient then
+    reaches the input leaf at the right examples and positions. Ids made from the batch any other way
+    (an argmax, a rolled or sorted copy) are named in ``untraced``.
+
+    The model is given copies (``.clone()``), never a leaf or a view of one, so its in-place
+    operations (``x = tok(ids); x += pos(...)``) work as they do in training.
     """
     leaves: list[torch.Tensor] = []
+    untraced: list[str] = []
+    names = {id(m): name or type(m).__name__ for name, m in model.named_modules()}
+    fed = inputs
+    if inputs.is_floating_point():
+        leaf = inputs.detach().clone().requires_grad_(True)
+        leaves.append(leaf)
+        fed = leaf.clone()
+    provenance = BatchProvenance(fed)
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         if not args or not isinstance(args[0], torch.Tensor):
             return output
-        order = _axes_of(inputs, args[0])
-        if order is None:
+        ids = args[0]
+        order = _axes_of(inputs, ids)
+        if order is not None:
+            feature = [output.dim() - 1]  # the embedding's own axis stays last
+            inverse = [order.index(axis) for axis in range(len(order))]
+            embedded = output.detach().permute([*inverse, *feature]).requires_grad_(True)
+            leaves.append(embedded)
+            return embedded.permute([*order, *feature]).clone()
+        if not provenance.carries(ids):
+            return output  # not the batch's ids (positions from torch.arange): nothing to trace
+        source = provenance.differentiable_source(ids)
+        if source is None:
+            untraced.append(names.get(id(module), type(module).__name__))
             return output
-        feature = [output.dim() - 1]  # the embedding's own axis stays last
-        inverse = [order.index(axis) for axis in range(len(order))]
-        leaf = output.detach().permute([*inverse, *feature]).requires_grad_(True)
-        leaves.append(leaf)
-        return leaf.permute([*order, *feature])
+        direction = _weights(output.shape[-1:], output.dtype, seed)
+        return output + (source - source.detach()).to(output.dtype).unsqueeze(-1) * direction
 
-    fed = inputs
-    if inputs.is_floating_point():
-        fed = inputs.detach().clone().requires_grad_(True)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Embedding)]
     try:
-        with running_pipeline_code("model(inputs)"):
+        with running_pipeline_code("model(inputs)"), provenance:
             output = model(fed)
     finally:
         for handle in handles:
             handle.remove()
     if not isinstance(output, torch.Tensor):
         return None
-    if inputs.is_floating_point():
-        return _Traced(output=output, leaves=[fed, *leaves], through_embedding=bool(leaves))
-    if not leaves:
-        return None
-    return _Traced(output=output, leaves=leaves, through_embedding=True)
+    through_embedding = len(leaves) > int(inputs.is_floating_point())
+    return _Traced(output=output, leaves=leaves, through_embedding=through_embedding, untraced=untraced)
 
 
 def _axes_of(inputs: torch.Tensor, fed: torch.Tensor) -> list[int] | None:
@@ -910,11 +960,23 @@ def _pointwise(inputs: torch.Tensor, fed: torch.Tensor) -> bool:
 
 _MAX_ID_AXES: Final = 4
 _NO_PATH = "the output has no gradient path back to the inputs (detached), so there is nothing to trace"
+_NO_OUTPUT_TENSOR = "model(inputs) returned no tensor: nothing to differentiate"
+_NO_EMBEDDING = "integer inputs that no nn.Embedding consumes: no differentiable first layer"
 _NO_INPUT_GRADIENT = (
     "no output has a gradient w.r.t. its own example's inputs: the inputs reach the outputs through no "
     "gradient (cast with .long()/.round()/bucketize, or .detach()ed?), so zero gradients prove nothing; "
     "declare token ids as an integer tensor feeding an nn.Embedding"
 )
+
+
+def _untraced_reason(embeddings: Sequence[str]) -> str:
+    shown = _names([f"{name!r}" for name in dict.fromkeys(embeddings)])
+    return (
+        f"nn.Embedding {shown} reads ids made from the batch on a path the gate cannot map back to "
+        "examples (not the ids themselves, a view or a position-by-position function of them, nor a "
+        "cast of float input values: an argmax, a rolled or sorted copy, a slice of integer ids), so a "
+        "zero gradient along it proves nothing; feed the embedding the ids (or a cast of them) directly"
+    )
 
 
 def _weights(shape: torch.Size, dtype: torch.dtype, seed: int) -> torch.Tensor:
@@ -940,7 +1002,7 @@ def check_batch_independence(
     n = int(inputs.shape[0])
     if n < 2:
         return Finding(CheckResult.skip(name, "batch of one example: nothing to be independent of"))
-    traced = _trace_or_skip(model, inputs, name)
+    traced = _trace_or_skip(model, inputs, name, seed)
     if isinstance(traced, Finding):
         return traced
     output = traced.output
@@ -973,6 +1035,9 @@ def check_batch_independence(
             coupled[i] = others
             largest = max(largest, float(magnitude.max()))
     where = traced.where
+    if not coupled and traced.untraced:
+        # A traced path found nothing; the untraced one may still mix examples.
+        return Finding(CheckResult.skip(name, _untraced_reason(traced.untraced)))
     if not coupled and not reads_own:
         # Zero cross-example gradients prove nothing when no output has a gradient w.r.t. anything.
         return Finding(CheckResult.skip(name, _NO_INPUT_GRADIENT))
@@ -1021,7 +1086,7 @@ def check_causal_dependency(
     if inputs.dim() < 2:
         msg = f"causal=True needs inputs with a position axis (N, T, ...), got shape {tuple(inputs.shape)}"
         raise GateError(msg)
-    traced = _trace_or_skip(model, inputs, name)
+    traced = _trace_or_skip(model, inputs, name, seed)
     if isinstance(traced, Finding):
         return traced
     output = traced.output
@@ -1053,6 +1118,8 @@ def check_causal_dependency(
         if future:
             violations[t] = future
             largest = max(largest, float(magnitude[t + 1 :].max()))
+    if not violations and traced.untraced:
+        return Finding(CheckResult.skip(name, _untraced_reason(traced.untraced)))
     if not violations and not reads_past:
         # No position depends on any input position: "nothing from the future" would be vacuous.
         return Finding(CheckResult.skip(name, _NO_INPUT_GRADIENT))

@@ -27,8 +27,11 @@ dependency checks differentiate it directly.
 Mode: the judged pass runs with dropout off (the model in eval mode) but BatchNorm layers in
 train mode when the batch has at least two examples, so normalisation uses the batch statistics
 the optimizer sees; with one example BatchNorm stays in eval mode (frozen running statistics).
-Dependency checks (batch independence, causality) run fully in eval mode in float32, where
-BatchNorm no longer couples examples.
+Dependency checks (batch independence, causality) run fully in eval mode, where BatchNorm no
+longer couples examples, with half/bfloat16 weights and inputs upcast to float32 (float32 and float64
+models run in their own precision). The gate traces the model there (inputs and embedding outputs
+that require grad); a crash only that tracing causes skips the check with the exception named, while
+a model that also crashes untraced in eval mode fails it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +54,7 @@ import torch
 from torch import nn
 
 from skewguard.errors import GateError
-from skewguard.gate import checks
+from skewguard.gate import checks, provenance
 from skewguard.gate.checks import (
     REQUIRED_AGREEMENT,
     Finding,
@@ -68,6 +72,7 @@ from skewguard.gate.checks import (
     check_inventory,
     infer_layout,
     known_plateaus,
+    loss_value,
     reference_losses,
     running_pipeline_code,
     smoothed_cross_entropy_floor,
@@ -358,8 +363,8 @@ _CRASH_CONTEXT: dict[CheckName, str] = {
     CheckName.OVERFIT: "while overfitting the batch",
     CheckName.GRADIENT_FLOW: "in the first lr=0 probe step",
     CheckName.GRADIENT_FRESHNESS: "in the second lr=0 probe step",
-    CheckName.BATCH_INDEPENDENCE: "in eval mode, float32, tracing batch independence",
-    CheckName.CAUSAL_DEPENDENCY: "in eval mode, float32, tracing causality",
+    CheckName.BATCH_INDEPENDENCE: "in eval mode, for the batch-independence check",
+    CheckName.CAUSAL_DEPENDENCY: "in eval mode, for the causality check",
     CheckName.DETERMINISM: "in the repeated seeded run",
 }
 
@@ -367,7 +372,7 @@ _CRASH_CONTEXT: dict[CheckName, str] = {
 def _raised_at(error: BaseException) -> str:
     """`` at file:line in function`` of the innermost frame outside torch and the gate's runner, if any."""
     torch_root = Path(torch.__file__).parent
-    runner = {Path(__file__), Path(checks.__file__)}
+    runner = {Path(__file__), Path(checks.__file__), Path(provenance.__file__)}
     frames = [
         frame
         for frame in traceback.extract_tb(error.__traceback__)
@@ -379,15 +384,18 @@ def _raised_at(error: BaseException) -> str:
     return f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}"
 
 
-def crash_finding(crash: ModelRaised, check: CheckName) -> Finding:
-    """The failed check of a pipeline that raised while ``check`` ran it: the exception, named."""
+def _crash_text(crash: ModelRaised) -> str:
+    """``where raised Type: message``, the message on one line and shortened."""
     message = " ".join(str(crash.error).split())
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 3] + "..."
+    return f"{crash.where} raised {type(crash.error).__name__}: {message}"
+
+
+def crash_finding(crash: ModelRaised, check: CheckName) -> Finding:
+    """The failed check of a pipeline that raised while ``check`` ran it: the exception, named."""
     context = _CRASH_CONTEXT.get(check, "while the gate ran it")
-    detail = (
-        f"{crash.where} raised {type(crash.error).__name__}: {message} ({context}){_raised_at(crash.error)}"
-    )
+    detail = f"{_crash_text(crash)} ({context}){_raised_at(crash.error)}"
     return Finding(
         CheckResult(name=check, passed=False, detail=detail),
         "the pipeline crashes on this batch: typically a shape or dtype bug in forward (a .view()/"
@@ -396,16 +404,40 @@ def crash_finding(crash: ModelRaised, check: CheckName) -> Finding:
     )
 
 
-def _scalar(loss: object) -> float:
-    if isinstance(loss, torch.Tensor):
-        if loss.numel() != 1:
-            msg = f"the loss must be a scalar, got a tensor of shape {tuple(loss.shape)} (reduce it first)"
-            raise GateError(msg)
-        return float(loss.detach())
-    if isinstance(loss, int | float):
-        return float(loss)
-    msg = f"the loss / train_step result must be a scalar tensor or a number, got {type(loss).__name__}"
-    raise GateError(msg)
+def tracing_crash_finding(crash: ModelRaised, check: CheckName) -> Finding:
+    """The skip of a dependency check whose tracing, not the model, raised: nothing proven either way."""
+    return Finding(
+        CheckResult.skip(
+            check,
+            f"not judged: traced for this check, {_crash_text(crash)}{_raised_at(crash.error)}, while the "
+            "model runs untraced in eval mode; the gate feeds it inputs (or embedding outputs) that "
+            "require grad, and code that refuses such a tensor (.numpy(), .requires_grad_(False)) "
+            "cannot be traced",
+        )
+    )
+
+
+def _low_precision(tensor: torch.Tensor) -> bool:
+    return tensor.is_floating_point() and tensor.element_size() < 4
+
+
+def traceable_copy(base: nn.Module, inputs: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """An eval-mode copy of the model and the batch, as the dependency checks differentiate them.
+
+    Half and bfloat16 weights and inputs are upcast to float32, so that a real dependency cannot
+    underflow to an exact zero. float32 and float64 stay as they trained: ``.float()`` on the whole
+    model would miss a float64 teacher kept in a plain list (out of ``parameters()``) and hand it
+    float32 inputs it never saw, and exact zeros are exact in float64 too.
+    """
+    model = copy.deepcopy(base).eval()
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if _low_precision(param):
+                param.data = param.data.float()
+        for name, buffer in module.named_buffers(recurse=False):
+            if _low_precision(buffer):
+                setattr(module, name, buffer.float())
+    return model, inputs.float() if _low_precision(inputs) else inputs
 
 
 def _forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -496,7 +528,7 @@ class _Run:
             output = _forward(probe, self.inputs)
             # Layout first: a shape/task mismatch deserves its own message, not the loss's traceback.
             self.layout = infer_layout(self.task, output, self.targets, self.loss_fn, self.declared)
-            initial = _scalar(self._loss(output))
+            initial = loss_value(self._loss(output))
         self.floor, floor_note = self._floor()
         self.plateaus = known_plateaus(self.layout, self.targets)
         references = reference_losses(output, self.targets, self.loss_fn, self.layout, self.ignore_index)
@@ -534,8 +566,8 @@ class _Run:
                 evidence=self._evidence(output),
             )
         )
-        findings.extend(self._gradient_checks(trainable))
-        findings.extend(self._dependency_checks())
+        self._gradient_checks(trainable)
+        self._dependency_checks()
         self.stage = CheckName.DETERMINISM
         findings.append(self._determinism(attempts))
         order = list(CheckName)
@@ -616,14 +648,17 @@ class _Run:
         with running_pipeline_code("train_step"):
             return step(model, self.inputs, self.targets, self.loss_fn, optimizer)
 
-    def _gradient_checks(self, trainable: list[tuple[str, nn.Parameter]]) -> list[Finding]:
-        """Two lr=0 steps: the first's gradients judge flow, the pair judges freshness."""
+    def _gradient_checks(self, trainable: list[tuple[str, nn.Parameter]]) -> None:
+        """Two lr=0 steps: the first's gradients judge flow, the pair judges freshness.
+
+        Each finding goes into ``findings`` as soon as it is made: a crash in the second step must not
+        take the flow verdict of the first with it.
+        """
         if not trainable:
             reason = "the model has no trainable parameters"
-            return [
-                Finding(CheckResult.skip(CheckName.GRADIENT_FLOW, reason)),
-                Finding(CheckResult.skip(CheckName.GRADIENT_FRESHNESS, reason)),
-            ]
+            self.findings.append(Finding(CheckResult.skip(CheckName.GRADIENT_FLOW, reason)))
+            self.findings.append(Finding(CheckResult.skip(CheckName.GRADIENT_FRESHNESS, reason)))
+            return
         model = self.fresh()
         named = trainable_parameters(model)
         names = [n for n, _ in named]
@@ -639,7 +674,6 @@ class _Run:
 
         handle = optimizer.register_step_pre_hook(hook)
         per_call: list[list[torch.Tensor | None] | None] = []
-        fallback: list[torch.Tensor | None] | None = None
         try:
             for call in range(2):
                 self.stage = CheckName.GRADIENT_FLOW if call == 0 else CheckName.GRADIENT_FRESHNESS
@@ -651,15 +685,13 @@ class _Run:
                     self._step_theirs(self.train_step, model, optimizer)
                 per_call.append(snapshots[before] if len(snapshots) > before else None)
                 if call == 0:
-                    fallback = snapshot()
+                    first = per_call[0] if per_call[0] is not None else snapshot()
+                    self.findings.append(
+                        check_gradient_flow(names, first, allow_no_grad=self.options.allow_no_grad)
+                    )
         finally:
             handle.remove()
-        first = per_call[0] if per_call[0] is not None else fallback
-        flow = check_gradient_flow(
-            names, first or [None] * len(names), allow_no_grad=self.options.allow_no_grad
-        )
-        fresh = check_gradient_freshness(names, per_call[0], per_call[1])
-        return [flow, fresh]
+        self.findings.append(check_gradient_freshness(names, per_call[0], per_call[1]))
 
     def _train(self, lr: float, limit: int) -> tuple[OverfitAttempt, CurveMonitor]:
         """Train a fresh copy for at most ``limit`` updates at ``lr``; stop once the outcome is certain."""
@@ -678,7 +710,7 @@ class _Run:
                 optimizer.zero_grad(set_to_none=True)
                 output = _forward(model, self.inputs)
                 loss = self._loss(output)
-                value = _scalar(loss)
+                value = loss_value(loss)
                 last_output = output.detach()
                 signatures = monitor.observe(value)
                 if signatures:
@@ -696,7 +728,7 @@ class _Run:
                 steps += 1
         else:
             for _ in range(limit):
-                value = _scalar(self._step_theirs(self.train_step, model, optimizer))
+                value = loss_value(self._step_theirs(self.train_step, model, optimizer))
                 steps += 1
                 signatures = monitor.observe(value)
                 if signatures:
@@ -705,7 +737,7 @@ class _Run:
                 if monitor.met(value):
                     with torch.no_grad():
                         output = _forward(model, self.inputs)
-                        after = _scalar(self._loss(output))
+                        after = loss_value(self._loss(output))
                     last_output = output.detach()
                     last_agreement = agreement(last_output, self.targets, self.layout, self.ignore_index)
                     if monitor.met(after) and last_agreement >= required:
@@ -751,19 +783,39 @@ class _Run:
         repeat, _ = self._train(self.options.lr, k)
         return check_determinism(first, repeat.loss_curve[: k + 1])
 
-    def _dependency_checks(self) -> list[Finding]:
-        model = copy.deepcopy(self.base).float().eval()
-        inputs = self.inputs.float() if self.inputs.is_floating_point() else self.inputs
-        seed_everything(self.options.seed)
-        self.stage = CheckName.BATCH_INDEPENDENCE
-        independence = check_batch_independence(
-            model, inputs, allow_batch_coupling=self.allow_batch_coupling, seed=self.options.seed
+    def _dependency_checks(self) -> None:
+        """Batch independence, then causality; each finding goes into ``findings`` as soon as it is made."""
+        independence = partial(
+            check_batch_independence, allow_batch_coupling=self.allow_batch_coupling, seed=self.options.seed
         )
-        seed_everything(self.options.seed)
+        self.findings.append(self._dependency_check(CheckName.BATCH_INDEPENDENCE, independence))
         # Class-index outputs laid out (N, K, T, ...) carry positions on axis 2.
         position_dim = 2 if self.layout.kind is TargetKind.CLASS_INDEX and self.layout.class_dim == 1 else 1
-        self.stage = CheckName.CAUSAL_DEPENDENCY
-        causal = check_causal_dependency(
-            model, inputs, causal=self.causal, seed=self.options.seed, output_position_dim=position_dim
+        causality = partial(
+            check_causal_dependency,
+            causal=self.causal,
+            seed=self.options.seed,
+            output_position_dim=position_dim,
         )
-        return [independence, causal]
+        self.findings.append(self._dependency_check(CheckName.CAUSAL_DEPENDENCY, causality))
+
+    def _dependency_check(
+        self, name: CheckName, check: Callable[[nn.Module, torch.Tensor], Finding]
+    ) -> Finding:
+        """One dependency check on its own traceable copy; a crash only the tracing causes is a skip.
+
+        The earlier checks ran this forward and backward pass untraced. When the traced run raises,
+        the model runs once more in eval mode as it trained (its own dtypes, no hooks, no leaves): if
+        that raises too, the crash is the model's (an eval-mode bug) and fails the check; if not, the
+        gate's tracing broke it (``.numpy()`` on an input that now requires grad, say) and the check is
+        skipped with the exception named, since nothing was proven either way.
+        """
+        self.stage = name
+        seed_everything(self.options.seed)
+        model, inputs = traceable_copy(self.base, self.inputs)
+        try:
+            return check(model, inputs)
+        except ModelRaised as crash:
+            seed_everything(self.options.seed)
+            _forward(copy.deepcopy(self.base).eval(), self.inputs)  # raises: the model's own crash
+            return tracing_crash_finding(crash, name)

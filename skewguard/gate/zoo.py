@@ -376,6 +376,55 @@ class TinyTransformerLM(nn.Module):
         return result
 
 
+class InPlacePositionsTransformerLM(TinyTransformerLM):
+    """The transformer LM adding its positions in place, GPT-style: ``x = tok(ids); x += pos(...)``.
+
+    Correct, and fine in training; the gate's tracing must let it write into the embedding output.
+    """
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) token ids -> (N, T, VOCAB) logits."""
+        x = self.tokens(tokens)
+        x += self.positions(torch.arange(tokens.shape[1], device=tokens.device))
+        for block in self.blocks:
+            x = block(x)
+        result: torch.Tensor = self.head(self.norm(x))
+        return result
+
+
+class FloatIdColumnClassifier(nn.Module):
+    """Dense features and one id column in one float tensor; the id column is cast and embedded.
+
+    ``x[:, -1].long()`` is neither the batch nor a view of it, so only following the cast back to the
+    float column lets the gate see where the embedding's rows come from.
+    """
+
+    def __init__(self, *, mix_batch: bool) -> None:
+        super().__init__()
+        self.dense = nn.Linear(N_FEATURES - 1, 32)
+        self.embedding = nn.Embedding(VOCAB, 32)
+        self.head = nn.Linear(64, N_CLASSES)
+        nn.init.normal_(self.head.weight, std=0.02)  # small output init: initial loss ~ ln K
+        nn.init.zeros_(self.head.bias)
+        self.mix_batch = mix_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, N_FEATURES) floats, the last column an id -> class logits."""
+        embedded = self.embedding(x[:, -1].long())  # the cast has no gradient
+        # BUG when mix_batch: example i is given the id of example i - 1 (a shift meant for time steps).
+        embedded = embedded.roll(1, dims=0) if self.mix_batch else embedded
+        result: torch.Tensor = self.head(torch.cat([torch.relu(self.dense(x[:, :-1])), embedded], dim=1))
+        return result
+
+
+class ClassLastCrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy for (N, T, K) logits: a subclass that flattens, so it reads the *last* axis."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean token cross-entropy over (N * T, K) logits."""
+        return super().forward(input.reshape(-1, input.shape[-1]), target.reshape(-1))
+
+
 class SoftmaxMLP(nn.Module):
     """An MLP whose forward already applies softmax: fine for inference, wrong for CrossEntropyLoss."""
 
@@ -576,14 +625,32 @@ def _class_first_sequence_model() -> ZooCase:
     )
 
 
+def _class_last_cross_entropy_subclass() -> ZooCase:
+    """Classes last, as many positions as classes, and a CrossEntropyLoss subclass that flattens."""
+    inputs, targets = sequence_batch(length=VOCAB)
+    return ZooCase(
+        model=seeded_build(3, GRULanguageModel),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=ClassLastCrossEntropy(),
+        task=Task.SEQUENCE,
+        causal=True,
+    )
+
+
 def _sequence_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
-def _transformer_case(*, scramble_heads: bool) -> ZooCase:
+def _transformer_case(*, scramble_heads: bool, in_place: bool = False) -> ZooCase:
     inputs, targets = sequence_batch()
+    make = (
+        InPlacePositionsTransformerLM
+        if in_place
+        else partial(TinyTransformerLM, scramble_heads=scramble_heads)
+    )
     return ZooCase(
-        model=seeded_build(4, lambda: TinyTransformerLM(scramble_heads=scramble_heads)),
+        model=seeded_build(4, make),
         inputs=inputs,
         targets=targets,
         loss_fn=_sequence_cross_entropy,
@@ -616,6 +683,15 @@ def _float_token_batch_mixing() -> ZooCase:
     tokens, _ = sequence_batch(length=6)
     batch = tokens.float(), torch.arange(N_SEQUENCES) % N_CLASSES
     return _case(7, partial(FloatTokenClassifier, mix_batch=True), batch, nn.CrossEntropyLoss())
+
+
+def _float_id_column_batch_mixing() -> ZooCase:
+    inputs, labels = classification_batch()
+    ids = torch.randint(0, VOCAB, (N_EXAMPLES,), generator=_generator(10))
+    inputs[:, -1] = ids.float()
+    return _case(
+        10, partial(FloatIdColumnClassifier, mix_batch=True), (inputs, labels), nn.CrossEntropyLoss()
+    )
 
 
 def _mse_one_hot_classifier() -> ZooCase:
@@ -658,6 +734,19 @@ def zoo() -> list[ZooEntry]:
             "causal_transformer_lm",
             "2-layer causal transformer LM",
             lambda: _transformer_case(scramble_heads=False),
+            True,
+        ),
+        ZooEntry(
+            "in_place_positions_transformer_lm",
+            "the causal transformer LM adding positions in place (x = tok(ids); x += pos(...))",
+            lambda: _transformer_case(scramble_heads=False, in_place=True),
+            True,
+        ),
+        ZooEntry(
+            "cross_entropy_subclass_class_last",
+            "GRU language model with (N, T, VOCAB) logits, T == VOCAB, a CrossEntropyLoss subclass that "
+            "flattens",
+            _class_last_cross_entropy_subclass,
             True,
         ),
         ZooEntry("mlp_regression", "MLP regressor, MSE, R² >= 0.999", _mlp_regression, True),
@@ -703,6 +792,13 @@ def zoo() -> list[ZooEntry]:
             "float_token_batch_mixing",
             "float token ids, embedding(ids.long()), flattened with .transpose(0, 1).reshape(N, -1)",
             _float_token_batch_mixing,
+            False,
+            CheckName.BATCH_INDEPENDENCE,
+        ),
+        ZooEntry(
+            "float_id_column_batch_mixing",
+            "an id column of a float feature tensor, embedding(x[:, -1].long()), rolled one example",
+            _float_id_column_batch_mixing,
             False,
             CheckName.BATCH_INDEPENDENCE,
         ),

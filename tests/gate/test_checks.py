@@ -34,7 +34,12 @@ from skewguard.gate.checks import (
     soft_cross_entropy_floor,
 )
 from skewguard.gate.curve import CurveMonitor
-from skewguard.gate.zoo import TokenSequenceFirstGRUClassifier, seeded_build, sequence_batch
+from skewguard.gate.zoo import (
+    ClassLastCrossEntropy,
+    TokenSequenceFirstGRUClassifier,
+    seeded_build,
+    sequence_batch,
+)
 
 
 @pytest.mark.parametrize(("k", "eps"), [(2, 0.1), (4, 0.1), (10, 0.05), (100, 0.2), (3, 0.0)])
@@ -234,6 +239,35 @@ def test_class_axis_follows_the_loss_when_there_are_as_many_positions_as_classes
     assert (
         infer_layout(Task.CLASSIFICATION, outputs[:, :, 0], y[:, 0], lambda out, t: out.sum()).class_dim == 1
     )
+
+
+class _LabelSmoothedCrossEntropy(nn.CrossEntropyLoss):
+    """A subclass that keeps torch's (N, K, T) reading: only its constructor differs."""
+
+    def __init__(self) -> None:
+        super().__init__(label_smoothing=0.1)
+
+
+def test_class_axis_of_a_cross_entropy_subclass_is_asked_not_assumed():
+    """A subclass may flatten (N, T, K) and read the last axis: only torch's own types read axis 1 unasked."""
+    outputs, y = torch.zeros(4, 6, 6), torch.randint(0, 6, (4, 6), generator=torch.Generator().manual_seed(0))
+    assert infer_layout(Task.SEQUENCE, outputs, y, ClassLastCrossEntropy()).class_dim == 2
+    assert infer_layout(Task.SEQUENCE, outputs, y, _LabelSmoothedCrossEntropy()).class_dim == 1
+
+
+def test_a_loss_without_reduction_is_refused_as_not_scalar_when_the_class_axis_is_probed():
+    """Probing K == T with a per-element loss used to end in "the loss does not tell which axis it reads"."""
+    outputs, y = torch.zeros(4, 6, 6), torch.randint(0, 6, (4, 6), generator=torch.Generator().manual_seed(0))
+
+    def per_token(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1), reduction="none")
+
+    with pytest.raises(GateError, match=r"the loss must be a scalar, got a tensor of shape \(24,\)"):
+        infer_layout(Task.SEQUENCE, outputs, y, per_token)
+    with pytest.raises(
+        GateError, match=r"must be a scalar, got a tensor of shape \(4, 6\) \(reduce it first\)"
+    ):
+        infer_layout(Task.SEQUENCE, outputs, y, lambda out, t: F.cross_entropy(out, t, reduction="none"))
 
 
 def test_agreement_counts_only_non_ignored_tokens():
@@ -520,6 +554,130 @@ def test_dependency_checks_skip_when_the_inputs_reach_the_outputs_through_no_gra
     assert detached.skipped and "through no gradient" in detached.detail
     independent = check_batch_independence(_DetachedPrefixSum(), x, allow_batch_coupling=False, seed=0)
     assert independent.result.skipped
+
+
+class _InPlaceLanguageModel(nn.Module):
+    """GPT-style: positions and token types added in place to the token embeddings, then a prefix sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(10, 8)
+        self.positions = nn.Embedding(5, 8)
+        self.token_types = nn.Embedding(2, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(ids)
+        # (positions and types are read off the ids' shape, not their values: nothing to trace there)
+        x += self.positions(torch.arange(ids.shape[1]).expand_as(ids))
+        x += self.token_types(torch.zeros_like(ids))
+        out: torch.Tensor = self.head(x.cumsum(1))
+        return out
+
+
+class _InPlaceFeatures(nn.Module):
+    """Float features clipped and partly zeroed in place before a per-position layer and a prefix sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.clamp_(-1.0, 1.0)
+        x[:, :, 0] = 0.0
+        out: torch.Tensor = self.linear(x).cumsum(1)
+        return out
+
+
+def test_dependency_checks_let_the_model_write_in_place_into_its_inputs_and_embeddings():
+    """The tracing fed a leaf (or a view of one) requiring grad: in-place writes raised, failing the model."""
+    ids = torch.randint(0, 10, (4, 5), generator=torch.Generator().manual_seed(0))
+    features = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(1))
+    for model, inputs, where in (
+        (seeded_build(0, _InPlaceLanguageModel).eval(), ids, "embedding"),
+        (seeded_build(0, _InPlaceFeatures).eval(), features, "inputs"),
+    ):
+        independent = check_batch_independence(model, inputs, allow_batch_coupling=False, seed=0).result
+        assert independent.passed and not independent.skipped, independent.detail
+        assert where in independent.detail
+        causal = check_causal_dependency(model, inputs, causal=True, seed=0).result
+        assert causal.passed and not causal.skipped, causal.detail
+    assert torch.equal(features, torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(1)))
+
+
+class _IdColumn(nn.Module):
+    """(N, T, 4) floats: three dense features and an id column, cast and embedded, summed causally."""
+
+    def __init__(self, cast: str, bug: str) -> None:
+        super().__init__()
+        self.cast, self.bug = cast, bug
+        self.dense = nn.Linear(3, 4)
+        self.embedding = nn.Embedding(10, 4)
+        self.norm = nn.LayerNorm(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        column = x[..., 3]
+        ids = column.long() if self.cast == "long" else column.round().long()
+        if self.bug == "reordered_ids":
+            ids = ids.roll(1, dims=1)  # a one-step shift of the ids: no function of them position by position
+        embedded = self.embedding(ids)
+        if self.bug == "mixed_examples":
+            embedded = embedded.roll(1, dims=0)  # BUG: example i reads example i - 1's ids
+        elif self.bug == "future_read":
+            embedded = embedded.flip(1)  # BUG: position t reads the id at T - 1 - t
+        out: torch.Tensor = self.norm(self.dense(x[..., :3]) + embedded).cumsum(1)
+        return out
+
+
+def _id_column_batch() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 10, (4, 5, 1), generator=generator).float()
+    return torch.cat([torch.randn(4, 5, 3, generator=generator), ids], dim=2)
+
+
+@pytest.mark.parametrize("cast", ["long", "round"])
+@pytest.mark.parametrize("bug", ["none", "mixed_examples", "future_read"])
+def test_dependency_checks_trace_an_id_column_cast_out_of_a_float_feature_tensor(cast: str, bug: str):
+    """The dense columns gave the float leaf a gradient, so a mixing embedding path used to pass unseen."""
+    model = seeded_build(0, lambda: _IdColumn(cast, bug)).eval()
+    independent = check_batch_independence(
+        model, _id_column_batch(), allow_batch_coupling=False, seed=0
+    ).result
+    causal = check_causal_dependency(model, _id_column_batch(), causal=True, seed=0).result
+    assert not independent.skipped and not causal.skipped
+    assert independent.passed is (bug != "mixed_examples"), independent.detail
+    assert causal.passed is (bug != "future_read"), causal.detail
+
+
+class _ReversedIdsLanguageModel(nn.Module):
+    """Token embeddings plus embeddings of the reversed ids: position t reads the last T - t tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(10, 4)
+        self.reversed_tokens = nn.Embedding(10, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = (self.tokens(ids) + self.reversed_tokens(ids.flip(1))).cumsum(1)
+        return out
+
+
+def test_dependency_checks_skip_naming_an_embedding_fed_ids_they_cannot_map_back_to_examples():
+    """Another, traced path gave the outputs a gradient: zeros on the untraced one used to pass."""
+    column = seeded_build(0, lambda: _IdColumn("long", "reordered_ids")).eval()
+    ids = torch.randint(0, 10, (4, 5), generator=torch.Generator().manual_seed(0))
+    reversed_ids = seeded_build(0, _ReversedIdsLanguageModel).eval()
+    for model, inputs, name in (
+        (column, _id_column_batch(), "'embedding'"),
+        (reversed_ids, ids, "'reversed_tokens'"),
+    ):
+        for result in (
+            check_batch_independence(model, inputs, allow_batch_coupling=False, seed=0).result,
+            check_causal_dependency(model, inputs, causal=True, seed=0).result,
+        ):
+            assert result.skipped and not result.passed
+            assert f"nn.Embedding {name} reads ids made from the batch" in result.detail
+            assert "'tokens'" not in result.detail
 
 
 def test_causal_check_passes_a_prefix_sum_and_catches_a_suffix_sum():

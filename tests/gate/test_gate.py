@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,11 +26,14 @@ from skewguard.gate import (
     Outputs,
     OverfitGate,
     Task,
+    TrainStep,
     render_report_table,
     smoothed_cross_entropy_floor,
 )
+from skewguard.gate.gate import traceable_copy
 from skewguard.gate.zoo import (
     MLP,
+    FrozenTeacherResidualMLP,
     SmallCNN,
     classification_batch,
     image_batch,
@@ -266,6 +271,159 @@ def test_a_model_that_raises_mid_run_fails_the_running_check_and_skips_the_rest(
     assert all(c.skipped and "raised IndexError in overfit" in c.detail for c in later)
     assert "Check overfit failed: model(inputs) raised IndexError" in report.diagnosis
     assert "Likely bug: the pipeline crashes on this batch" in report.diagnosis
+
+
+class _NumpySquashed(nn.Module):
+    """Squashes its inputs with numpy first: fine in training, where the inputs need no gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = MLP()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        squashed = torch.from_numpy(np.tanh(x.numpy()))
+        out: torch.Tensor = self.mlp(squashed)
+        return out
+
+
+def test_a_crash_only_the_gates_tracing_causes_skips_the_check_instead_of_failing_the_model():
+    """The traced inputs require grad, so .numpy() raises there alone: not the model's bug, nothing proven."""
+    inputs, targets = classification_batch()
+    report = OverfitGate().check(
+        seeded_build(1, _NumpySquashed), inputs, targets, nn.CrossEntropyLoss(), task="classification"
+    )
+    assert report.passed, report.diagnosis
+    independence = report.check(CheckName.BATCH_INDEPENDENCE)
+    assert independence.skipped and not independence.passed
+    assert independence.detail.startswith(
+        "not judged: traced for this check, model(inputs) raised RuntimeError"
+    )
+    assert (
+        "at test_gate.py:" in independence.detail and "while the model runs untraced" in independence.detail
+    )
+    assert report.check(CheckName.DETERMINISM).passed  # (the checks after it ran)
+
+
+def test_a_float64_model_and_its_float64_teacher_in_a_plain_list_are_traced_in_float64():
+    """.float() on the copy missed the teacher kept out of parameters(): float32 inputs crashed it."""
+    inputs, targets = classification_batch()
+    model = seeded_build(1, FrozenTeacherResidualMLP).double()
+    assert isinstance(model, FrozenTeacherResidualMLP)
+    model._teacher[0].double()  # (.double() does not reach it either: the user converts it by hand)
+    report = OverfitGate().check(
+        model, inputs.double(), targets, nn.CrossEntropyLoss(), task="classification"
+    )
+    assert report.passed, report.diagnosis
+    independence = report.check(CheckName.BATCH_INDEPENDENCE)
+    assert independence.passed and not independence.skipped, independence.detail
+
+
+def test_the_traceable_copy_upcasts_half_precision_only_and_is_in_eval_mode():
+    half = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).half()
+    model, inputs = traceable_copy(half, torch.zeros(2, 3, dtype=torch.float16))
+    assert {t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()} == {
+        torch.float32
+    }
+    assert inputs.dtype == torch.float32 and not model.training
+    assert next(half.parameters()).dtype == torch.float16  # (the caller's model untouched)
+    double = nn.Linear(3, 2).double()
+    model, inputs = traceable_copy(double, torch.zeros(2, 3, dtype=torch.float64))
+    assert next(model.parameters()).dtype == torch.float64 and inputs.dtype == torch.float64
+
+
+def _step_that_breaks_on_a_second_zero_lr_step() -> TrainStep:
+    """The usual step, except that it raises the second time one optimizer runs it at lr=0.
+
+    Stands in for any bug on a path that only the gate's second probe step reaches.
+    """
+    probed: set[int] = set()
+
+    def step(
+        model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+    ) -> torch.Tensor:
+        if optimizer.param_groups[0]["lr"] == 0.0:
+            if id(optimizer) in probed:
+                msg = "step state reused"
+                raise RuntimeError(msg)
+            probed.add(id(optimizer))
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        torch.autograd.backward(loss)
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def test_a_crash_in_the_second_zero_lr_step_keeps_the_gradient_flow_finding_of_the_first():
+    inputs, targets = classification_batch()
+    report = OverfitGate().check(
+        seeded_build(1, MLP),
+        inputs,
+        targets,
+        nn.CrossEntropyLoss(),
+        task="classification",
+        train_step=_step_that_breaks_on_a_second_zero_lr_step(),
+    )
+    flow = report.check(CheckName.GRADIENT_FLOW)
+    assert flow.passed and "received a non-zero, finite gradient" in flow.detail
+    freshness = report.check(CheckName.GRADIENT_FRESHNESS)
+    assert not freshness.passed and not freshness.skipped
+    assert freshness.detail.startswith("train_step raised RuntimeError: step state reused")
+    assert report.check(CheckName.BATCH_INDEPENDENCE).detail.endswith("in gradient_freshness")
+
+
+class _ServingNorm(nn.BatchNorm1d):
+    """Batch statistics in training; the eval-mode (serving) path was never run, and it crashes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        assert self.running_mean is not None and self.running_var is not None
+        return (x - self.running_mean[:4]) / self.running_var.sqrt()  # BUG: half of the statistics
+
+
+class _PerStepRegressor(nn.Module):
+    """(N, T, 3) -> (N, T): a per-position MLP with the serving-broken norm over all positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3, 64)
+        self.norm = _ServingNorm(64)
+        self.out = nn.Linear(64, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.norm(self.proj(x).reshape(-1, 64)).reshape(*x.shape[:2], 64)
+        out: torch.Tensor = self.out(torch.relu(hidden)).squeeze(-1)
+        return out
+
+
+def test_a_crash_in_the_causal_check_keeps_the_batch_independence_finding_already_made():
+    """An eval-mode crash is still the model's (it raises untraced too), and what ran before it stays."""
+    inputs = torch.randn(8, 5, 3, generator=torch.Generator().manual_seed(0))
+    targets = inputs.sum(dim=-1)
+    report = OverfitGate().check(
+        seeded_build(1, _PerStepRegressor),
+        inputs,
+        targets,
+        nn.MSELoss(),
+        task="regression",
+        causal=True,
+        allow_batch_coupling=True,  # (BatchNorm in train mode couples the examples, on purpose)
+        pretrained=True,
+    )
+    assert report.check(CheckName.OVERFIT).passed, report.diagnosis
+    independence = report.check(CheckName.BATCH_INDEPENDENCE)
+    assert independence.skipped and independence.detail.startswith("allowed by the caller")
+    causal = report.check(CheckName.CAUSAL_DEPENDENCY)
+    assert not causal.passed and not causal.skipped
+    assert causal.detail.startswith("model(inputs) raised RuntimeError: The size of tensor a (64)")
+    assert "(in eval mode, for the causality check) at test_gate.py:" in causal.detail
+    assert report.check(CheckName.DETERMINISM).detail.endswith("in causal_dependency")
 
 
 def failed_checks(report: GateReport) -> set[CheckName]:
