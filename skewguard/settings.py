@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -252,12 +253,29 @@ def _setting_variables(model: type[BaseModel], prefix: str = _PREFIX) -> Iterato
             yield from _setting_variables(nested, variable + _DELIMITER)
 
 
+#: Kubernetes' service links: a Service named ``skewguard-…`` gives every pod started after it
+#: ``SKEWGUARD_…_SERVICE_HOST``, ``…_SERVICE_PORT[_<name>]``, ``…_PORT=tcp://…`` and
+#: ``…_PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]``. Not settings, and not the user's typos.
+_SERVICE_LINK: Final = re.compile(
+    r"_SERVICE_(HOST|PORT(_\w+)?)|_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?"
+)
+_SERVICE_LINK_URL: Final = re.compile(r"(tcp|udp|sctp)://", re.IGNORECASE)
+
+
+def _service_link(variable: str, value: str) -> bool:
+    """Whether ``variable`` is one of Kubernetes' service-link variables (see ``_SERVICE_LINK``)."""
+    name = variable.upper()
+    if _SERVICE_LINK.search(name) and not names_a_setting(variable):
+        return True
+    return name.endswith("_PORT") and _SERVICE_LINK_URL.match(value) is not None
+
+
 def _check_environment(environ: Mapping[str, str]) -> None:
     """ConfigError for the first ``SKEWGUARD_*`` variable that names no setting (pydantic ignores it)."""
     for variable in sorted(environ):
         if not variable.upper().startswith(_PREFIX) or variable.upper() in _NOT_SETTINGS:
             continue
-        if names_a_setting(variable):
+        if names_a_setting(variable) or _service_link(variable, environ[variable]):
             continue
         if variable.upper().startswith(f"{_PREFIX}MODELS{_DELIMITER}"):
             msg = (

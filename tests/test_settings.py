@@ -104,3 +104,23 @@ def test_real_settings_and_non_setting_variables_in_the_environment_are_fine(
     settings = load_settings(None, **MINIMAL)
     assert settings.http.port == 9200
     assert settings.kafka.client_options == {"metadata_max_age_ms": "1000"}
+
+
+def test_kubernetes_service_links_are_not_read_as_misspelt_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Service named skewguard-monitor gives every pod these: refusing them crash-looped the monitor.
+    links = {
+        "SKEWGUARD_MONITOR_SERVICE_HOST": "10.0.0.7",
+        "SKEWGUARD_MONITOR_SERVICE_PORT": "9108",
+        "SKEWGUARD_MONITOR_SERVICE_PORT_HTTP": "9108",
+        "SKEWGUARD_MONITOR_PORT": "tcp://10.0.0.7:9108",
+        "SKEWGUARD_MONITOR_PORT_9108_TCP": "tcp://10.0.0.7:9108",
+        "SKEWGUARD_MONITOR_PORT_9108_TCP_PROTO": "tcp",
+        "SKEWGUARD_MONITOR_PORT_9108_TCP_PORT": "9108",
+        "SKEWGUARD_MONITOR_PORT_9108_TCP_ADDR": "10.0.0.7",
+    }
+    for name, value in links.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings(None, **MINIMAL).http.port == 9108
+    monkeypatch.setenv("SKEWGUARD_HTTP_PORT", "9200")  # a port setting misspelt is still a typo
+    with pytest.raises(ConfigError, match="SKEWGUARD_HTTP_PORT names no setting"):
+        load_settings(None, **MINIMAL)
