@@ -43,7 +43,7 @@ from skewguard.baseline.specs import (
 )
 from skewguard.detect import Calibration
 from skewguard.errors import ConfigError, DataError
-from skewguard.stats import Profile, ProfileLayout
+from skewguard.stats import NumericColumnLayout, Profile, ProfileLayout
 
 FORMAT = "skewguard.baseline/1"
 FILES = {
@@ -234,6 +234,26 @@ def _warn_of_float_spelled_ids(profile: Profile, directory: Path) -> None:
             )
 
 
+def _warn_of_values_missed_by_the_sample(layout: ProfileLayout, profile: Profile, fit_rows: int) -> None:
+    """Warn of numeric columns null in every sampled row but not in the data: binned without bins.
+
+    Their bins are fitted on the ``fit_rows`` sample; with no value there they get one placeholder
+    bin, so their values fall under or over it and the binned tests see little. Their null rate is
+    still judged; a larger ``fit_rows`` gives them real bins.
+    """
+    for column in layout.columns:
+        if isinstance(column, NumericColumnLayout) and column.fitted_without_values:
+            count = profile.numeric(column.name).count
+            if count:
+                log.warning(
+                    "baseline: column %r has %d values, but none in the sample of up to %d rows its "
+                    "bins are fitted on: it has one placeholder bin (raise fit_rows)",
+                    column.name,
+                    count,
+                    fit_rows,
+                )
+
+
 def _finite_numbers(stored: Any, key: str, directory: Path, *, at_least: float = 0.0) -> dict[str, float]:
     """The holdout metrics (or their standard errors) of ``baseline.json``: finite numbers, by name.
 
@@ -297,10 +317,15 @@ def _uniform_sample(
 
 
 def _holdout_spacing(total_rows: int, options: BaselineOptions) -> int:
-    """Hold out every n-th block: ``holdout_every``, or sparser when that would overfill the cap."""
-    blocks = math.ceil(total_rows / options.window_size)
+    """Hold out every n-th block: ``holdout_every``, or sparser when that would overfill the cap.
+
+    Only whole blocks count (a partial last block would be held, a chunk of a few rows, when the
+    spacing lands on it), and the spacing rounds up, so the held blocks reach the end of the file
+    (rounding down held more than the cap takes, leaving the file's last part out of calibration).
+    """
+    blocks = total_rows // options.window_size
     wanted = math.ceil(options.holdout_rows / options.window_size)
-    return max(options.holdout_every, blocks // wanted)
+    return max(options.holdout_every, math.ceil(blocks / wanted))
 
 
 def build_baseline(
@@ -369,6 +394,7 @@ def build_baseline(
     if profile.rows == 0:
         msg = "no training rows were left for the reference profile"
         raise DataError(msg)
+    _warn_of_values_missed_by_the_sample(layout, profile, options.fit_rows)
     if not holdout:
         msg = (
             f"too little training data to hold out a block for calibration: {offset} rows, blocks of "

@@ -25,7 +25,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -284,12 +284,17 @@ class NumericColumnLayout:
             # All null in the reference (a blank CSV column reads as float NaN): nothing to place edges
             # at, and nothing to compare a distribution with. One bin at 0 keeps the column profiled, so
             # its null rate is still judged (values appearing later are a null-rate change).
-            return cls(spec=spec, edges=np.array([0.0, np.nextafter(0.0, np.inf)]))
+            return cls(spec=spec, edges=_NO_VALUE_EDGES.copy())
         edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
         top = edges[-1]
         if len(edges) == 1 or np.count_nonzero(values == top) > 1:
             edges = np.append(edges, np.nextafter(top, np.inf))
         return cls(spec=spec, edges=edges)
+
+    @property
+    def fitted_without_values(self) -> bool:
+        """Whether the reference it was fitted on held no value (its one bin at 0 is a placeholder)."""
+        return np.array_equal(self.edges, _NO_VALUE_EDGES)
 
     def encode(self, series: ColumnValues) -> EncodedColumn:
         """Bin codes (``n_bins`` for null) and float values of one batch column."""
@@ -314,6 +319,10 @@ class NumericColumnLayout:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {**_spec_to_dict(self.spec), "edges": self.edges.tolist()}
+
+
+#: The edges of a numeric column whose reference held no value: one bin at 0, a placeholder.
+_NO_VALUE_EDGES: Final = np.array([0.0, np.nextafter(0.0, np.inf)])
 
 
 @dataclass(frozen=True, eq=False)

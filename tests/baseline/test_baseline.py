@@ -17,6 +17,7 @@ from skewguard.baseline import Baseline, BaselineOptions, PredictionKind, build_
 from skewguard.cli import EXIT_OK, EXIT_USAGE, app
 from skewguard.demo.traffic import generate_requests
 from skewguard.errors import DataError
+from skewguard.stats import NumericColumnLayout
 
 OPTIONS = BaselineOptions(window_size=1000, fit_rows=5000, calibration_draws=50)
 
@@ -83,17 +84,26 @@ def test_no_row_is_left_out_of_both_the_reference_and_the_holdout(raw: pd.DataFr
     assert baseline.rows == baseline.profile.rows == len(raw) - 1500
 
 
-def test_held_out_blocks_span_the_file_when_the_cap_would_stop_at_its_start(raw: pd.DataFrame) -> None:
-    # Room for one held-out block of 12: it is the last one, not the second (the oldest data only).
-    marked = raw.copy()
-    marked.loc[marked.index[-1000:], "score"] = 2.0  # the last block's scores, above every other
+@pytest.mark.parametrize(
+    ("extra_rows", "holdout_rows", "held"),
+    [(0, 1000, 1000), (2, 1000, 1000), (999, 1000, 1000), (0, 5000, 4000)],
+)
+def test_held_out_blocks_span_the_file_when_the_cap_would_stop_at_its_start(
+    raw: pd.DataFrame, extra_rows: int, holdout_rows: int, held: int
+) -> None:
+    # Room for one held-out block of 12 whole ones: the last whole one, not the second (the oldest data
+    # only), nor a partial block of the rows beyond the last whole one. Room for five: every third
+    # block, the last whole one included (every second would fill the cap by the tenth block).
+    marked = pd.concat([raw, raw.head(extra_rows)], ignore_index=True)
+    marked.loc[marked.index[12_000:], "score"] = 0.5
+    marked.loc[marked.index[11_000:12_000], "score"] = 2.0  # the last whole block's, above every other
     options = BaselineOptions(
-        window_size=1000, fit_rows=5000, calibration_draws=20, holdout_every=2, holdout_rows=1000
+        window_size=1000, fit_rows=5000, calibration_draws=20, holdout_every=2, holdout_rows=holdout_rows
     )
     baseline = build_baseline(
         CTR_FEATURES, chunked(marked, 5_000), model="ctr", prediction_column="score", options=options
     )
-    assert baseline.holdout_rows == 1000
+    assert baseline.holdout_rows == held
     assert baseline.profile.numeric("prediction").max < 2.0
 
 
@@ -230,3 +240,24 @@ def test_cli_stores_the_holdout_metrics_the_daemon_compares_with(raw: pd.DataFra
     ):
         result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--metric", bad])
         assert result.exit_code == EXIT_USAGE and why in result.output, result.output
+
+
+def test_a_numeric_column_with_no_value_in_the_fit_sample_is_named_in_a_warning(
+    raw: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bins are fitted on the fit_rows sample: a prediction null in every sampled row but not in the
+    # data gets a placeholder bin (its binned tests see little), which the build says.
+    sparse = raw.copy()
+    sparse["score"] = np.nan
+    sparse.loc[sparse.index[-5:], "score"] = 0.5  # the sample's uniform draw misses them (seed 0)
+    options = BaselineOptions(window_size=1000, fit_rows=500, calibration_draws=20)
+    with caplog.at_level("WARNING", logger="skewguard.baseline.bundle"):
+        baseline = build_baseline(
+            CTR_FEATURES, chunked(sparse, 5_000), model="ctr", prediction_column="score", options=options
+        )
+    column = baseline.profile.layout.column("prediction")
+    assert isinstance(column, NumericColumnLayout) and column.fitted_without_values
+    assert baseline.profile.numeric("prediction").count == 5
+    assert any(
+        "column 'prediction' has 5 values, but none in the sample" in r.message for r in caplog.records
+    )
