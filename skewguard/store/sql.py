@@ -553,6 +553,8 @@ class Store:
             msg = f"unsupported store backend {backend!r} in {shown!r}: use sqlite or postgresql"
             raise StoreConfigError(msg)
         database = parsed.database
+        if database and parsed.query.get("uri") in ("true", "1") and database.startswith("file:"):
+            database = database.removeprefix("file:")  # (an SQLite URI filename: file:results.db?mode=ro)
         if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
             folder = Path(database).parent  # SQLite creates the file, never its folder
             if not folder.is_dir():
@@ -582,7 +584,11 @@ class Store:
             self._require_tables(shown)
 
     def _require_tables(self, shown: str) -> None:
-        """StoreError when the store holds none of skewguard's tables (nothing was ever stored there)."""
+        """StoreConfigError when the store holds none of skewguard's tables (nothing was stored there).
+
+        A configuration error (exit 2) like a missing SQLite file: the URL names a store the monitor
+        never wrote, which no retry fixes; a store that cannot be reached stays a StoreError.
+        """
         with self._guarded(self.engine.connect, f"cannot read the store {shown!r}") as conn:
             present = sa.inspect(conn).has_table(self.tables["windows"].name, schema=self.schema)
         if not present:
@@ -590,7 +596,7 @@ class Store:
             msg = (
                 f"the store {shown!r} holds no skewguard tables{where}; has the monitor run with this config?"
             )
-            raise StoreError(msg)
+            raise StoreConfigError(msg)
 
     def create(self) -> None:
         """Create the schema and tables when missing (idempotent)."""

@@ -337,10 +337,12 @@ def test_opening_a_store_to_read_that_holds_nothing_is_refused_naming_it(tmp_pat
         Store(f"sqlite:///{missing}", create=False)
     assert not missing.exists()
     sqlite3.connect(tmp_path / "empty.db").close()  # a file, but no skewguard tables in it
-    with pytest.raises(StoreError, match="holds no skewguard tables; has the monitor run"):
+    with pytest.raises(StoreConfigError, match="holds no skewguard tables; has the monitor run"):
         Store(f"sqlite:///{tmp_path / 'empty.db'}", create=False)
     Store(f"sqlite:///{tmp_path / 'used.db'}").close()
     Store(f"sqlite:///{tmp_path / 'used.db'}", create=False).close()  # written once: opens for reading
+    # An SQLite URI filename (a read-only open: the reading use exactly) names the file after 'file:'.
+    Store(f"sqlite:///file:{tmp_path / 'used.db'}?mode=ro&uri=true", create=False).close()
 
 
 @pytest.mark.postgres
