@@ -59,6 +59,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -446,10 +447,12 @@ class ShadowRunner:
         if first:
             self._close_deadline = time.monotonic() + timeout_s
             self._stop.set()
-        for thread in self._workers:
-            thread.join(max(0.0, self._close_deadline - time.monotonic()))
+        # The watchdog first: it stops at once and logs the requests it took off the queue; joined after
+        # stuck workers, it would get no time left, and close could return before those are logged.
         if self._watchdog is not None:
             self._watchdog.join(max(0.0, self._close_deadline - time.monotonic()))
+        for thread in self._workers:
+            thread.join(max(0.0, self._close_deadline - time.monotonic()))
         # what no worker will log any more: jobs left in the queue and jobs held by a stuck worker
         leftovers = self._drain_queue()
         for thread, held in zip(self._workers, self._in_hand, strict=True):
@@ -505,7 +508,7 @@ class ShadowRunner:
         already logged.
         """
         period = min(max(self._deadline_s / 4, 0.005), 0.25)
-        adopted: list[_Job] = []  # taken off the queue while every worker was stuck, in deadline order
+        adopted: deque[_Job] = deque()  # taken off the queue while every worker was stuck, by deadline
         while not self._stop.wait(period):
             now = time.monotonic()
             for held in list(self._in_hand):
@@ -513,9 +516,9 @@ class ShadowRunner:
                     if job.due <= now and not job.done:
                         self._finish(job)
             if self._all_workers_stuck(now):
-                adopted += self._drain_queue()
+                adopted.extend(self._drain_queue())
             while adopted and adopted[0].due <= now:
-                self._finish(adopted.pop(0))
+                self._finish(adopted.popleft())
         # stopping: close() logs what is left in the queue and with stuck workers; these are ours
         for job in adopted:
             self._finish(job)
