@@ -148,7 +148,8 @@ class _DeadLetter:
 
 #: A dead letter refused for its size is sent without its value, then also without its key: the
 #: source headers still locate the original, and a letter the broker always refuses would hold every
-#: checkpoint back for good.
+#: checkpoint back for good. (A letter resent smaller follows letters sent after it: the dead-letter
+#: topic's order is not the source's, whose offsets are in the headers.)
 _MOST_SHRUNK: Final = 2
 
 
@@ -996,6 +997,7 @@ class MonitorDaemon:
                     letter.source,
                     key=letter.key if letter.shrunk < _MOST_SHRUNK else None,
                     max_value_bytes=limit if letter.shrunk == 0 else 0,
+                    key_omitted=letter.shrunk >= _MOST_SHRUNK and letter.key is not None,
                 )
             except MessageTooLarge as exc:
                 smaller = letter.smaller()

@@ -57,6 +57,7 @@ from pydantic_settings import NoDecode
 from skewguard.errors import BrokerError, ConfigError, MessageTooLarge
 
 __all__ = [
+    "KEY_OMITTED_HEADER",
     "VALUE_OMITTED_HEADER",
     "AssignmentChange",
     "ChangeKind",
@@ -97,6 +98,8 @@ DEAD_LETTER_HEADERS: Final = (
 _MAX_DETAIL_CHARS: Final = 2000
 #: Header of a dead letter whose value was too big to send: the original value's size in bytes.
 VALUE_OMITTED_HEADER: Final = "skewguard.value_omitted"
+#: Present (value ``1``) on a dead letter sent without its source message's key.
+KEY_OMITTED_HEADER: Final = "skewguard.key_omitted"
 
 
 # ======================================================================================= settings
@@ -402,6 +405,8 @@ class DeadLetter:
     value: bytes | None
     #: The original value's size when it was too big to dead-letter (then ``value`` is empty).
     value_omitted: int | None = None
+    #: Whether the source message's key was left out too (the letter was still too big with it).
+    key_omitted: bool = False
 
 
 class CommitFailed(BrokerError):
@@ -1040,6 +1045,7 @@ def publish_dead_letter(
     *,
     key: bytes | None = None,
     max_value_bytes: int | None = None,
+    key_omitted: bool = False,
 ) -> Delivery:
     """Send refused input to the dead-letter ``topic``: original bytes as value, why and whence in headers.
 
@@ -1061,6 +1067,8 @@ def publish_dead_letter(
     if raw is not None and max_value_bytes is not None and len(raw) > max_value_bytes:
         headers.append((VALUE_OMITTED_HEADER, str(len(raw)).encode()))
         raw = b""
+    if key_omitted:  # (the caller left out a key it had: say so, unlike a message that had none)
+        headers.append((KEY_OMITTED_HEADER, b"1"))
     if raw is None and key is None:
         raw = b""
     return producer.send(topic, raw, key=key, headers=headers)
@@ -1086,6 +1094,7 @@ def read_dead_letter(message: RawMessage) -> DeadLetter:
             source_offset=int(text["skewguard.source_offset"]),
             value=message.value,
             value_omitted=next((int(v) for name, v in message.headers if name == VALUE_OMITTED_HEADER), None),
+            key_omitted=any(name == KEY_OMITTED_HEADER for name, _ in message.headers),
         )
     except ValueError as exc:  # (a number header that is no number: not one of ours)
         msg = f"message {message.topic}[{message.partition}]@{message.offset} is not a dead letter: {exc}"

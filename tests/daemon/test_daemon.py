@@ -199,6 +199,7 @@ def test_a_dead_letter_refused_for_its_size_is_sent_smaller_and_checkpoints_go_o
     letter = read_dead_letter(message)
     assert (letter.reason, letter.value, letter.value_omitted) == ("undecodable", b"", len(value))
     assert message.key == (None if left_out == "value and key" else b"k" * key_bytes)
+    assert letter.key_omitted == (left_out == "value and key")
 
 
 def test_after_an_unexpected_error_in_a_step_close_leaves_the_last_checkpoint_alone(
