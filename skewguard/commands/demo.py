@@ -2,7 +2,8 @@
 
 The orchestration lives in :mod:`skewguard.demo.run`; this module draws its progress and its result.
 Exit 0 when every injected problem was detected by the right check and nothing clean was flagged,
-1 when the demo ran but the story did not hold (or a part broke on the way), 2 on usage errors.
+1 when the demo ran but the story did not hold (or a part broke on the way), 2 on usage errors, 3 when
+the embedded broker or the store could not be used.
 """
 
 from __future__ import annotations
@@ -94,14 +95,15 @@ def demo(
     out: Path = typer.Option(
         Path("skewguard-demo"), "--out", help="Directory for the store, model, reports and summary.json."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of every generated request, label and model."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of every generated request, label and model."),
 ) -> None:
     """Run the end-to-end demo: broker, retraining with the gate, monitor daemon, injected problems.
 
     Writes the results store, the model directory, an Evidently drift report, PNG effect plots and
     summary.json under --out, and ends with a table of what was injected and what detected it.
     Exit 0 when every injected problem was detected by the right check and nothing clean was flagged,
-    1 when the story did not hold (or a part broke on the way), 2 on usage errors.
+    1 when the story did not hold (or a part broke on the way), 2 on usage errors, 3 when the embedded
+    broker or the store could not be used.
     """
     from skewguard.demo.run import DemoOptions, run_demo
     from skewguard.demo.scenario import FULL, QUICK

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from skewguard.demo.scenario import Expectation, Phase, WindowPlan
-from skewguard.results import Finding, Stage, WindowResult
+from skewguard.results import Check, Finding, Stage, WindowResult
 from skewguard.store import StoredAlert
 
 
@@ -97,7 +97,7 @@ def assess(
         plan = by_start.get(alert.window_start.astimezone(dt.UTC))
         return None if plan is None else plan.index
 
-    detections: list[Detection] = []
+    detections: list[Detection] = []  # (per phase: the first window whose flags catch its problem)
     for phase, expected in expected_by_phase.items():
         windows = [p for p in plans if p.phase is phase]
         if not windows:
@@ -107,7 +107,11 @@ def assess(
         for plan in windows:
             results = [r for r in (served.get(plan.start), labelled.get(plan.start)) if r is not None]
             flagged = [f for r in results for f in r.flagged]
-            hits = [f for f in flagged if f.check is expected.check and f.subject in expected.subjects]
+            hits = [
+                f
+                for f in flagged
+                if f.check is expected.check and f.subject in expected.subjects and _catches(f)
+            ]
             if found is None and {f.subject for f in hits} == set(expected.subjects):
                 found = (plan, hits)
             for finding in flagged:
@@ -119,7 +123,7 @@ def assess(
             for a in alerts
             if a.check is expected.check and a.subject in expected.subjects
             for i in [alert_index(a)]
-            if i is not None and i >= min(indices)
+            if i is not None and min(indices) <= i <= max(indices)
         )
         check = f"{expected.check.value} on {', '.join(expected.subjects)}"
         detections.append(
@@ -159,3 +163,13 @@ def assess(
         clean_windows=tuple(sorted(clean_indices)),
         missing=tuple(missing),
     )
+
+
+def _catches(finding: Finding) -> bool:
+    """Whether a flagged finding of the expected check catches its phase's problem.
+
+    A shadow candidate is caught as *worse* only by the label-joined comparison: the serving-stage
+    shadow finding flags missing predictions (queue drops, deadlines on a loaded machine), which an
+    under-trained candidate does not cause.
+    """
+    return finding.check is not Check.SHADOW or finding.detail.get("stage") == "labels"

@@ -283,7 +283,16 @@ def _prepare(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by 'skewguard demo'; its next run replaces the demo's files here\n")
     shutil.rmtree(out / MODELS_DIR / MODEL, ignore_errors=True)
-    for name in (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm", DRIFT_HTML, EFFECTS_PNG, DEFAULTS_PNG):
+    # (summary.json too: a run that fails must not leave the last run's "ok": true for CI to read)
+    for name in (
+        STORE_FILE,
+        f"{STORE_FILE}-wal",
+        f"{STORE_FILE}-shm",
+        DRIFT_HTML,
+        EFFECTS_PNG,
+        DEFAULTS_PNG,
+        SUMMARY_JSON,
+    ):
         (out / name).unlink(missing_ok=True)
 
 

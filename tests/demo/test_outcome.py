@@ -28,8 +28,8 @@ def result(plan: WindowPlan, *findings: Finding, stage: Stage = Stage.SERVING) -
     return WindowResult(WindowKey("ctr", plan.start, plan.end), 1_000, findings=findings, stage=stage)
 
 
-def flag(check: Check, subject: str, reason: str = "flagged") -> Finding:
-    return Finding(check, subject, True, reason=reason)
+def flag(check: Check, subject: str, reason: str = "flagged", **detail: object) -> Finding:
+    return Finding(check, subject, True, reason=reason, detail=dict(detail))
 
 
 def quiet(check: Check, subject: str) -> Finding:
@@ -116,7 +116,9 @@ def test_all_detected_and_quiet_clean_windows_is_ok_and_alerts_are_dated_by_thei
             f"w{timeout.index}": [flag(Check.DEFAULTS, "clicks_7d"), flag(Check.DEFAULTS, "clicks_24h")],
         }
     )
-    labels[shadow.index] = result(shadow, flag(Check.SHADOW, "v2", "worse"), stage=Stage.LABELS)
+    labels[shadow.index] = result(
+        shadow, flag(Check.SHADOW, "v2", "worse", stage="labels"), stage=Stage.LABELS
+    )
     later = plan_of(Phase.TIMEOUT, 1)
     alerts = [alert(later, Check.DEFAULTS, "clicks_24h")]
     outcome = assess(PLANS, serving, labels, alerts, expectations("v2"))
@@ -136,3 +138,32 @@ def test_a_window_the_monitor_never_judged_is_reported_missing() -> None:
 def test_expectations_name_the_shadow_candidate_as_the_subject() -> None:
     shadow = expectations("v7")[Phase.SHADOW]
     assert shadow == Expectation(shadow.problem, Check.SHADOW, ("v7",)) and "v7" in shadow.problem
+
+
+def test_a_shadow_candidate_missing_predictions_is_not_caught_as_worse() -> None:
+    # The serving-stage shadow flag counts missing predictions (drops, deadlines on a loaded machine):
+    # an under-trained candidate is caught only by the label-joined comparison.
+    shadow = plan_of(Phase.SHADOW)
+    serving, labels = everything_judged(**{f"w{shadow.index}": [flag(Check.SHADOW, "v2", stage="serving")]})
+    row = next(
+        d
+        for d in assess(PLANS, serving, labels, [], expectations("v2")).detections
+        if d.phase is Phase.SHADOW
+    )
+    assert not row.detected
+    labels[shadow.index] = result(shadow, flag(Check.SHADOW, "v2", stage="labels"), stage=Stage.LABELS)
+    row = next(
+        d
+        for d in assess(PLANS, serving, labels, [], expectations("v2")).detections
+        if d.phase is Phase.SHADOW
+    )
+    assert row.detected
+
+
+def test_an_alert_after_its_phase_is_not_dated_as_the_phases_alert() -> None:
+    drift = [p for p in PLANS if p.phase is Phase.CATEGORY_DRIFT]
+    after = next(p for p in PLANS if p.index > drift[-1].index)
+    serving, labels = everything_judged(**{f"w{drift[0].index}": [flag(Check.DRIFT, "category")]})
+    outcome = assess(PLANS, serving, labels, [alert(after, Check.DRIFT, "category")], EXPECTATIONS)
+    row = next(d for d in outcome.detections if d.phase is Phase.CATEGORY_DRIFT)
+    assert row.detected and row.alert_at == ""
