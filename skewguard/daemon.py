@@ -646,7 +646,13 @@ class MonitorDaemon:
                 if tp.topic == self.topics.serving and (tp.topic, tp.partition) in stored
             }
         now_us = int(self.clock() * 1e6)
+        # A change applied late (requeued after a store error, or several join rounds in one poll) may
+        # name a partition revoked since: restoring it would make this daemon fold and checkpoint a
+        # partition it does not own, and seeking it raises. Its REVOKED change follows in the queue.
+        assigned = consumer.assignment()
         for tp in change.partitions:
+            if tp not in assigned:
+                continue
             checkpoint = stored.get((tp.topic, tp.partition))
             labels = tp.topic == self.topics.labels
             if checkpoint is None:

@@ -824,7 +824,8 @@ class RawConsumer:
             raise ConfigError(msg)
         try:
             self._consumer.seek(_to_kafka(tp), offset)
-        except (kafka_errors.KafkaError, AssertionError, TypeError) as exc:
+        except (kafka_errors.KafkaError, AssertionError, TypeError, ValueError) as exc:
+            # (kafka-python raises ValueError('Unassigned partition') for one revoked meanwhile)
             action = f"seek {tp.topic}[{tp.partition}]"
             raise _broker_error(action, exc) from exc
 

@@ -19,7 +19,7 @@ from skewguard.daemon import MonitorDaemon, load_monitors
 from skewguard.demo.traffic import TrafficShape, hour_in_utc_bug
 from skewguard.errors import StoreError
 from skewguard.io.broker import EmbeddedBroker
-from skewguard.io.kafka import read_dead_letter
+from skewguard.io.kafka import AssignmentChange, ChangeKind, TopicPartition, read_dead_letter
 from skewguard.records import encode_record, encode_record_fragment, encode_records, envelope_from_fragments
 from skewguard.results import Check, Severity
 from skewguard.store import Store
@@ -200,6 +200,17 @@ def test_a_dead_letter_refused_for_its_size_is_sent_smaller_and_checkpoints_go_o
     assert (letter.reason, letter.value, letter.value_omitted) == ("undecodable", b"", len(value))
     assert message.key == (None if left_out == "value and key" else b"k" * key_bytes)
     assert letter.key_omitted == (left_out == "value and key")
+
+
+def test_an_assignment_applied_after_its_partition_was_revoked_restores_nothing(daemon_for) -> None:
+    # A change requeued after a store error, or one of several join rounds in a poll, can name a
+    # partition revoked since: restoring it made the daemon fold and checkpoint a partition it does not
+    # own (and seeking it raised ValueError out of the poll loop).
+    daemon: MonitorDaemon = daemon_for()
+    step_until(daemon, lambda: len(daemon.owned) == 2)
+    stale = TopicPartition(daemon.topics.serving, 7)  # never assigned: the topic has 2 partitions
+    daemon._apply_assignment_change(AssignmentChange(ChangeKind.ASSIGNED, frozenset({stale})))
+    assert stale not in daemon.owned and len(daemon.owned) == 2
 
 
 def test_after_an_unexpected_error_in_a_step_close_leaves_the_last_checkpoint_alone(

@@ -177,6 +177,9 @@ def test_seek_rereads_from_the_given_offset(
         consumer.seek(tp, 25)
         assert [m.offset for m in consume(consumer, 5)] == [25, 26, 27, 28, 29]
         assert consumer.position(tp) == 30
+        # A partition revoked meanwhile (kafka-python: ValueError) is a BrokerError, never a crash.
+        with pytest.raises(BrokerError, match=r"seek .*\[1\] failed: ValueError: Unassigned partition"):
+            consumer.seek(TopicPartition(topic, 1), 0)
 
 
 def test_lag_is_highwater_minus_position(
