@@ -7,10 +7,11 @@ stores what comes back.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,12 @@ from skewguard.results import Check, Finding, Severity, WindowKey, WindowResult
 from skewguard.shadow.compare import ShadowOptions, serving_findings
 from skewguard.stats import ColumnRole, EncodedColumn, EncodedFrame, Profile, category_text
 from skewguard.windows import ShadowTally, SkewTally, WindowAccumulator, merge_examples
+
+log = logging.getLogger(__name__)
+
+#: Shadow candidates one window compares, and the longest version name (see ``_shadow_versions``).
+MAX_SHADOW_VERSIONS: Final = 16
+MAX_VERSION_CHARS: Final = 200
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,10 @@ class ModelMonitor:
         accumulator.versions.update(batch.model_versions)
         for defaulted in batch.defaulted or ():
             if defaulted:
-                accumulator.defaulted.update(defaulted)
+                # Only this model's features: each name counted becomes a finding's subject, an alert's
+                # key and a /metrics series, so a name a serving bug makes up (a request id, a 300-
+                # character string) would mint series without bound and overflow the store's columns.
+                accumulator.defaulted.update(name for name in defaulted if name in self._kinds)
         # Replay only has work when a record carries raw inputs or an unknown FeatureState hash.
         if batch.raw_inputs is not None or not self.known_states.keys() >= set(batch.state_hashes):
             self._replay(accumulator, batch)
@@ -337,12 +347,37 @@ class ModelMonitor:
             context={"versions": dict(accumulator.versions), "replayed": accumulator.replayed},
         )
 
+    @staticmethod
+    def _shadow_versions(accumulator: WindowAccumulator, seen: set[str]) -> list[str]:
+        """The candidate versions of a batch this window compares, in order.
+
+        A version names a finding's subject, an alert's key and a /metrics series, so a serving bug
+        that writes per-request keys (a request id as the version) must not mint them without bound:
+        at most ``MAX_SHADOW_VERSIONS`` per window, each at most ``MAX_VERSION_CHARS`` long; the
+        rest are left out and logged.
+        """
+        fits = sorted(v for v in seen if len(v) <= MAX_VERSION_CHARS)
+        room = MAX_SHADOW_VERSIONS - len(accumulator.shadow)
+        taken = [v for v in fits if v in accumulator.shadow]
+        taken += [v for v in fits if v not in accumulator.shadow][: max(0, room)]
+        left = sorted(seen - set(taken))
+        if left:
+            log.warning(
+                "shadow: %d candidate version(s) left out of a window (at most %d per window, each at most "
+                "%d characters), e.g. %r",
+                len(left),
+                MAX_SHADOW_VERSIONS,
+                MAX_VERSION_CHARS,
+                left[0][:80],
+            )
+        return sorted(taken)
+
     def fold_shadow(self, accumulator: WindowAccumulator, batch: ServingBatch) -> None:
         """Pair each shadow candidate's predictions with production's, per candidate version."""
         shadows = batch.shadow_predictions
         if shadows is None:
             return
-        versions = sorted({v for s in shadows for v in s})
+        versions = self._shadow_versions(accumulator, {v for s in shadows for v in s})
         kind = self.baseline.prediction_kind
         if not versions or kind is None:
             return

@@ -15,7 +15,7 @@ from features.ctr import CTR_FEATURES
 from skewguard.baseline import Baseline, BaselineOptions, build_baseline
 from skewguard.demo.traffic import TrafficShape, generate_requests, hour_in_utc_bug, serving_records
 from skewguard.monitor import ModelMonitor, MonitorOptions
-from skewguard.records import ServingRecord
+from skewguard.records import ServingBatch, ServingRecord
 from skewguard.results import Check, Severity, WindowKey, WindowResult
 
 START = dt.datetime(2026, 4, 6, tzinfo=dt.UTC)
@@ -106,6 +106,28 @@ def test_defaulted_feature_group_is_flagged_above_its_rate(monitor: ModelMonitor
     assert all(f.flagged and f.effect == pytest.approx(0.15) for f in found.values())
     # Defaulted values are not compared in the replay: no false skew from the fallback.
     assert not any(f.flagged for f in result.findings if f.check is Check.SKEW)
+
+
+def test_names_a_serving_bug_makes_up_mint_no_findings_without_bound(
+    monitor: ModelMonitor, baseline: Baseline
+) -> None:
+    # Each defaulted name and shadow version becomes a finding's subject, an alert key and a /metrics
+    # series (and a PostgreSQL VARCHAR(250)): made-up ones (a request id, 300 characters) minted them
+    # without bound, and one too long wedged every checkpoint on PostgreSQL.
+    frame = generate_requests(600, seed=72, start=START, span=dt.timedelta(minutes=5))
+    records = serving_records(frame, CTR_FEATURES, baseline.state, model="ctr", scores=scores(600, 73))
+    for i, record in enumerate(records):
+        record.defaulted = ["clicks_24h", f"req-{i}", "x" * 300]
+        record.shadow_predictions = {f"v{i % 40:02d}": 0.5, "y" * 300: 0.5}
+    accumulator = monitor.new_accumulator()
+    for start in range(0, len(records), 100):
+        batch = records[start : start + 100]
+        monitor.fold(accumulator, batch)
+        monitor.fold_shadow(accumulator, ServingBatch.from_records(batch))
+    assert set(accumulator.defaulted) == {"clicks_24h"}
+    assert len(accumulator.shadow) == 16 and all(len(version) <= 200 for version in accumulator.shadow)
+    subjects = {f.subject for f in monitor.judge(KEY, accumulator).findings}
+    assert max(map(len, subjects)) <= 200 and not any(s.startswith("req-") for s in subjects)
 
 
 def test_unknown_feature_state_is_itself_a_finding(monitor: ModelMonitor, baseline: Baseline) -> None:
