@@ -99,6 +99,9 @@ class ModelMonitor:
         self._feature_columns = [s.name for s in layout.specs if s.role is ColumnRole.FEATURE]
         self._has_prediction = PREDICTION_COLUMN in layout.names
         self._kinds = {name: f.kind for name, f in self.feature_set.features.items()}
+        self._defaultable = sorted(
+            name for group in self.feature_set.group_defaults().values() for name in group
+        )
 
     @property
     def name(self) -> str:
@@ -339,6 +342,18 @@ class ModelMonitor:
                     },
                 )
             )
+        else:  # (said explicitly: an alert on unknown hashes is resolved by a window without them)
+            findings.append(
+                Finding(
+                    Check.UNKNOWN_STATE,
+                    "feature_state",
+                    False,
+                    effect=0.0,
+                    threshold=0.0,
+                    method="hash",
+                    reason="every request carries a FeatureState hash the baseline knows",
+                )
+            )
         return WindowResult(
             key=key,
             records=accumulator.records,
@@ -404,8 +419,15 @@ class ModelMonitor:
         return np.linspace(0.0, 1.0, 21)
 
     def _default_findings(self, accumulator: WindowAccumulator) -> list[Finding]:
+        """A finding per feature that can fall back to a default, also at rate 0.
+
+        At 0 too: an open alert is resolved only by an unflagged finding of its subject, so a feature
+        whose defaults stopped must say so (it was left out, and its alert stayed open for good, which
+        also silenced the next outage of it: one alert per episode).
+        """
         findings = []
-        for name, count in sorted(accumulator.defaulted.items()):
+        counts = {name: 0 for name in self._defaultable} | dict(accumulator.defaulted)
+        for name, count in sorted(counts.items()):
             rate = count / max(accumulator.records, 1)
             flagged = rate > self.options.defaults_max_rate
             findings.append(

@@ -101,9 +101,21 @@ def test_defaulted_feature_group_is_flagged_above_its_rate(monitor: ModelMonitor
         record.features.update(defaults)
         record.defaulted = list(defaults)
     result = window(monitor, records)
-    found = {f.subject: f for f in result.findings if f.check is Check.DEFAULTS}
+    found = {f.subject: f for f in result.findings if f.check is Check.DEFAULTS and f.flagged}
     assert set(found) == {"clicks_7d", "clicks_24h"}
-    assert all(f.flagged and f.effect == pytest.approx(0.15) for f in found.values())
+    assert all(f.effect == pytest.approx(0.15) for f in found.values())
+    # Every other feature that can default says so at rate 0, and a window whose defaults stopped
+    # reports 0 for these too: an open alert is resolved only by an unflagged finding of its subject.
+    others = [f for f in result.findings if f.check is Check.DEFAULTS and not f.flagged]
+    assert {f.subject for f in others} == set(CTR_FEATURES.features) - {"clicks_7d", "clicks_24h"}
+    assert all(f.effect == 0.0 for f in others)
+    clean = window(
+        monitor, serving_records(frame, CTR_FEATURES, baseline.state, model="ctr", scores=scores(2_000, 71))
+    )
+    recovered = {f.subject: f for f in clean.findings if f.check is Check.DEFAULTS}
+    assert not recovered["clicks_24h"].flagged and recovered["clicks_24h"].effect == 0.0
+    (state,) = [f for f in clean.findings if f.check is Check.UNKNOWN_STATE]
+    assert not state.flagged  # likewise the unknown-hash check, when every hash is known
     # Defaulted values are not compared in the replay: no false skew from the fallback.
     assert not any(f.flagged for f in result.findings if f.check is Check.SKEW)
 
