@@ -1217,7 +1217,10 @@ class MonitorDaemon:
             stored_records, stored_late = part.saved.get(key, (0, 0))
             lost = max(0, window.records - stored_records)
             lost_late = max(0, window.late_records - stored_late)
-            if was_open or lost or lost_late:  # a sealed window counted in full is just dropped
+            # A window counted in full is just dropped: no late target (that would create an empty
+            # next window, finalised as a 0-record result if the partition stays idle) — except that a
+            # count window's partition must still move its numbering past it (in _late_target).
+            if lost or lost_late or (was_open and self.spec.counted):
                 retired.append((key, window, lost, lost_late))
         # Targets are chosen once every retired window is out of the way, never one of them.
         for key, window, lost, lost_late in retired:

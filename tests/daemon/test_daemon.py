@@ -15,14 +15,21 @@ import orjson
 import pytest
 
 from skewguard.baseline import Baseline
-from skewguard.daemon import MonitorDaemon, load_monitors
+from skewguard.daemon import MonitorDaemon, OwnedPartition, load_monitors
 from skewguard.demo.traffic import TrafficShape, hour_in_utc_bug
 from skewguard.errors import StoreError
 from skewguard.io.broker import EmbeddedBroker
 from skewguard.io.kafka import AssignmentChange, ChangeKind, TopicPartition, read_dead_letter
-from skewguard.records import encode_record, encode_record_fragment, encode_records, envelope_from_fragments
+from skewguard.records import (
+    encode_record,
+    encode_record_fragment,
+    encode_records,
+    envelope_from_fragments,
+    to_us,
+)
 from skewguard.results import Check, Severity
 from skewguard.store import Store
+from skewguard.windows import PartitionWindows
 from tests.daemon.helpers import (
     T0,
     closing_record,
@@ -211,6 +218,22 @@ def test_an_assignment_applied_after_its_partition_was_revoked_restores_nothing(
     stale = TopicPartition(daemon.topics.serving, 7)  # never assigned: the topic has 2 partitions
     daemon._apply_assignment_change(AssignmentChange(ChangeKind.ASSIGNED, frozenset({stale})))
     assert stale not in daemon.owned and len(daemon.owned) == 2
+
+
+def test_an_open_window_finalised_elsewhere_with_nothing_lost_leaves_no_empty_window_behind(
+    daemon_for,
+) -> None:
+    # Another replica finalised window W with everything this partition had folded into it (its idle
+    # partition's stored state): W is dropped here. Retiring it used to create an empty accumulator for
+    # the next window, stored as a 0-record result if the partition stayed idle.
+    daemon: MonitorDaemon = daemon_for()
+    part = OwnedPartition(PartitionWindows(daemon.spec), 10, 0)
+    key = ("ctr", to_us(T0))
+    folded = part.windows.accumulator(key, daemon.monitors["ctr"].new_accumulator)
+    folded.records = 40
+    part.saved[key] = (40, 0)
+    daemon._retire_finalised_elsewhere(None, part, {key})
+    assert part.windows.open == {} and part.windows.sealed == {}
 
 
 def test_after_an_unexpected_error_in_a_step_close_leaves_the_last_checkpoint_alone(
