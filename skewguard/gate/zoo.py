@@ -583,10 +583,19 @@ def _case(
     batch: tuple[torch.Tensor, torch.Tensor],
     loss_fn: LossFn,
     task: Task = Task.CLASSIFICATION,
+    *,
+    causal: bool = False,
 ) -> ZooCase:
     """A zoo case from a seeded model, its batch (inputs, targets), its loss and its task."""
     inputs, targets = batch
-    return ZooCase(model=seeded_build(seed, make), inputs=inputs, targets=targets, loss_fn=loss_fn, task=task)
+    return ZooCase(
+        model=seeded_build(seed, make),
+        inputs=inputs,
+        targets=targets,
+        loss_fn=loss_fn,
+        task=task,
+        causal=causal,
+    )
 
 
 def _cnn_batchnorm_dropout() -> ZooCase:
@@ -601,41 +610,19 @@ def _label_smoothing_classifier() -> ZooCase:
 
 
 def _gru_sequence_model() -> ZooCase:
-    inputs, targets = sequence_batch()
-    return ZooCase(
-        model=seeded_build(3, GRULanguageModel),
-        inputs=inputs,
-        targets=targets,
-        loss_fn=_sequence_cross_entropy,
-        task=Task.SEQUENCE,
-        causal=True,
-    )
+    return _case(3, GRULanguageModel, sequence_batch(), _sequence_cross_entropy, Task.SEQUENCE, causal=True)
 
 
 def _class_first_sequence_model() -> ZooCase:
     """Classes on axis 1, as many positions as classes: the loss, not the shape, names the class axis."""
-    inputs, targets = sequence_batch(length=VOCAB)
-    return ZooCase(
-        model=seeded_build(3, ClassFirstGRULanguageModel),
-        inputs=inputs,
-        targets=targets,
-        loss_fn=nn.CrossEntropyLoss(),
-        task=Task.SEQUENCE,
-        causal=True,
-    )
+    batch = sequence_batch(length=VOCAB)
+    return _case(3, ClassFirstGRULanguageModel, batch, nn.CrossEntropyLoss(), Task.SEQUENCE, causal=True)
 
 
 def _class_last_cross_entropy_subclass() -> ZooCase:
     """Classes last, as many positions as classes, and a CrossEntropyLoss subclass that flattens."""
-    inputs, targets = sequence_batch(length=VOCAB)
-    return ZooCase(
-        model=seeded_build(3, GRULanguageModel),
-        inputs=inputs,
-        targets=targets,
-        loss_fn=ClassLastCrossEntropy(),
-        task=Task.SEQUENCE,
-        causal=True,
-    )
+    batch = sequence_batch(length=VOCAB)
+    return _case(3, GRULanguageModel, batch, ClassLastCrossEntropy(), Task.SEQUENCE, causal=True)
 
 
 def _sequence_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -643,20 +630,12 @@ def _sequence_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> tor
 
 
 def _transformer_case(*, scramble_heads: bool, in_place: bool = False) -> ZooCase:
-    inputs, targets = sequence_batch()
     make = (
         InPlacePositionsTransformerLM
         if in_place
         else partial(TinyTransformerLM, scramble_heads=scramble_heads)
     )
-    return ZooCase(
-        model=seeded_build(4, make),
-        inputs=inputs,
-        targets=targets,
-        loss_fn=_sequence_cross_entropy,
-        task=Task.SEQUENCE,
-        causal=True,
-    )
+    return _case(4, make, sequence_batch(), _sequence_cross_entropy, Task.SEQUENCE, causal=True)
 
 
 def _mlp_regression() -> ZooCase:
