@@ -263,9 +263,9 @@ _SERVICE_LINK_URL: Final = re.compile(r"(tcp|udp|sctp)://", re.IGNORECASE)
 
 
 def _service_link(variable: str, value: str) -> bool:
-    """Whether ``variable`` is one of Kubernetes' service-link variables (see ``_SERVICE_LINK``)."""
+    """Whether ``variable`` (naming no setting) is one of Kubernetes' service-link variables."""
     name = variable.upper()
-    if _SERVICE_LINK.search(name) and not names_a_setting(variable):
+    if _SERVICE_LINK.search(name):
         return True
     return name.endswith("_PORT") and _SERVICE_LINK_URL.match(value) is not None
 

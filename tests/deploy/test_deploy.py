@@ -138,11 +138,6 @@ def depends_on(doc: dict[str, Any], service: str, target: str) -> bool:
     return target in direct or any(depends_on(doc, other, target) for other in direct)
 
 
-def settings_field_exists(env_name: str) -> bool:
-    """Whether SKEWGUARD_<SECTION>__<KEY> names a field (the settings' own check, as the daemon uses it)."""
-    return names_a_setting(env_name)
-
-
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No SKEWGUARD_* variable of the test process leaks into a settings load."""
@@ -284,7 +279,7 @@ def test_keys_mentioned_in_example_comments_exist_in_their_section() -> None:
         if section == ["models"]:
             assert commented.group(1) in ModelConfig.model_fields, line
         else:
-            assert settings_field_exists(env_name), line
+            assert names_a_setting(env_name), line
         checked += 1
     assert checked >= 3
 
@@ -322,14 +317,14 @@ def test_example_config_mentions_every_key_the_daemon_reads() -> None:
 
 
 def test_settings_walk_accepts_real_keys_and_rejects_typos() -> None:
-    assert settings_field_exists("SKEWGUARD_STORE__URL")
-    assert settings_field_exists("SKEWGUARD_ALERTS__WEBHOOK_URL")
-    assert settings_field_exists("SKEWGUARD_KAFKA__SASL_PASSWORD")
-    assert settings_field_exists("SKEWGUARD_GROUP_ID")
-    assert settings_field_exists("SKEWGUARD_POLICY__MIN_THRESHOLD__WASSERSTEIN")
-    assert not settings_field_exists("SKEWGUARD_STORE__URI")
-    assert not settings_field_exists("SKEWGUARD_STORE_URL")
-    assert not settings_field_exists("SKEWGUARD_HTTP__PORT__NUMBER")
+    assert names_a_setting("SKEWGUARD_STORE__URL")
+    assert names_a_setting("SKEWGUARD_ALERTS__WEBHOOK_URL")
+    assert names_a_setting("SKEWGUARD_KAFKA__SASL_PASSWORD")
+    assert names_a_setting("SKEWGUARD_GROUP_ID")
+    assert names_a_setting("SKEWGUARD_POLICY__MIN_THRESHOLD__WASSERSTEIN")
+    assert not names_a_setting("SKEWGUARD_STORE__URI")
+    assert not names_a_setting("SKEWGUARD_STORE_URL")
+    assert not names_a_setting("SKEWGUARD_HTTP__PORT__NUMBER")
 
 
 # ------------------------------------------------------------------------------------------ Dockerfile
@@ -471,7 +466,7 @@ def test_compose_runs_two_monitor_replicas_in_one_group_against_postgresql(
         config = bind_mounts(service)[CONFIG_IN_IMAGE]
         assert (DEPLOY / config).resolve() == EXAMPLE_CONFIG
         env = compose_env(service)
-        assert all(settings_field_exists(key) for key in env if key.startswith("SKEWGUARD_")), env
+        assert all(names_a_setting(key) for key in env if key.startswith("SKEWGUARD_")), env
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():
                 patch.setenv(key, value)
@@ -738,7 +733,7 @@ def test_deployment_takes_db_url_and_webhook_from_secret_references(
         assert env[name]["valueFrom"]["secretKeyRef"]["key"] in PLACEHOLDER_SECRETS
     resolved: dict[str, str] = {}
     for name, item in env.items():
-        assert settings_field_exists(name), f"{name} names no settings key"
+        assert names_a_setting(name), f"{name} names no settings key"
         if "value" in item:
             resolved[name] = str(item["value"])
         elif "secretKeyRef" in item["valueFrom"]:
